@@ -4,16 +4,10 @@ The package `introspect` is the folder `lib/` (package_dir mapping). Versions be
 test suite was run with; `make test` installs exactly these.
 """
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
-PACKAGES = [
-    "introspect",
-    "introspect.models",
-    "introspect.metrics",
-    "introspect.losses",
-    "introspect.calibrators",
-    "introspect.conformal",
-]
+# Every folder with an __init__.py under lib/ is a subpackage of introspect.
+PACKAGES = ["introspect"] + [f"introspect.{p}" for p in find_packages("lib")]
 
 setup(
     name="introspect",
