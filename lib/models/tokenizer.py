@@ -183,7 +183,8 @@ class Tokenizer:
           NotImplementedError: the tokenizer model is not byte-level BPE ("gpt2").
         """
         if isinstance(path_or_reader, gguf.GGUFReader):
-            reader, source = path_or_reader, str(getattr(path_or_reader, "path", "GGUF reader"))
+            reader = path_or_reader
+            source = str(getattr(reader.data, "filename", None) or "GGUF reader")
         else:
             source = os.fspath(path_or_reader)
             if not os.path.isfile(source):

@@ -12,6 +12,8 @@ import json
 import os
 
 import gguf
+import jinja2
+import numpy as np
 import pytest
 import tokenizers
 from introspect.models.tokenizer import GGUF_PRE_TOKENIZERS, Tokenizer
@@ -244,7 +246,7 @@ def test_chat_template_errors(tok_tiny, tok_tiny_dir):
         tok_tiny.apply_chat_template([{"content": "x"}])
     # The sandbox refuses to mutate the caller's messages.
     mutate = "{% set _ = messages[0].update({'content': 'y'}) %}"
-    with pytest.raises(Exception, match="unsafe|not safely callable|immutable"):
+    with pytest.raises(jinja2.exceptions.SecurityError):
         tok_tiny.apply_chat_template([{"role": "user", "content": "x"}], chat_template=mutate)
     no_template = Tokenizer.from_gguf(write_tiny_gguf(tok_tiny_dir / "nt.gguf", template=None))
     assert no_template.chat_template is None
@@ -571,6 +573,19 @@ def test_smollm2_gguf_encode_decode_parity(tok_smollm, tok_hf_gguf):
     # Only strings with a numeric character diverge (the digit split is the only difference).
     assert all(any(ch.isnumeric() for ch in text) for text in divergent)
     assert tok_smollm.encode_batch(PARITY_STRINGS) == [tok_smollm.encode(s) for s in PARITY_STRINGS]
+
+
+@pytest.mark.slow
+def test_smollm2_gguf_decode_parity_on_arbitrary_ids(tok_smollm, tok_hf_gguf):
+    # Arbitrary id sequences, including special tokens and byte tokens that cut a UTF-8 character
+    # in half (decoded as U+FFFD by both).
+    rng = np.random.default_rng(0)
+    sequences = [rng.integers(0, tok_smollm.vocab_size, size=n).tolist() for n in (1, 2, 7, 64)]
+    sequences += [rng.integers(0, 300, size=12).tolist() for _ in range(20)]
+    sequences += [[0, 1, 2, 3, 16], tok_smollm.encode("🙂")[:1], list(range(17, 60))]
+    for ids in sequences:
+        _assert_same_decode(tok_smollm, tok_hf_gguf, ids)
+    assert tok_smollm.decode(np.asarray(sequences[-1])) == tok_smollm.decode(sequences[-1])
 
 
 @pytest.mark.slow
