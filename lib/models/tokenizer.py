@@ -19,16 +19,21 @@ Deliberate choices (where references disagree or leave room):
 
 * "smollm" splits every numeric character into its own pre-token before the GPT-2 byte-level
   regex, as SmolLM2's own `tokenizer.json` (Digits(individual_digits) + ByteLevel) and llama.cpp do.
-  transformers' GGUF conversion drops the digit split; it only differs on some strings (a digit
-  after two or more spaces or newlines, e.g. "\\n\\n1"), and there we follow the real tokenizer.
+  transformers' GGUF conversion drops the digit split; that changes the ids only where a run of
+  two or more whitespace characters precedes a number (e.g. "\\n\\n1"), and there we follow the
+  real tokenizer.
+* "default" (written when the converter did not recognise the pre-tokenizer) is read as GPT-2's
+  regex, as transformers does; llama.cpp's fallback regex for it differs (it splits punctuation
+  runs and 3-digit groups first). A file with "default" is best re-converted.
 * `eos_token_ids` = the primary EOS, then generation_config.json's eos ids (HF directories) or
   `tokenizer.ggml.eot_token_id`/`eom_token_id` (GGUF), then every *special* token whose text is a
   well-known end-of-turn/end-of-text marker (`END_MARKERS`: `<|im_end|>`, `<|eot_id|>`,
-  `<|endoftext|>`, ...), in that order, without duplicates; this is llama.cpp's end-of-generation
-  rule. For SmolLM2: (2 = `<|im_end|>`, 0 = `<|endoftext|>`).
+  `<|endoftext|>`, ...), in that order, without duplicates (modelled on llama.cpp's end-of-
+  generation set). For SmolLM2: (2 = `<|im_end|>`, 0 = `<|endoftext|>`).
 * `apply_chat_template(tokenize=True)` encodes the rendered text without the post-processor (like
   transformers), then puts BOS in front only when this tokenizer adds BOS on plain `encode` and the
-  template did not already emit it, so BOS never appears twice and never goes missing.
+  template did not already emit it, so BOS never appears twice and never goes missing
+  (transformers would leave it out).
 
 Performance note: `gguf.GGUFReader` takes seconds on a vocabulary of ~50k tokens (it builds numpy
 views per array element); pass the reader the weight loader already opened to parse the file once.
@@ -149,6 +154,14 @@ class Tokenizer:
         probe = backend.encode("", add_special_tokens=True).ids
         self.add_bos_token = self.bos_token_id is not None and probe[:1] == [self.bos_token_id]
         self._compiled_templates: dict[str, jinja2.Template] = {}
+        # Non-special added tokens whose text the decoder would garble (e.g. a GGUF USER_DEFINED
+        # token "é!" in a byte-level vocabulary: the ByteLevel decoder reads "é" as byte 0xE9).
+        # `decode` writes these verbatim, as llama.cpp does.
+        self._verbatim: dict[int, str] = {
+            i: added.content
+            for i, added in backend.get_added_tokens_decoder().items()
+            if not added.special and backend.decode([i]) != added.content
+        }
 
     def _special(self, token: str | None, name: str) -> tuple[str | None, int | None]:
         if token is None:
@@ -304,7 +317,9 @@ class Tokenizer:
         generation = load_json("generation_config.json")
 
         def special(name: str) -> str | None:
-            value = config.get(name, special_map.get(name))
+            value = config.get(name)
+            if value is None:
+                value = special_map.get(name)
             if isinstance(value, Mapping):  # {"content": "<s>", "lstrip": false, ...}
                 value = value.get("content")
             return value
@@ -379,7 +394,19 @@ class Tokenizer:
             raise ValueError(
                 f"decode: ids {bad[:5]} are outside the vocabulary [0, {self.vocab_size})"
             )
-        return self.backend.decode(ids, skip_special_tokens=skip_special_tokens)
+        if not self._verbatim or not any(i in self._verbatim for i in ids):
+            return self.backend.decode(ids, skip_special_tokens=skip_special_tokens)
+        pieces, run = [], []
+        for i in ids + [None]:
+            if i is None or i in self._verbatim:
+                if run:
+                    pieces.append(self.backend.decode(run, skip_special_tokens=skip_special_tokens))
+                    run = []
+                if i is not None:
+                    pieces.append(self._verbatim[i])
+            else:
+                run.append(i)
+        return "".join(pieces)
 
     def token_to_id(self, token: str) -> int | None:
         """The id of a token text (in the vocabulary's own spelling, e.g. "Ġthe"), or None."""

@@ -43,6 +43,9 @@ def _byte_chars() -> list[str]:
 
 TINY_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]  # CONTROL, ids 0..2
 TINY_USER_DEFINED = "<think>"  # USER_DEFINED, last id
+# USER_DEFINED tokens are stored as raw text; this one has characters the byte-level decoder would
+# misread ("é" is also the byte-level spelling of byte 0xE9) and a space.
+TINY_USER_DEFINED_RAW = "«é new»"
 TINY_MERGES = ["Ġ t", "h e", "Ġt he", "Ġ a", "1 2", "12 3"]
 TINY_TEMPLATE = (
     "{% for m in messages %}"
@@ -57,11 +60,11 @@ def tiny_vocab() -> tuple[list[str], list[int]]:
         merged = merge.replace(" ", "")
         if merged not in tokens:
             tokens.append(merged)
-    tokens.append(TINY_USER_DEFINED)
+    tokens += [TINY_USER_DEFINED_RAW, TINY_USER_DEFINED]
     types = [int(gguf.TokenType.NORMAL)] * len(tokens)
     for i in range(len(TINY_SPECIALS)):
         types[i] = int(gguf.TokenType.CONTROL)
-    types[-1] = int(gguf.TokenType.USER_DEFINED)
+    types[-2:] = [int(gguf.TokenType.USER_DEFINED)] * 2
     return tokens, types
 
 
@@ -141,6 +144,16 @@ def test_tiny_gguf_special_and_user_defined_tokens_match_whole(tok_tiny):
     # CONTROL tokens are special (skipped on request); USER_DEFINED tokens are plain text.
     assert tok_tiny.decode(ids, skip_special_tokens=True) == "user\nhi<think>x"
     assert tok_tiny.decode(ids) == "<|im_start|>user\nhi<think>x<|im_end|>"
+
+
+def test_tiny_gguf_user_defined_raw_text_roundtrips(tok_tiny):
+    text = f"a{TINY_USER_DEFINED_RAW}b é {TINY_USER_DEFINED_RAW}"
+    ids = tok_tiny.encode(text)
+    raw_id = tok_tiny.token_to_id(TINY_USER_DEFINED_RAW)
+    assert ids.count(raw_id) == 2
+    assert tok_tiny.decode(ids) == text
+    assert tok_tiny.decode(ids, skip_special_tokens=True) == text
+    assert tok_tiny.decode([1, raw_id, 2], skip_special_tokens=True) == TINY_USER_DEFINED_RAW
 
 
 def test_tiny_gguf_encode_batch_matches_encode(tok_tiny):
