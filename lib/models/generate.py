@@ -1,0 +1,268 @@
+"""Compiled generation and teacher-forced scoring.
+
+The whole decode loop is one `jax.lax.while_loop` inside one `jax.jit`: no Python dispatch per
+token. Shapes are bucketed (batch, prompt length and new-token count rounded up to powers of two),
+so a program is compiled once per bucket and reused across calls.
+
+Per-step statistics (`STAT_NAMES`) are computed from the full-vocabulary distribution inside the
+loop, so confidence signals get what they need without storing [steps, vocab] logits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from introspect.models.config import ModelConfig
+from introspect.models.llama import KVCache, Steering, apply
+
+# Full-vocabulary statistics of each step's next-token distribution p = softmax(logits):
+#   entropy     -sum_j p_j log p_j                (nats)
+#   max_prob    max_j p_j
+#   logsumexp   log sum_j exp(logits_j)
+#   mean_logit  (1/V) sum_j logits_j
+# Self-certainty KL(U || p) = logsumexp - mean_logit - log V follows from the last two.
+STAT_NAMES = ("entropy", "max_prob", "logsumexp", "mean_logit")
+
+
+def step_statistics(logits: jax.Array) -> jax.Array:
+    """[..., vocab] logits -> [..., 4] statistics in the order of STAT_NAMES (float32)."""
+    logits = logits.astype(jnp.float32)
+    lse = jax.nn.logsumexp(logits, axis=-1)
+    logp = logits - lse[..., None]
+    entropy = -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+    max_prob = jnp.exp(jnp.max(logp, axis=-1))
+    return jnp.stack([entropy, max_prob, lse, jnp.mean(logits, axis=-1)], axis=-1)
+
+
+def next_power_of_two(n: int, minimum: int = 1) -> int:
+    return max(minimum, 1 << max(0, int(n) - 1).bit_length())
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeSpec:
+    """Static (compile-time) settings of one decode program."""
+
+    config: ModelConfig
+    num_new: int  # bucketed maximum number of new tokens (buffer length)
+    sample: bool  # False = greedy
+    filtered: bool  # apply top-k / top-p filtering
+    want_stats: bool
+    hidden_layers: tuple | None  # hidden_states indices captured during decoding
+    num_hidden_slots: int  # how many steps' hidden states are kept
+    steer_layer: int | None
+    steer_prompt: bool  # steering also applies to the prompt tokens
+    dtype: str = "float32"
+
+
+def filter_logits(logits: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.Array:
+    """Top-k then top-p (nucleus) filtering with traced k and p.
+
+    Args:
+      logits: [batch, vocab].
+      top_k: [] int, 0 = off.
+      top_p: [] float, 1.0 = off. Keeps the smallest set of most likely tokens whose mass is >= p.
+    Returns:
+      [batch, vocab] logits with removed entries set to -inf.
+    """
+    vocab = logits.shape[-1]
+    desc = -jnp.sort(-logits, axis=-1)
+    kth = jnp.take_along_axis(desc, jnp.clip(top_k - 1, 0, vocab - 1)[None, None], axis=-1)
+    kth = jnp.where(top_k > 0, kth, -jnp.inf)
+    desc = jnp.where(desc >= kth, desc, -jnp.inf)
+    probs = jax.nn.softmax(desc, axis=-1)
+    mass_before = jnp.cumsum(probs, axis=-1) - probs
+    keep = mass_before < top_p
+    threshold = jnp.min(jnp.where(keep, desc, jnp.inf), axis=-1, keepdims=True)
+    threshold = jnp.maximum(threshold, kth)
+    return jnp.where(logits >= threshold, logits, -jnp.inf)
+
+
+def _choose(spec: DecodeSpec, logits, step, row_keys, temperature, top_k, top_p):
+    """Pick the next token for every row. logits: [batch, vocab] float32."""
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    if spec.sample:
+        scaled = logits / jnp.maximum(temperature, 1e-6)
+        if spec.filtered:
+            scaled = filter_logits(scaled, top_k, top_p)
+        keys = jax.vmap(lambda k: jax.random.fold_in(k, step))(row_keys)
+        token = jax.vmap(jax.random.categorical)(keys, scaled)
+    else:
+        token = jnp.argmax(logits, axis=-1)
+    token = token.astype(jnp.int32)
+    token_logp = jnp.take_along_axis(logp, token[:, None], axis=-1)[:, 0]
+    stats = step_statistics(logits) if spec.want_stats else None
+    return token, token_logp, stats
+
+
+@functools.partial(jax.jit, static_argnames=("spec",))
+def decode(
+    params,
+    tokens,
+    valid,
+    row_keys,
+    row_active,
+    max_new,
+    temperature,
+    top_k,
+    top_p,
+    stop_ids,
+    ignore_eos,
+    pad_id,
+    hidden_slot_of_step,
+    steer_vector,
+    steer_scale,
+    *,
+    spec: DecodeSpec,
+):
+    """Prefill + compiled decode loop.
+
+    Args:
+      params: decoder parameters.
+      tokens: [batch, prompt_len] int32, left-padded prompts.
+      valid: [batch, prompt_len] bool, False at padding.
+      row_keys: [batch, 2] uint32 PRNG keys, one per prompt (so sampling does not depend on how
+        prompts were batched or sharded).
+      row_active: [batch] bool, False for rows that only pad the batch bucket.
+      max_new: [] int32, stop after this many tokens (<= spec.num_new).
+      temperature, top_k, top_p: sampling settings (traced: no recompilation when they change).
+      stop_ids: [num_stop] int32 ids that end a row (EOS and user stop tokens).
+      ignore_eos: [] bool, never stop early (benchmarks).
+      pad_id: [] int32 written after a row has stopped.
+      hidden_slot_of_step: [num_new] int32, buffer slot for each step's hidden state or -1.
+      steer_vector: [hidden] or [batch, hidden]; steer_scale: [] or [batch] (ignored when
+        spec.steer_layer is None).
+      spec: static settings.
+    Returns:
+      dict with tokens [batch, num_new], logprobs [batch, num_new], lengths [batch], and
+      optionally stats [batch, num_new, 4] and hidden [layers, batch, slots, hidden].
+      The hidden state of step s is the one the distribution of new token s was computed from
+      (step 0: the last prompt token).
+    """
+    cfg = spec.config
+    dtype = jnp.dtype(spec.dtype)
+    batch, prompt_len = tokens.shape
+    num_new = spec.num_new
+    cache = KVCache.empty(cfg, batch, prompt_len + num_new, dtype)
+    positions = jnp.maximum(jnp.cumsum(valid, axis=1) - 1, 0).astype(jnp.int32)
+    lengths_prompt = jnp.sum(valid, axis=1).astype(jnp.int32)
+
+    def steering(mask):
+        if spec.steer_layer is None:
+            return None
+        return Steering(steer_vector, steer_scale, spec.steer_layer, mask)
+
+    prompt_mask = valid if spec.steer_prompt else jnp.zeros_like(valid)
+    logits, hs, cache = apply(
+        params,
+        tokens,
+        positions,
+        cache,
+        config=cfg,
+        valid=valid,
+        capture=spec.hidden_layers,
+        steering=steering(prompt_mask),
+        last_only=True,
+        dtype=dtype,
+    )
+    choose = functools.partial(
+        _choose, spec, row_keys=row_keys, temperature=temperature, top_k=top_k, top_p=top_p
+    )
+    is_stop = lambda t: jnp.any(t[:, None] == stop_ids[None, :], axis=-1) & ~ignore_eos
+
+    def record(buffers, step, token, logp, stats, hs, done):
+        out_tokens, out_logp, out_stats, hid = buffers
+        out_tokens = out_tokens.at[:, step].set(jnp.where(done, pad_id, token))
+        out_logp = out_logp.at[:, step].set(jnp.where(done, 0.0, logp))
+        if stats is not None:
+            out_stats = out_stats.at[:, step].set(jnp.where(done[:, None], 0.0, stats))
+        if hid is not None:
+            slot = hidden_slot_of_step[step]
+            hid = jax.lax.cond(
+                slot >= 0,
+                lambda h: jax.lax.dynamic_update_slice_in_dim(h, hs.astype(h.dtype), slot, axis=2),
+                lambda h: h,
+                hid,
+            )
+        return out_tokens, out_logp, out_stats, hid
+
+    buffers = (
+        jnp.full((batch, num_new), pad_id, jnp.int32),
+        jnp.zeros((batch, num_new), jnp.float32),
+        jnp.zeros((batch, num_new, len(STAT_NAMES)), jnp.float32) if spec.want_stats else None,
+        jnp.zeros(
+            (len(spec.hidden_layers), batch, spec.num_hidden_slots, cfg.hidden_size), jnp.float32
+        )
+        if spec.num_hidden_slots
+        else None,
+    )
+    done = ~row_active
+    token, logp, stats = choose(logits[:, 0], 0)
+    buffers = record(buffers, 0, token, logp, stats, hs, done)
+    out_len = jnp.where(done, 0, 1).astype(jnp.int32)
+    done = done | is_stop(token)
+
+    def cond(state):
+        step, _, _, done, _, _ = state
+        return (step < max_new) & ~jnp.all(done)
+
+    def body(state):
+        step, cache, prev, done, out_len, buffers = state
+        pos = (lengths_prompt + step - 1)[:, None]
+        ones = jnp.ones((batch, 1), bool)
+        logits, hs, cache = apply(
+            params,
+            prev[:, None],
+            pos,
+            cache,
+            config=cfg,
+            valid=ones,
+            capture=spec.hidden_layers,
+            steering=steering(ones),
+            dtype=dtype,
+        )
+        token, logp, stats = choose(logits[:, 0], step)
+        buffers = record(buffers, step, token, logp, stats, hs, done)
+        out_len = out_len + (~done).astype(jnp.int32)
+        done = done | is_stop(token)
+        return step + 1, cache, token, done, out_len, buffers
+
+    state = (jnp.int32(1), cache, token, done, out_len, buffers)
+    _, _, _, _, out_len, buffers = jax.lax.while_loop(cond, body, state)
+    out_tokens, out_logp, out_stats, hid = buffers
+    result = {"tokens": out_tokens, "logprobs": out_logp, "lengths": out_len}
+    if out_stats is not None:
+        result["stats"] = out_stats
+    if hid is not None:
+        result["hidden"] = hid
+    return result
+
+
+@functools.partial(jax.jit, static_argnames=("config", "dtype", "want_stats"))
+def score_tokens(params, tokens, valid, targets_mask, *, config, dtype="float32", want_stats=True):
+    """Teacher-forced log-probabilities of every token given its prefix.
+
+    Args:
+      tokens: [batch, length] int32 (left-padded).
+      valid: [batch, length] bool.
+      targets_mask: [batch, length] bool, positions whose token is scored (continuations).
+    Returns:
+      dict with logprobs [batch, length] (log p(token_t | tokens_<t), 0 where not a target) and
+      stats [batch, length, 4]: statistics of the distribution that predicted token t.
+    """
+    positions = jnp.maximum(jnp.cumsum(valid, axis=1) - 1, 0).astype(jnp.int32)
+    logits, _, _ = apply(
+        params, tokens, positions, config=config, valid=valid, dtype=jnp.dtype(dtype)
+    )
+    # The distribution at position t - 1 predicts token t.
+    pred = logits[:, :-1]
+    logp = jax.nn.log_softmax(pred, axis=-1)
+    tok_logp = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
+    mask = targets_mask[:, 1:]
+    out = {"logprobs": jnp.pad(jnp.where(mask, tok_logp, 0.0), ((0, 0), (1, 0)))}
+    if want_stats:
+        stats = jnp.where(mask[..., None], step_statistics(pred), 0.0)
+        out["stats"] = jnp.pad(stats, ((0, 0), (1, 0), (0, 0)))
+    return out

