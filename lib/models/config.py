@@ -1,8 +1,8 @@
 """Architecture description of a Llama-family decoder.
 
-One frozen dataclass covers Llama 2/3 (incl. Llama-3 RoPE scaling), SmolLM2, Mistral (sliding window),
-Qwen2/2.5 (q/k/v bias) and Qwen3 (q/k RMSNorm). It is hashable, so it is passed to `jax.jit` as a
-static argument.
+One frozen dataclass covers Llama 2/3 (incl. Llama-3 RoPE scaling), SmolLM2, Mistral (sliding
+window), Qwen2/2.5 (q/k/v bias) and Qwen3 (q/k RMSNorm). It is hashable, so it is passed to
+`jax.jit` as a static argument.
 """
 
 from __future__ import annotations

@@ -285,7 +285,7 @@ def apply(
 
 
 def param_shapes(config: ModelConfig) -> dict:
-    """The parameter tree's shapes (jax.ShapeDtypeStruct leaves) for `config`, without allocating."""
+    """The parameter tree (jax.ShapeDtypeStruct leaves) for `config`, without allocating."""
     tokens = jnp.zeros((1, 1), jnp.int32)
     variables = jax.eval_shape(
         lambda: Decoder(config).init(jax.random.PRNGKey(0), tokens, tokens, tokens == 0)

@@ -81,7 +81,7 @@ def _assemble(
         params["lm_head"] = {"kernel": place(("lm_head", "kernel"), fetch(names["lm_head"]), True)}
     for i in range(config.num_layers):
         layer = f"layers_{i}"
-        n = lambda key: names[key].format(i=i)
+        n = lambda key, i=i: names[key].format(i=i)
         tree = {
             "attn_norm": {
                 "scale": place((layer, "attn_norm", "scale"), fetch(n("attn_norm")), False)
