@@ -1,0 +1,55 @@
+"""Shared test setup: one place for real-model fixtures so each model is loaded once per session."""
+
+import os
+
+import pytest
+
+# Keep JAX on the CPU in tests and quiet about it; sharding tests spawn their own subprocess with
+# XLA_FLAGS=--xla_force_host_platform_device_count=8.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+SMOLLM = "smollm2-135m-instruct"
+
+CHAT_PROMPTS = [
+    [{"role": "user", "content": "What is 12 + 7? Answer with a number."}],
+    [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Name three primary colors."},
+    ],
+    [{"role": "user", "content": "Write one sentence about the sea."}],
+    [{"role": "user", "content": "Hi"}],
+]
+
+
+@pytest.fixture(scope="session")
+def smollm():
+    """The embedded SmolLM2-135M-Instruct through introspect (float32)."""
+    from introspect import models
+
+    return models.load(SMOLLM)
+
+
+@pytest.fixture(scope="session")
+def smollm_path():
+    from introspect import models
+
+    return models.resolve(SMOLLM)
+
+
+@pytest.fixture(scope="session")
+def hf_smollm(smollm_path):
+    """transformers' own loading of the same GGUF (PyTorch, float32, eval mode)."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        os.path.dirname(smollm_path), gguf_file=os.path.basename(smollm_path), dtype=torch.float32
+    )
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def chat_prompt_ids(smollm):
+    return [
+        smollm.tokenizer.apply_chat_template(m, add_generation_prompt=True) for m in CHAT_PROMPTS
+    ]
