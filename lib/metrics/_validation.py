@@ -1,0 +1,283 @@
+"""Input validation shared by introspect.metrics, introspect.losses and introspect.calibrators.
+
+Every public entry point checks its input here and raises a ValueError that names the argument,
+says what was wrong and what was expected. Shape checks always run (they also work on tracers);
+value checks (NaN/inf, ranges, label values) run only on concrete arrays, so a function called
+inside `jit`/`vmap` with `validate=True` checks shapes and skips value checks. `validate=False`
+skips everything except the checks of static Python options.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def is_concrete(*arrays: Any) -> bool:
+    """True when none of `arrays` is a tracer (values can be inspected)."""
+    return not any(isinstance(a, jax.core.Tracer) for a in arrays)
+
+
+def default_float() -> Any:
+    """The default floating dtype (float64 when x64 is enabled, else float32)."""
+    return jnp.result_type(float)
+
+
+def as_float(x: jax.Array) -> jax.Array:
+    """`x` unchanged when floating (float16/bfloat16 upcast to float32), else the default float."""
+    if jnp.issubdtype(x.dtype, jnp.floating):
+        if jnp.finfo(x.dtype).bits < 32:
+            return x.astype(jnp.float32)
+        return x
+    return x.astype(default_float())
+
+
+def as_array(x: Any, name: str) -> jax.Array:
+    """Converts `x` to a jax array of a numeric or boolean dtype, or raises ValueError."""
+    if x is None:
+        raise ValueError(f"{name}: got None; expected an array")
+    if isinstance(x, jax.Array):
+        arr = x
+    else:
+        try:
+            arr = jnp.asarray(x)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{name}: cannot be converted to a numeric array ({e})") from None
+    if not (jnp.issubdtype(arr.dtype, jnp.number) or arr.dtype == jnp.bool_):
+        raise ValueError(f"{name}: dtype {arr.dtype} is not numeric; expected numbers")
+    if jnp.issubdtype(arr.dtype, jnp.complexfloating):
+        raise ValueError(f"{name}: dtype {arr.dtype} is complex; expected real numbers")
+    return arr
+
+
+def check_rank(x: jax.Array, name: str, ranks: int | Sequence[int], what: str = "") -> None:
+    """Raises unless `x.ndim` is one of `ranks`; `what` describes the expected shape."""
+    ranks = (ranks,) if isinstance(ranks, int) else tuple(ranks)
+    if x.ndim not in ranks:
+        want = what or " or ".join(f"rank {r}" for r in ranks)
+        raise ValueError(f"{name}: has shape {tuple(x.shape)} (rank {x.ndim}); expected {want}")
+
+
+def check_not_empty(x: jax.Array, name: str) -> None:
+    if x.size == 0:
+        raise ValueError(f"{name}: is empty (shape {tuple(x.shape)}); expected at least one entry")
+
+
+def check_same_shape(a: jax.Array, b: jax.Array, name_a: str, name_b: str) -> None:
+    if tuple(a.shape) != tuple(b.shape):
+        raise ValueError(
+            f"{name_a} and {name_b}: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}; "
+            "expected the same shape"
+        )
+
+
+def check_leading(a: jax.Array, b: jax.Array, name_a: str, name_b: str, ndim: int = 1) -> None:
+    """Raises unless the first `ndim` dimensions of `a` and `b` agree."""
+    if tuple(a.shape[:ndim]) != tuple(b.shape[:ndim]):
+        raise ValueError(
+            f"{name_a} and {name_b}: leading dimensions differ, {tuple(a.shape)} vs "
+            f"{tuple(b.shape)}; expected the same first {ndim} dimension(s)"
+        )
+
+
+def as_mask(mask: Any, shape: Sequence[int], name: str = "mask") -> jax.Array:
+    """Boolean mask of `shape` (all True when `mask` is None); raises on a bad shape or values."""
+    if mask is None:
+        return jnp.ones(tuple(shape), dtype=bool)
+    m = as_array(mask, name)
+    if tuple(m.shape) != tuple(shape):
+        raise ValueError(
+            f"{name}: has shape {tuple(m.shape)}; expected {tuple(shape)} (the data's shape)"
+        )
+    if m.dtype != jnp.bool_:
+        if is_concrete(m) and not bool(jnp.all((m == 0) | (m == 1))):
+            raise ValueError(f"{name}: has values other than 0/1; expected a boolean mask")
+        m = m != 0
+    return m
+
+
+def check_any_valid(mask: jax.Array, name: str = "mask") -> None:
+    if is_concrete(mask) and not bool(jnp.any(mask)):
+        raise ValueError(f"{name}: selects no entries; expected at least one True")
+
+
+# Value checks run as one fused, jitted reduction each (cheap even for 10^7 entries).
+
+
+def _bmask(mask: jax.Array | None, x: jax.Array) -> jax.Array:
+    if mask is None:
+        return jnp.ones((), dtype=bool)
+    return jnp.reshape(mask, mask.shape + (1,) * (x.ndim - mask.ndim))
+
+
+@functools.partial(jax.jit, static_argnames=("lo", "hi"))
+def _range_stats(x, m, lo, hi):
+    finite = jnp.isfinite(x) if jnp.issubdtype(x.dtype, jnp.floating) else jnp.ones((), bool)
+    nonfinite = jnp.sum(~finite & m)
+    out = ((x < lo) | (x > hi)) & finite & m
+    big = jnp.asarray(jnp.inf, dtype=jnp.result_type(x.dtype, jnp.float32))
+    xs = x.astype(big.dtype)
+    return (
+        nonfinite,
+        jnp.sum(out),
+        jnp.min(jnp.where(out, xs, big)),
+        jnp.max(jnp.where(out, xs, -big)),
+    )
+
+
+@jax.jit
+def _binary_stats(x, m):
+    finite = jnp.isfinite(x) if jnp.issubdtype(x.dtype, jnp.floating) else jnp.ones((), bool)
+    return jnp.sum(~finite & m), jnp.sum(finite & (x != 0) & (x != 1) & m)
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes",))
+def _class_stats(x, m, num_classes):
+    finite = jnp.isfinite(x) if jnp.issubdtype(x.dtype, jnp.floating) else jnp.ones((), bool)
+    bad = (x < 0) | (x >= num_classes)
+    if jnp.issubdtype(x.dtype, jnp.floating):
+        bad = bad | (x != jnp.round(x))
+    return jnp.sum(~finite & m), jnp.sum(bad & finite & m)
+
+
+@functools.partial(jax.jit, static_argnames=("tol",))
+def _simplex_stats(p, m, tol):
+    err = jnp.abs(jnp.sum(p, axis=-1) - 1.0)
+    bad = (err > tol) & m
+    return jnp.sum(bad), jnp.max(jnp.where(bad, err, 0))
+
+
+def _raise_nonfinite(count: int, name: str) -> None:
+    if count:
+        raise ValueError(f"{name}: contains {count} NaN or inf value(s); expected finite numbers")
+
+
+def check_finite(x: jax.Array, name: str, mask: jax.Array | None = None) -> None:
+    """Raises if any (unmasked) entry of `x` is NaN or inf."""
+    if not is_concrete(x, mask) or not jnp.issubdtype(x.dtype, jnp.floating):
+        return
+    nonfinite, _, _, _ = _range_stats(x, _bmask(mask, x), -np.inf, np.inf)
+    _raise_nonfinite(int(nonfinite), name)
+
+
+def check_range(
+    x: jax.Array,
+    name: str,
+    lo: float,
+    hi: float,
+    mask: jax.Array | None = None,
+    what: str | None = None,
+) -> None:
+    """Raises if any (unmasked) entry of `x` is NaN/inf or lies outside [lo, hi]."""
+    if not is_concrete(x, mask):
+        return
+    nonfinite, n_out, lo_seen, hi_seen = _range_stats(x, _bmask(mask, x), float(lo), float(hi))
+    _raise_nonfinite(int(nonfinite), name)
+    if int(n_out):
+        desc = what or f"values in [{lo:g}, {hi:g}]"
+        raise ValueError(
+            f"{name}: {int(n_out)} value(s) outside [{lo:g}, {hi:g}] "
+            f"(from {float(lo_seen):g} to {float(hi_seen):g}); expected {desc}"
+        )
+
+
+def check_probabilities(x: jax.Array, name: str, mask: jax.Array | None = None) -> None:
+    check_range(x, name, 0.0, 1.0, mask, what="probabilities in [0, 1]")
+
+
+def check_binary(x: jax.Array, name: str, mask: jax.Array | None = None) -> None:
+    """Raises unless every (unmasked) entry of `x` is 0 or 1 (or a bool)."""
+    if x.dtype == jnp.bool_ or not is_concrete(x, mask):
+        return
+    nonfinite, bad = _binary_stats(x, _bmask(mask, x))
+    _raise_nonfinite(int(nonfinite), name)
+    if int(bad):
+        raise ValueError(
+            f"{name}: {int(bad)} value(s) are not 0 or 1; expected binary labels "
+            "(1 = positive/correct, 0 = negative/wrong)"
+        )
+
+
+def check_class_labels(
+    x: jax.Array, name: str, num_classes: int, mask: jax.Array | None = None
+) -> None:
+    """Raises unless every (unmasked) entry is an integer class index in [0, num_classes)."""
+    if x.dtype == jnp.bool_:
+        raise ValueError(f"{name}: dtype bool; expected integer class indices")
+    if not is_concrete(x, mask):
+        return
+    nonfinite, bad = _class_stats(x, _bmask(mask, x), int(num_classes))
+    _raise_nonfinite(int(nonfinite), name)
+    if int(bad):
+        raise ValueError(
+            f"{name}: {int(bad)} value(s) are not integer class indices in "
+            f"[0, {num_classes}); expected labels for the {num_classes} classes of probs"
+        )
+
+
+def simplex_tolerance(dtype: Any) -> float:
+    """Tolerance on |sum(p) - 1|: sqrt(machine epsilon) of `dtype` (3.5e-4 float32, 1.5e-8 f64)."""
+    return float(np.sqrt(np.finfo(np.dtype(dtype)).eps))
+
+
+def check_simplex(p: jax.Array, name: str, mask: jax.Array | None = None) -> None:
+    """Raises unless every (unmasked) row of `p` (last axis) is a probability vector."""
+    check_probabilities(p, name, mask)
+    if not is_concrete(p, mask):
+        return
+    pf = as_float(p)
+    tol = simplex_tolerance(pf.dtype)
+    m = jnp.ones((), dtype=bool) if mask is None else mask
+    n_bad, worst = _simplex_stats(pf, m, tol)
+    if int(n_bad):
+        raise ValueError(
+            f"{name}: {int(n_bad)} row(s) do not sum to 1 (largest error {float(worst):.3g} > "
+            f"tolerance {tol:.2g}); expected probability vectors over the last axis (apply "
+            "softmax to logits first)"
+        )
+
+
+def check_int_option(value: Any, name: str, minimum: int = 1) -> int:
+    """Checks a static integer option (always, regardless of `validate`)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_float_option(
+    value: Any,
+    name: str,
+    lo: float = -np.inf,
+    hi: float = np.inf,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> float:
+    """Checks a static real option lies in the interval; returns it as a Python float."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name}: expected a number, got {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected a number, got {value!r}") from None
+    bad = not np.isfinite(v) or v < lo or v > hi or (lo_open and v == lo) or (hi_open and v == hi)
+    if bad:
+        left = "(" if lo_open else "["
+        right = ")" if hi_open else "]"
+        raise ValueError(
+            f"{name}: expected a finite number in {left}{lo:g}, {hi:g}{right}, got {v}"
+        )
+    return v
+
+
+def check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
+    if value not in choices:
+        opts = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name}: expected one of {opts}, got {value!r}")
+    return value
