@@ -32,7 +32,7 @@ setup(
         "jinja2==3.1.6",
         "tqdm==4.70.1",
         "matplotlib==3.11.2",
-        "absl-py",
+        "absl-py==2.5.1",
     ],
     extras_require={
         "dev": [
