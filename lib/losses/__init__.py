@@ -1,0 +1,105 @@
+"""Scoring rules, calibration losses, rewards, advantage transforms and preference losses.
+
+Losses (lower = better), per example: `brier_loss`, `log_loss`, `spherical_loss`,
+`cross_entropy`, `label_smoothing_cross_entropy`, `focal_loss`, `tokenized_brier` (ConfTuner,
+with `confidence_values`, `confidence_token_ids`, `expected_confidence`), `dpo_loss`, `vpo_loss`,
+`sequence_logprob`; the clipped-ratio objective `clipped_policy_loss`.
+Rewards (higher = better): `parse_rlcr` / `parse_rlcr_batch` + `rlcr_reward`, `crew_reward`,
+`crew_preference_pairs`, `hyperclick_spatial_confidence`, `hyperclick_reward`, `ppo_c_rewards`.
+Advantages and token weights: `grpo_advantages`, `ucas_token_certainty`,
+`ucas_sequence_certainty`, `ucas_advantages`, `empg_advantages`, `steer_weights`,
+`riskpo_advantages`.
+By name: `LOSSES`, `REWARDS`, `ADVANTAGES`, `get_loss`, `register_loss`, ...
+"""
+
+from introspect.losses.policy import (
+    clipped_policy_loss,
+    empg_advantages,
+    grpo_advantages,
+    ppo_c_rewards,
+    riskpo_advantages,
+    steer_weights,
+    ucas_advantages,
+    ucas_sequence_certainty,
+    ucas_token_certainty,
+)
+from introspect.losses.preference import dpo_loss, sequence_logprob, vpo_loss
+from introspect.losses.registry import (
+    ADVANTAGES,
+    LOSSES,
+    REWARDS,
+    get_advantage,
+    get_loss,
+    get_reward,
+    register_advantage,
+    register_loss,
+    register_reward,
+)
+from introspect.losses.rewards import (
+    RLCRParse,
+    crew_preference_pairs,
+    crew_reward,
+    hyperclick_reward,
+    hyperclick_spatial_confidence,
+    parse_rlcr,
+    parse_rlcr_batch,
+    rlcr_reward,
+)
+from introspect.losses.scoring import (
+    brier_loss,
+    cross_entropy,
+    focal_loss,
+    label_smoothing_cross_entropy,
+    log_loss,
+    spherical_loss,
+)
+from introspect.losses.tokenized import (
+    confidence_strings,
+    confidence_token_ids,
+    confidence_values,
+    expected_confidence,
+    tokenized_brier,
+)
+
+__all__ = [
+    "ADVANTAGES",
+    "LOSSES",
+    "REWARDS",
+    "RLCRParse",
+    "brier_loss",
+    "clipped_policy_loss",
+    "confidence_strings",
+    "confidence_token_ids",
+    "confidence_values",
+    "crew_preference_pairs",
+    "crew_reward",
+    "cross_entropy",
+    "dpo_loss",
+    "empg_advantages",
+    "expected_confidence",
+    "focal_loss",
+    "get_advantage",
+    "get_loss",
+    "get_reward",
+    "grpo_advantages",
+    "hyperclick_reward",
+    "hyperclick_spatial_confidence",
+    "label_smoothing_cross_entropy",
+    "log_loss",
+    "parse_rlcr",
+    "parse_rlcr_batch",
+    "ppo_c_rewards",
+    "register_advantage",
+    "register_loss",
+    "register_reward",
+    "riskpo_advantages",
+    "rlcr_reward",
+    "sequence_logprob",
+    "spherical_loss",
+    "steer_weights",
+    "tokenized_brier",
+    "ucas_advantages",
+    "ucas_sequence_certainty",
+    "ucas_token_certainty",
+    "vpo_loss",
+]

@@ -1,0 +1,549 @@
+"""Policy-gradient pieces over [batch, length] token arrays with masks.
+
+GRPO group advantages, the clipped-ratio objective with optional KL, and the advantage / weight
+transforms UCAS, EMPG, STEER, RiskPO and PPO-C reward centring (formulas: METHODS.md). All are
+pure functions; the trainer (a later issue) combines them. Masked entries come out as 0.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from introspect.metrics import _validation as V
+
+__all__ = [
+    "grpo_advantages",
+    "clipped_policy_loss",
+    "ucas_token_certainty",
+    "ucas_sequence_certainty",
+    "ucas_advantages",
+    "empg_advantages",
+    "steer_weights",
+    "riskpo_advantages",
+    "ppo_c_rewards",
+]
+
+AGGREGATIONS = ("token_mean", "sequence_mean", "fixed_length")
+
+
+def _arr(x: Any, name: str, rank: int | tuple[int, ...], what: str, validate: bool) -> jax.Array:
+    a = V.as_array(x, name)
+    if validate:
+        V.check_rank(a, name, rank, what)
+        V.check_not_empty(a, name)
+    return a
+
+
+def _mask(mask: Any, shape, validate: bool) -> jax.Array:
+    m = V.as_mask(mask, shape)
+    if validate:
+        V.check_any_valid(m)
+    return m
+
+
+def _masked_mean(x: jax.Array, m: jax.Array, axis=None, keepdims: bool = False) -> jax.Array:
+    w = m.astype(x.dtype)
+    return jnp.sum(x * w, axis=axis, keepdims=keepdims) / jnp.maximum(
+        jnp.sum(w, axis=axis, keepdims=keepdims), 1
+    )
+
+
+def _masked_minmax(x: jax.Array, m: jax.Array, axis=None) -> jax.Array:
+    """(x - min) / (max - min) over the masked entries (0 where max == min)."""
+    big = jnp.asarray(jnp.inf, x.dtype)
+    lo = jnp.min(jnp.where(m, x, big), axis=axis, keepdims=axis is not None)
+    hi = jnp.max(jnp.where(m, x, -big), axis=axis, keepdims=axis is not None)
+    span = hi - lo
+    ok = jnp.isfinite(span) & (span > 0)
+    return jnp.where(ok & m, (x - lo) / jnp.where(ok, span, 1), 0)
+
+
+def _zscore_groups(x: jax.Array, m: jax.Array, eps: float, ddof: int = 0) -> jax.Array:
+    """(x - mean) / (std + eps) within each group (last axis) over the masked entries."""
+    w = m.astype(x.dtype)
+    n = jnp.sum(w, axis=-1, keepdims=True)
+    mean = jnp.sum(x * w, axis=-1, keepdims=True) / jnp.maximum(n, 1)
+    var = jnp.sum(w * (x - mean) ** 2, axis=-1, keepdims=True) / jnp.maximum(n - ddof, 1)
+    return jnp.where(m, (x - mean) / (jnp.sqrt(var) + eps), 0)
+
+
+# ----------------------------------------------------------------------------- GRPO
+
+
+def grpo_advantages(
+    *,
+    rewards: Any,
+    mask: Any = None,
+    eps: float = 1e-6,
+    scale_by_std: bool = True,
+    ddof: int = 0,
+    validate: bool = True,
+) -> jax.Array:
+    """GRPO group-normalised advantages (r - mean) / (std + eps) within each group.
+
+    Args:
+      rewards: [groups, size] reward of each sampled response (size responses per prompt).
+      mask: optional [groups, size] bool, False = padding.
+      eps: added to the standard deviation.
+      scale_by_std: divide by the std (False = Dr. GRPO, mean-centring only).
+      ddof: delta degrees of freedom of the std (0 = population std, 1 = unbiased).
+      validate: check the input.
+    Returns:
+      [groups, size] advantages (higher = better than the group), 0 on padding.
+    """
+    e = V.check_float_option(eps, "eps", 0.0)
+    d = V.check_int_option(ddof, "ddof", 0)
+    r = _arr(rewards, "rewards", 2, "[groups, size]", validate)
+    m = _mask(mask, r.shape, validate)
+    if validate:
+        V.check_finite(r, "rewards", m)
+    r = V.as_float(r)
+    if scale_by_std:
+        return _zscore_groups(r, m, e, d)
+    return jnp.where(m, r - _masked_mean(r, m, axis=-1, keepdims=True), 0)
+
+
+def clipped_policy_loss(
+    *,
+    logprobs: Any,
+    old_logprobs: Any,
+    advantages: Any,
+    mask: Any,
+    clip_eps: float = 0.2,
+    clip_eps_high: float | None = None,
+    ref_logprobs: Any = None,
+    kl_coef: float = 0.0,
+    token_weights: Any = None,
+    aggregation: str = "token_mean",
+    validate: bool = True,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Clipped-ratio policy-gradient loss (PPO/GRPO) with an optional KL penalty; lower = better.
+
+    Per token: ratio = exp(logprobs - old_logprobs),
+    l_t = -min(ratio A_t, clip(ratio, 1 - eps, 1 + eps_high) A_t) + kl_coef * KL_t,
+    with KL_t = exp(ref - logp) - (ref - logp) - 1 (the k3 estimator of KL(pi || pi_ref)),
+    times `token_weights` if given (e.g. STEER weights). Aggregation over masked tokens:
+    "token_mean" = sum / number of tokens; "sequence_mean" = mean over sequences of each
+    sequence's token mean (GRPO); "fixed_length" = sum / (batch * length) (Dr. GRPO).
+
+    Args:
+      logprobs: [batch, length] log pi(token) under the current policy (differentiated).
+      old_logprobs: [batch, length] log-probs under the sampling policy.
+      advantages: [batch] per sequence or [batch, length] per token.
+      mask: [batch, length] True on response tokens.
+      clip_eps: lower clip epsilon (> 0).
+      clip_eps_high: upper clip epsilon (default clip_eps; DAPO's clip-higher uses a larger one).
+      ref_logprobs: optional [batch, length] reference-policy log-probs for the KL term.
+      kl_coef: weight of the KL term (needs ref_logprobs when > 0).
+      token_weights: optional [batch, length] per-token weights (no gradient flows into them).
+      aggregation: "token_mean", "sequence_mean" or "fixed_length".
+      validate: check the input.
+    Returns:
+      (loss [], metrics dict: "pg_loss", "kl", "clip_fraction", "ratio_mean").
+    """
+    lo_eps = V.check_float_option(clip_eps, "clip_eps", 0.0, lo_open=True)
+    hi_eps = (
+        lo_eps
+        if clip_eps_high is None
+        else V.check_float_option(clip_eps_high, "clip_eps_high", 0.0, lo_open=True)
+    )
+    beta = V.check_float_option(kl_coef, "kl_coef", 0.0)
+    V.check_choice(aggregation, "aggregation", AGGREGATIONS)
+    lp = _arr(logprobs, "logprobs", 2, "[batch, length]", validate)
+    old = V.as_array(old_logprobs, "old_logprobs")
+    adv = V.as_array(advantages, "advantages")
+    if validate:
+        V.check_same_shape(lp, old, "logprobs", "old_logprobs")
+        if adv.shape not in (lp.shape, lp.shape[:1]):
+            raise ValueError(
+                f"advantages: has shape {tuple(adv.shape)}; expected [batch] {lp.shape[:1]} or "
+                f"[batch, length] {tuple(lp.shape)}"
+            )
+    m = _mask(mask, lp.shape, validate)
+    if beta > 0 and ref_logprobs is None:
+        raise ValueError("ref_logprobs: required when kl_coef > 0 (the KL penalty needs them)")
+    if validate:
+        V.check_finite(lp, "logprobs", m)
+        V.check_finite(old, "old_logprobs", m)
+        V.check_finite(adv, "advantages")
+    lp = V.as_float(lp)
+    old = old.astype(lp.dtype)
+    a = adv.astype(lp.dtype)
+    if a.ndim == 1:
+        a = a[:, None]
+    log_ratio = jnp.where(m, lp - old, 0)
+    ratio = jnp.exp(log_ratio)
+    clipped = jnp.clip(ratio, 1 - lo_eps, 1 + hi_eps)
+    pg = -jnp.minimum(ratio * a, clipped * a)
+    per_token = pg
+    kl = jnp.zeros_like(lp)
+    if ref_logprobs is not None:
+        ref = V.as_array(ref_logprobs, "ref_logprobs")
+        if validate:
+            V.check_same_shape(lp, ref, "logprobs", "ref_logprobs")
+            V.check_finite(ref, "ref_logprobs", m)
+        d = jnp.where(m, ref.astype(lp.dtype) - lp, 0)
+        kl = jnp.exp(d) - d - 1
+        per_token = per_token + beta * kl
+    if token_weights is not None:
+        w = V.as_array(token_weights, "token_weights")
+        if validate:
+            V.check_same_shape(lp, w, "logprobs", "token_weights")
+            V.check_finite(w, "token_weights", m)
+        per_token = per_token * jax.lax.stop_gradient(w.astype(lp.dtype))
+    per_token = jnp.where(m, per_token, 0)
+    if aggregation == "token_mean":
+        loss = jnp.sum(per_token) / jnp.maximum(jnp.sum(m), 1)
+    elif aggregation == "sequence_mean":
+        has = jnp.any(m, axis=-1)
+        per_seq = jnp.sum(per_token, axis=-1) / jnp.maximum(jnp.sum(m, axis=-1), 1)
+        loss = jnp.sum(jnp.where(has, per_seq, 0)) / jnp.maximum(jnp.sum(has), 1)
+    else:
+        loss = jnp.sum(per_token) / (lp.shape[0] * lp.shape[1])
+    was_clipped = (ratio * a != clipped * a) & (pg == -clipped * a)
+    metrics = {
+        "pg_loss": _masked_mean(pg, m),
+        "kl": _masked_mean(kl, m),
+        "clip_fraction": _masked_mean(was_clipped.astype(lp.dtype), m),
+        "ratio_mean": _masked_mean(ratio, m),
+    }
+    return loss, jax.tree.map(jax.lax.stop_gradient, metrics)
+
+
+# ----------------------------------------------------------------------------- UCAS
+
+
+def ucas_token_certainty(*, logits: Any, validate: bool = True) -> jax.Array:
+    """UCAS token certainty c_t = logsumexp(z_t) - mean(z_t); higher = more peaked.
+
+    Args:
+      logits: [..., vocab] logits z_t of the next-token distribution.
+      validate: check the input.
+    Returns:
+      [...] certainty >= log(vocab) - ... (0 for a uniform distribution).
+    """
+    z = V.as_array(logits, "logits")
+    if validate:
+        V.check_not_empty(z, "logits")
+        V.check_finite(z, "logits")
+    z = V.as_float(z)
+    return jax.nn.logsumexp(z, axis=-1) - jnp.mean(z, axis=-1)
+
+
+def ucas_sequence_certainty(*, logits: Any, mask: Any, validate: bool = True) -> jax.Array:
+    """UCAS response self-confidence C = sum over response tokens of c_t.
+
+    Args:
+      logits: [batch, length, vocab] logits at the response positions.
+      mask: [batch, length] True on response tokens.
+      validate: check the input.
+    Returns:
+      [batch] C.
+    """
+    z = _arr(logits, "logits", 3, "[batch, length, vocab]", validate)
+    m = V.as_mask(mask, z.shape[:2])
+    c = ucas_token_certainty(logits=jnp.where(m[..., None], z, 0), validate=validate)
+    return jnp.sum(jnp.where(m, c, 0), axis=-1)
+
+
+def ucas_advantages(
+    *,
+    rewards: Any,
+    certainty: Any,
+    sampled_logits: Any,
+    mask: Any,
+    group_mask: Any = None,
+    pos_scale: float = 0.25,
+    neg_scale: float = 0.35,
+    token_coef: float = 0.05,
+    eps: float = 1e-6,
+    validate: bool = True,
+) -> jax.Array:
+    """UCAS token advantages (uncertainty-aware advantage shaping).
+
+    Within each group, A = zscore(reward) and Cz = zscore(C). Response level:
+    A' = A exp(-pos_scale Cz) if A > 0 else A exp(neg_scale Cz) (confident correct answers
+    gain less, confident wrong answers lose more). Token level: A_t = A' - token_coef * l_t,
+    l_t the logit of the sampled token min-max normalised over the response's tokens (our
+    choice of normalisation scope; the paper does not fix it), and A_t >= 0 where A' > 0.
+
+    Args:
+      rewards: [groups, size] response rewards.
+      certainty: [groups, size] response self-confidence C (`ucas_sequence_certainty`).
+      sampled_logits: [groups, size, length] raw logit of each sampled token.
+      mask: [groups, size, length] True on response tokens.
+      group_mask: optional [groups, size] bool, False = padding response.
+      pos_scale, neg_scale, token_coef: the constants 0.25, 0.35, 0.05.
+      eps: added to the group std.
+      validate: check the input.
+    Returns:
+      [groups, size, length] advantages, 0 on padding.
+    """
+    ps = V.check_float_option(pos_scale, "pos_scale", 0.0)
+    ns = V.check_float_option(neg_scale, "neg_scale", 0.0)
+    tc = V.check_float_option(token_coef, "token_coef", 0.0)
+    e = V.check_float_option(eps, "eps", 0.0)
+    r = _arr(rewards, "rewards", 2, "[groups, size]", validate)
+    c = V.as_array(certainty, "certainty")
+    sl = V.as_array(sampled_logits, "sampled_logits")
+    if validate:
+        V.check_same_shape(r, c, "rewards", "certainty")
+        V.check_rank(sl, "sampled_logits", 3, "[groups, size, length]")
+        V.check_leading(r, sl, "rewards", "sampled_logits", ndim=2)
+    gm = _mask(group_mask, r.shape, validate)
+    m = V.as_mask(mask, sl.shape) & gm[..., None]
+    if validate:
+        V.check_finite(r, "rewards", gm)
+        V.check_finite(c, "certainty", gm)
+        V.check_finite(sl, "sampled_logits", m)
+    r = V.as_float(r)
+    a = _zscore_groups(r, gm, e)
+    cz = _zscore_groups(c.astype(r.dtype), gm, e)
+    a_resp = jnp.where(a > 0, a * jnp.exp(-ps * cz), a * jnp.exp(ns * cz))
+    norm_logit = _masked_minmax(sl.astype(r.dtype), m, axis=-1)
+    a_tok = a_resp[..., None] - tc * norm_logit
+    a_tok = jnp.where(a_resp[..., None] > 0, jnp.maximum(a_tok, 0), a_tok)
+    return jnp.where(m, a_tok, 0)
+
+
+# ----------------------------------------------------------------------------- EMPG
+
+
+def empg_advantages(
+    *,
+    advantages: Any,
+    step_entropy: Any,
+    step_mask: Any,
+    k: float = 1.0,
+    k_future: float = 1.0,
+    zeta: float = 0.1,
+    eps: float = 1e-8,
+    validate: bool = True,
+) -> jax.Array:
+    """EMPG entropy-modulated step advantages with the future-clarity bonus.
+
+    H = per-step mean token entropy, min-max normalised over all valid steps of the batch.
+    g_t = exp(-k H_t) / mean(exp(-k H)) (mean over valid steps); f_t = exp(-k_future H_{t+1})
+    (0 after the last step); A_mod = g_t A + zeta f_t. Confident steps get amplified updates,
+    uncertain ones attenuated. (The exact form of the bonus term is unverified; zeta = 0
+    removes it.)
+
+    Args:
+      advantages: [batch] per trajectory or [batch, steps] per step.
+      step_entropy: [batch, steps] mean token entropy of each step.
+      step_mask: [batch, steps] True on real steps (padding after the last step).
+      k, k_future, zeta: the constants (1, 1, 0.1).
+      eps: guards the normalisation.
+      validate: check the input.
+    Returns:
+      [batch, steps] modulated advantages, 0 on padding.
+    """
+    kk = V.check_float_option(k, "k", 0.0)
+    kf = V.check_float_option(k_future, "k_future", 0.0)
+    z = V.check_float_option(zeta, "zeta")
+    e = V.check_float_option(eps, "eps", 0.0)
+    h = _arr(step_entropy, "step_entropy", 2, "[batch, steps]", validate)
+    a = V.as_array(advantages, "advantages")
+    if validate and a.shape not in (h.shape, h.shape[:1]):
+        raise ValueError(
+            f"advantages: has shape {tuple(a.shape)}; expected [batch] {h.shape[:1]} or "
+            f"[batch, steps] {tuple(h.shape)}"
+        )
+    m = _mask(step_mask, h.shape, validate)
+    if validate:
+        V.check_range(h, "step_entropy", 0.0, jnp.inf, m, what="entropies >= 0")
+        V.check_finite(a, "advantages")
+    h = V.as_float(h)
+    a = a.astype(h.dtype)
+    if a.ndim == 1:
+        a = a[:, None]
+    big = jnp.asarray(jnp.inf, h.dtype)
+    lo = jnp.min(jnp.where(m, h, big))
+    hi = jnp.max(jnp.where(m, h, -big))
+    hn = jnp.where(m, (h - lo) / (hi - lo + e), 0)
+    conf = jnp.exp(-kk * hn)
+    g = conf / _masked_mean(conf, m)
+    next_h = jnp.concatenate([hn[:, 1:], jnp.zeros_like(hn[:, :1])], axis=1)
+    next_ok = jnp.concatenate([m[:, 1:], jnp.zeros_like(m[:, :1])], axis=1)
+    f = jnp.where(next_ok, jnp.exp(-kf * next_h), 0)
+    return jnp.where(m, g * a + z * f, 0)
+
+
+# ----------------------------------------------------------------------------- STEER
+
+
+def steer_weights(
+    *,
+    logprobs: Any,
+    old_logprobs: Any,
+    entropy: Any,
+    advantages: Any,
+    mask: Any,
+    w_min: float = 0.8,
+    w_max: float = 1.2,
+    clip_range: tuple[float, float] = (0.8, 1.2),
+    validate: bool = True,
+) -> jax.Array:
+    """STEER token weights from the estimated per-token entropy change.
+
+    Omega_t = (A_t / pi_old) pi (1 - pi) (log pi + H_t), pi = exp(logprobs) of the sampled token;
+    w_t = w_max - minmax(|Omega|) (w_max - w_min), min-max over all valid tokens of the batch,
+    then clipped to `clip_range`. Tokens that would move the entropy most get the smallest
+    weight. Use as `clipped_policy_loss(..., token_weights=w)`; the weights carry no gradient.
+
+    Args:
+      logprobs: [batch, length] current log-prob of each sampled token.
+      old_logprobs: [batch, length] sampling-policy log-probs.
+      entropy: [batch, length] entropy H_t of the current next-token distribution.
+      advantages: [batch] or [batch, length].
+      mask: [batch, length] True on response tokens.
+      w_min, w_max: weight range before clipping.
+      clip_range: (low, high) final clip.
+      validate: check the input.
+    Returns:
+      [batch, length] weights (0 on padding).
+    """
+    lo_w = V.check_float_option(w_min, "w_min")
+    hi_w = V.check_float_option(w_max, "w_max", lo_w)
+    if len(clip_range) != 2:
+        raise ValueError(f"clip_range: expected (low, high), got {clip_range!r}")
+    c_lo = V.check_float_option(clip_range[0], "clip_range[0]")
+    c_hi = V.check_float_option(clip_range[1], "clip_range[1]", c_lo)
+    lp = _arr(logprobs, "logprobs", 2, "[batch, length]", validate)
+    old = V.as_array(old_logprobs, "old_logprobs")
+    ent = V.as_array(entropy, "entropy")
+    a = V.as_array(advantages, "advantages")
+    if validate:
+        V.check_same_shape(lp, old, "logprobs", "old_logprobs")
+        V.check_same_shape(lp, ent, "logprobs", "entropy")
+        if a.shape not in (lp.shape, lp.shape[:1]):
+            raise ValueError(
+                f"advantages: has shape {tuple(a.shape)}; expected [batch] or [batch, length]"
+            )
+    m = _mask(mask, lp.shape, validate)
+    if validate:
+        V.check_range(lp, "logprobs", -jnp.inf, 0.0, m, what="log-probabilities <= 0")
+        V.check_range(old, "old_logprobs", -jnp.inf, 0.0, m, what="log-probabilities <= 0")
+        V.check_range(ent, "entropy", 0.0, jnp.inf, m, what="entropies >= 0")
+        V.check_finite(a, "advantages")
+    lp = jax.lax.stop_gradient(V.as_float(lp))
+    dt = lp.dtype
+    a = a.astype(dt)
+    if a.ndim == 1:
+        a = a[:, None]
+    pi = jnp.exp(lp)
+    pi_old = jnp.exp(old.astype(dt))
+    omega = (a / jnp.where(m, pi_old, 1)) * pi * (1 - pi) * (lp + ent.astype(dt))
+    nrm = _masked_minmax(jnp.abs(jnp.where(m, omega, 0)), m)
+    w = jnp.clip(hi_w - nrm * (hi_w - lo_w), c_lo, c_hi)
+    return jax.lax.stop_gradient(jnp.where(m, w, 0))
+
+
+# ----------------------------------------------------------------------------- RiskPO
+
+
+def riskpo_advantages(
+    *,
+    rewards: Any,
+    mask: Any = None,
+    alpha: float = 0.2,
+    beta: float = 0.8,
+    weight: float = 1.5,
+    eps: float = 1e-6,
+    validate: bool = True,
+) -> jax.Array:
+    """RiskPO Mixed Value-at-Risk advantages of question bundles.
+
+    s = sum of the rewards in a bundle; q_a, q_b = the alpha and beta quantiles of s over the
+    bundles (linear interpolation, as numpy);
+    A_RVaR = [(s - q_a)+ - (s - q_b)+ + q_a - q_b] / (beta - alpha),
+    A_CVaR = -(q_a - s)+ / alpha,
+    A = (weight A_CVaR + A_RVaR) / (weight + 1) / (std(s) + eps).
+    Every response of a bundle gets its bundle's advantage.
+
+    Args:
+      rewards: [bundles, bundle_size] rewards of the responses bundled together.
+      mask: optional [bundles, bundle_size] bool, False = padding.
+      alpha, beta: quantile levels, 0 < alpha < beta <= 1.
+      weight: weight w of the CVaR term.
+      eps: added to the std of s.
+      validate: check the input.
+    Returns:
+      [bundles] advantage of each bundle (higher = better).
+    """
+    a_ = V.check_float_option(alpha, "alpha", 0.0, 1.0, lo_open=True, hi_open=True)
+    b_ = V.check_float_option(beta, "beta", a_, 1.0, lo_open=True)
+    w = V.check_float_option(weight, "weight", 0.0)
+    e = V.check_float_option(eps, "eps", 0.0)
+    r = _arr(rewards, "rewards", 2, "[bundles, bundle_size]", validate)
+    m = V.as_mask(mask, r.shape)
+    if validate:
+        V.check_finite(r, "rewards", m)
+    r = V.as_float(r)
+    s = jnp.sum(jnp.where(m, r, 0), axis=-1)
+    q_a, q_b = jnp.quantile(s, jnp.asarray([a_, b_], dtype=s.dtype))
+    relu = jax.nn.relu
+    a_rvar = (relu(s - q_a) - relu(s - q_b) + q_a - q_b) / (b_ - a_)
+    a_cvar = -relu(q_a - s) / a_
+    return (w * a_cvar + a_rvar) / (w + 1) / (jnp.std(s) + e)
+
+
+# ----------------------------------------------------------------------------- PPO-C
+
+PPO_C_MODES = ("threshold", "difference")
+
+
+def ppo_c_rewards(
+    *,
+    rewards: Any,
+    confidence: Any,
+    reward_avg: Any,
+    momentum: float = 0.1,
+    weight: float = 0.5,
+    mode: str = "threshold",
+    validate: bool = True,
+) -> tuple[jax.Array, jax.Array]:
+    """PPO-C calibrated reward: adjust by stated confidence relative to a moving reward average.
+
+    First the average is updated, avg' = momentum * mean(r) + (1 - momentum) * avg. Then, with c
+    the stated confidence in [0, 1]:
+      "threshold":  r' = r + w |r| (c - 0.5) if r >= avg' else r - w |r| (c - 0.5)
+      "difference": r' = r + w (r - avg') (c - 0.5)
+    so high confidence is rewarded only on responses better than the running average.
+
+    Args:
+      rewards: [batch] reward-model scores.
+      confidence: [batch] verbalised confidence in [0, 1].
+      reward_avg: [] current moving average (carry it between steps; start at the reward
+        model's mean or 0).
+      momentum: weight of the new batch mean in the average, in [0, 1].
+      weight: adjustment strength w >= 0.
+      mode: "threshold" or "difference".
+      validate: check the input.
+    Returns:
+      (adjusted rewards [batch], new average []).
+    """
+    mom = V.check_float_option(momentum, "momentum", 0.0, 1.0)
+    w = V.check_float_option(weight, "weight", 0.0)
+    V.check_choice(mode, "mode", PPO_C_MODES)
+    r = _arr(rewards, "rewards", 1, "[batch]", validate)
+    c = V.as_array(confidence, "confidence")
+    avg = V.as_array(reward_avg, "reward_avg")
+    if validate:
+        V.check_same_shape(r, c, "rewards", "confidence")
+        if avg.ndim != 0:
+            raise ValueError(f"reward_avg: has shape {tuple(avg.shape)}; expected a scalar")
+        V.check_finite(r, "rewards")
+        V.check_finite(avg, "reward_avg")
+        V.check_probabilities(c, "confidence")
+    r = V.as_float(r)
+    c = c.astype(r.dtype)
+    new_avg = mom * jnp.mean(r) + (1 - mom) * avg.astype(r.dtype)
+    if mode == "threshold":
+        adj = w * jnp.abs(r) * (c - 0.5)
+        out = jnp.where(r >= new_avg, r + adj, r - adj)
+    else:
+        out = r + w * (r - new_avg) * (c - 0.5)
+    return out, new_avg
