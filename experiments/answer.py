@@ -10,8 +10,9 @@ import time
 
 import numpy as np
 from absl import app
-from introspect import data, models, results
 from ml_collections import config_flags
+
+from introspect import data, models, results
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/answer.py", "experiment config")
 

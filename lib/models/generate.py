@@ -15,6 +15,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+
 from introspect.models.config import ModelConfig
 from introspect.models.llama import KVCache, Steering, apply
 

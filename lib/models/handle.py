@@ -21,12 +21,13 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
+
 from introspect.models import generate as gen_lib
 from introspect.models import loaders, sharding
 from introspect.models.config import ModelConfig
 from introspect.models.llama import Steering, apply
 from introspect.models.tokenizer import Tokenizer
-from tqdm.auto import tqdm
 
 # ----------------------------------------------------------------------------------------------
 # Name registry: a name resolves to a local path (GGUF file or HF directory).

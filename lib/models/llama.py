@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 from introspect.models.config import ModelConfig, rope_inv_freq
 
 Array = jax.Array

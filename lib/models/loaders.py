@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Iterable
 
 import numpy as np
+
 from introspect.models.config import SUPPORTED_ARCHITECTURES, ModelConfig
 from introspect.models.llama import param_shapes
 

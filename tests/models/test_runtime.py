@@ -10,10 +10,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tiny_models import TINY_VARIANTS, random_ids, torch
+
 from introspect import models
 from introspect.models import generate as gen_lib
 from introspect.models import loaders
-from tiny_models import TINY_VARIANTS, random_ids, torch
 
 HF_ATOL = 1e-4  # float32 vs float32, tiny random weights
 
