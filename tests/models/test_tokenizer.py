@@ -16,6 +16,7 @@ import jinja2
 import numpy as np
 import pytest
 import tokenizers
+
 from introspect.models.tokenizer import GGUF_PRE_TOKENIZERS, Tokenizer
 
 # ----------------------------------------------------------------------------------------------
