@@ -1,8 +1,8 @@
 """Compiled generation and teacher-forced scoring.
 
 The whole decode loop is one `jax.lax.while_loop` inside one `jax.jit`: no Python dispatch per
-token. Shapes are bucketed (batch, prompt length and new-token count rounded up to powers of two),
-so a program is compiled once per bucket and reused across calls.
+token. Shapes are bucketed (batch and new-token count rounded up to powers of two, prompt length
+to `length_bucket`), so a program is compiled once per bucket and reused across calls.
 
 Per-step statistics (`STAT_NAMES`) are computed from the full-vocabulary distribution inside the
 loop, so confidence signals get what they need without storing [steps, vocab] logits.
@@ -40,6 +40,13 @@ def step_statistics(logits: jax.Array) -> jax.Array:
 
 def next_power_of_two(n: int, minimum: int = 1) -> int:
     return max(minimum, 1 << max(0, int(n) - 1).bit_length())
+
+
+def length_bucket(n: int, minimum: int = 16) -> int:
+    """Smallest of {2^k, 3 * 2^(k-1)} >= n (and >= minimum): at most 1/3 of a prompt bucket is
+    padding, and few enough buckets that compiled programs are reused."""
+    p = next_power_of_two(n, minimum)
+    return p * 3 // 4 if p * 3 // 4 >= max(n, minimum) else p
 
 
 @dataclasses.dataclass(frozen=True)

@@ -425,7 +425,7 @@ class LM:
         n_tokens = 0
         for chunk in chunks:
             batch = self._batch_bucket(len(chunk))
-            plen = gen_lib.next_power_of_two(max(len(prompts[i]) for i in chunk), 16)
+            plen = gen_lib.length_bucket(max(len(prompts[i]) for i in chunk))
             tokens = np.full((batch, plen), pad_id, np.int32)
             valid = np.zeros((batch, plen), bool)
             rows = np.zeros((batch,), np.int32)
@@ -531,7 +531,7 @@ class LM:
         show = len(chunks) > 1 if progress is None else progress
         for chunk in tqdm(chunks, desc="score", disable=not show, leave=False):
             batch = self._batch_bucket(len(chunk))
-            length = gen_lib.next_power_of_two(max(len(seqs[i]) for i in chunk), 16)
+            length = gen_lib.length_bucket(max(len(seqs[i]) for i in chunk))
             tokens = np.zeros((batch, length), np.int32)
             valid = np.zeros((batch, length), bool)
             target = np.zeros((batch, length), bool)

@@ -111,6 +111,16 @@ def test_sampling_determinism_and_batch_invariance(tiny_lm):
     assert top1.tokens == greedy.tokens == tiny_p.tokens
 
 
+def test_compiles_once_per_bucket(tiny_lm):
+    rng = np.random.default_rng(9)
+    gen_lib.decode.clear_cache()
+    for n_prompt, n_new, batch in [(5, 5, 3), (7, 6, 4), (12, 8, 4), (17, 5, 3)]:
+        prompts = [random_ids(rng, 1, n_prompt)[0].tolist() for _ in range(batch)]
+        tiny_lm.generate(prompts, max_new_tokens=n_new)
+    # (16-token prompt bucket, 8 new, batch 4) serves the first three calls; 17 tokens -> bucket 24
+    assert gen_lib.decode._cache_size() == 2
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_filter_logits_matches_numpy_reference(seed):
     rng = np.random.default_rng(seed)
