@@ -1,0 +1,1 @@
+"""Conformal wrappers and high-confidence guarantees (work in progress)."""

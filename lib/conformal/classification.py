@@ -1,0 +1,506 @@
+"""Conformal prediction sets for classifiers: LAC, APS (randomised / deterministic) and RAPS.
+
+Notation: p = [N, K] class probabilities of one example per row, y its label, u ~ U(0, 1) one
+uniform per row (randomised scores only), A(t) = sum_j p_j [p_j > t] the mass strictly above t and
+C(t) = #{j: p_j > t}.
+
+Scores (larger = stranger):
+  LAC                 s(x, y)    = 1 - p_y
+  APS, randomised     s(x, y, u) = A(p_y) + u p_y                       (Romano et al., 2020)
+  APS, deterministic  s(x, y)    = A(p_y) + (mass of labels tied with y) = sum_j p_j [p_j >= p_y]
+  RAPS adds lam * (o_y - k_reg)^+ with o_y = 1 + C(p_y) (randomised) or #{j: p_j >= p_y}
+  (deterministic), the 1-based rank of y (Angelopoulos et al., 2021).
+Labels tied in probability share a score, so ties enter or leave a set together and the set is
+exactly {k: s(x, k) <= qhat} -- the guarantee needs nothing more.
+
+A set for a scalar (or per-row) threshold is found without sorting the K classes: the included
+labels are {k: p_k > t*} (plus the boundary tie group for the randomised / include-last rules),
+where t* is the smallest probability with A(t*) + lam (C(t*) - k_reg)^+ <= qhat. t* is found
+exactly by bisection on the float's bit pattern (30 steps in float32), each step one fused pass
+over the row, which is much faster than a per-row sort on CPU and exact on every backend.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from introspect.conformal import _checks as C
+from introspect.conformal.split import quantile
+
+SCORES = ("lac", "aps", "raps")
+
+# Rows processed per bisection block on CPU (keeps a block of probabilities in cache).
+_CPU_ROW_CHUNK = 512
+
+
+# ----------------------------------------------------------------------------------------------
+# Building blocks (all exact in the sense that the calibration score of (x, k) and the set rule
+# evaluate the same floating-point expression).
+
+
+def _above(p, t):
+    """[..., K] indicator p_j > t as 0./1. (t is [...]); needs 0 <= p <= 1 and t >= -tiny.
+
+    ceil(max(p - t, 0)) is 1 for p - t in (0, 1] and 0 otherwise. It fuses into a vectorised
+    reduction on CPU, where a select-based mask does not.
+    """
+    return jnp.ceil(jnp.maximum(p - t[..., None], 0))
+
+
+def _mass_above(p, t):
+    return jnp.sum(p * _above(p, t), axis=-1)
+
+
+def _count_above(p, t):
+    return jnp.sum(_above(p, t), axis=-1)
+
+
+def _penalty(count, k_reg, lam):
+    return lam * jnp.maximum(count - k_reg, 0)
+
+
+def _below_all(dtype):
+    """A threshold t with p > t for every p >= 0 that is never flushed to zero (a normal float)."""
+    return -jnp.finfo(dtype).tiny
+
+
+def _int_like(dtype):
+    return {2: jnp.int16, 4: jnp.int32, 8: jnp.int64}[jnp.dtype(dtype).itemsize]
+
+
+def _prev_float(x):
+    """Largest float below x >= 0 (for x == 0: -tiny, the 'below every probability' point)."""
+    bits = jax.lax.bitcast_convert_type(x, _int_like(x.dtype))
+    prev = jax.lax.bitcast_convert_type(jnp.maximum(bits - 1, 0), x.dtype)
+    return jnp.where(x > 0, prev, _below_all(x.dtype))
+
+
+def _g(p, t, *, raps: bool, k_reg, lam):
+    """G(t) = A(t) + lam (C(t) - k_reg)^+, non-increasing in t."""
+    g = _mass_above(p, t)
+    if raps:
+        g = g + _penalty(_count_above(p, t), k_reg, lam)
+    return g
+
+
+def _label_score(p, py, u, *, kind: str, k_reg, lam):
+    """Score of the label whose probability is `py` ([N]) in rows p ([N, K])."""
+    if kind == "lac":
+        return 1.0 - py
+    raps = kind == "raps"
+    if u is None:  # deterministic, tie-inclusive
+        return _g(p, _prev_float(py), raps=raps, k_reg=k_reg, lam=lam)
+    s = _mass_above(p, py) + u * py
+    if raps:
+        s = s + _penalty(_count_above(p, py) + 1, k_reg, lam)
+    return s
+
+
+def _bisect_threshold(p, q, *, raps: bool, k_reg, lam):
+    """Smallest t in [0, 1] (as a float) with G(t) <= q, per row; exact (bit-pattern bisection)."""
+    idt = _int_like(p.dtype)
+    one = int(np.ones((), p.dtype).view(np.dtype(idt)))
+    steps = one.bit_length()  # interval (lo, hi] = (-1, one] shrinks to length 1
+    n = p.shape[0]
+    lo = jnp.full((n,), -1, idt)
+    hi = jnp.full((n,), one, idt)
+
+    def body(_, carry):
+        lo, hi = carry
+        mid = lo + (hi - lo) // 2
+        t = jax.lax.bitcast_convert_type(jnp.maximum(mid, 0), p.dtype)
+        ok = _g(p, t, raps=raps, k_reg=k_reg, lam=lam) <= q
+        # Invariant: G(lo) > q >= G(hi) (lo = -1 stands for "below every probability"). Once
+        # hi = lo + 1, mid == lo and nothing moves.
+        return jnp.where(ok, lo, mid), jnp.where(ok & (mid > lo), mid, hi)
+
+    _, hi = jax.lax.fori_loop(0, steps, body, (lo, hi))
+    return jax.lax.bitcast_convert_type(hi, p.dtype)
+
+
+def _sets_scalar_threshold(p, q, u, *, raps, k_reg, lam, include_last):
+    """Sets for one threshold per row. p [N, K], q [N], u [N] or None -> [N, K] bool."""
+    t = _bisect_threshold(p, q, raps=raps, k_reg=k_reg, lam=lam)
+    in_set = p > t[:, None]
+    boundary = p == t[:, None]
+    if include_last:
+        in_set = in_set | boundary
+    elif u is not None:
+        s_b = _mass_above(p, t) + u * t
+        if raps:
+            s_b = s_b + _penalty(_count_above(p, t) + 1, k_reg, lam)
+        in_set = in_set | (boundary & (s_b <= q)[:, None])
+    everything = _g(p, jnp.full_like(q, _below_all(p.dtype)), raps=raps, k_reg=k_reg, lam=lam)
+    return in_set | (everything <= q)[:, None]
+
+
+@partial(jax.jit, static_argnames=("raps", "include_last", "chunk"))
+def _sets_per_row(probs, q, u, k_reg, lam, *, raps, include_last, chunk):
+    fn = lambda p, qq, uu: _sets_scalar_threshold(
+        p, qq, uu, raps=raps, k_reg=k_reg, lam=lam, include_last=include_last
+    )
+    return _map_rows(fn, chunk, probs, q, u)
+
+
+def _map_rows(fn, row_chunk, *arrays):
+    """fn over row blocks of size row_chunk (lax.map), or in one go when row_chunk is None."""
+    n = arrays[0].shape[0]
+    if row_chunk is None or n <= row_chunk:
+        return fn(*arrays)
+    nb = -(-n // row_chunk)
+    pad = nb * row_chunk - n
+
+    def blocks(a):
+        if a is None:
+            return None
+        a = jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1))
+        return a.reshape((nb, row_chunk) + a.shape[1:])
+
+    bl = [blocks(a) for a in arrays]
+    present = [i for i, a in enumerate(bl) if a is not None]
+
+    def one(xs):
+        args = [None] * len(bl)
+        for i, x in zip(present, xs, strict=True):
+            args[i] = x
+        return fn(*args)
+
+    out = jax.lax.map(one, [bl[i] for i in present])
+    return out.reshape((nb * row_chunk,) + out.shape[2:])[:n]
+
+
+def _resolve_chunk(row_chunk):
+    if row_chunk == "auto":
+        return _CPU_ROW_CHUNK if jax.default_backend() == "cpu" else None
+    if row_chunk is not None and (not isinstance(row_chunk, int) or row_chunk < 1):
+        raise ValueError(f"row_chunk must be 'auto', None or a positive int; got {row_chunk!r}.")
+    return row_chunk
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation helpers for the public functions.
+
+
+def _check_score_options(score, k_reg, lam):
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {SCORES}; got {score!r}.")
+    if score == "raps":
+        if C.is_concrete(k_reg) and (int(k_reg) != k_reg or k_reg < 0):
+            raise ValueError(f"k_reg must be a non-negative integer; got {k_reg!r}.")
+        if C.is_concrete(lam) and not (float(lam) >= 0):
+            raise ValueError(f"lam must be >= 0; got {lam!r}.")
+
+
+def _check_probs(probs, score):
+    probs = C.as_float_array(probs, "probs", ndim=2)
+    if probs.shape[1] < 2:
+        raise ValueError(f"probs must be [N, K] with K >= 2 classes; got shape {probs.shape}.")
+    C.check_probs(probs, "probs", normalized=score != "lac")
+    return probs
+
+
+def _uniforms(n, dtype, rng, u, validate):
+    if rng is not None and u is not None:
+        raise ValueError("pass rng or u for a randomised score, not both.")
+    if rng is not None:
+        return jax.random.uniform(rng, (n,), dtype)
+    if u is None:
+        return None
+    if validate:
+        u = C.as_float_array(u, "u", ndim=1)
+        if u.shape[0] != n:
+            raise ValueError(f"u must have shape [N] = ({n},); got {tuple(u.shape)}.")
+        C.check_no_nan(u, "u")
+        if C.is_concrete(u) and (bool(jnp.any(u < 0)) or bool(jnp.any(u > 1))):
+            raise ValueError("u must hold uniforms in [0, 1].")
+    return jnp.asarray(u, dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# Public API.
+
+
+def nonconformity(
+    probs: jax.Array,
+    labels: jax.Array,
+    *,
+    score: str = "lac",
+    k_reg: int = 1,
+    lam: float = 0.0,
+    rng: jax.Array | None = None,
+    u: jax.Array | None = None,
+    validate: bool = True,
+) -> jax.Array:
+    """Nonconformity scores s(x_i, y_i) of labelled examples (the calibration scores).
+
+    Args:
+      probs: [n, K] class probabilities (rows sum to 1 for "aps" / "raps").
+      labels: [n] int labels in [0, K).
+      score: "lac" | "aps" | "raps" (see the module docstring for the formulas).
+      k_reg, lam: RAPS regularisation (rank allowance and penalty per extra rank).
+      rng: PRNG key for the randomised APS / RAPS score (one uniform per row), or
+      u: [n] uniforms in [0, 1] given explicitly. With neither, APS / RAPS are deterministic.
+      validate: shape / value checks; False skips them (for use inside jit / vmap).
+    Returns:
+      [n] scores. With `quantile(scores, alpha=a)` as qhat, `prediction_sets(...)` with the same
+      options gives P(Y in C(X)) >= 1 - a.
+    """
+    if validate:
+        _check_score_options(score, k_reg, lam)
+        probs = _check_probs(probs, score)
+        labels = C.as_int_array(labels, "labels", ndim=1)
+        if labels.shape[0] != probs.shape[0]:
+            raise ValueError(
+                f"labels must have shape [n] = ({probs.shape[0]},) to match probs [n, K] = "
+                f"{tuple(probs.shape)}; got {tuple(labels.shape)}."
+            )
+        C.check_labels(labels, probs.shape[1])
+    probs, labels = jnp.asarray(probs), jnp.asarray(labels)
+    if score == "lac" and (rng is not None or u is not None):
+        raise ValueError("LAC has no randomised form; drop rng / u.")
+    u = _uniforms(probs.shape[0], probs.dtype, rng, u, validate)
+    return _nonconformity(probs, labels, u, k_reg, lam, kind=score)
+
+
+@partial(jax.jit, static_argnames=("kind",))
+def _nonconformity(probs, labels, u, k_reg, lam, *, kind):
+    py = jnp.take_along_axis(probs, labels[:, None].astype(jnp.int32), axis=1)[:, 0]
+    return _label_score(probs, py, u, kind=kind, k_reg=k_reg, lam=lam)
+
+
+def label_scores(
+    probs: jax.Array,
+    *,
+    score: str = "lac",
+    k_reg: int = 1,
+    lam: float = 0.0,
+    rng: jax.Array | None = None,
+    u: jax.Array | None = None,
+    validate: bool = True,
+    row_chunk: int | str | None = "auto",
+) -> jax.Array:
+    """Scores s(x, k) of every candidate label k, the same expression as `nonconformity`.
+
+    Cost O(N K^2) for APS / RAPS (pairwise comparisons, no sort); use `prediction_sets` with a
+    scalar threshold when only sets are needed.
+
+    Args:
+      probs: [N, K] class probabilities.
+      score, k_reg, lam, rng, u: as in `nonconformity` (u is [N], shared by a row's labels).
+      row_chunk: rows per block ("auto": 512 on CPU, unblocked elsewhere).
+    Returns:
+      [N, K] scores.
+    """
+    if validate:
+        _check_score_options(score, k_reg, lam)
+        probs = _check_probs(probs, score)
+    probs = jnp.asarray(probs)
+    if score == "lac" and (rng is not None or u is not None):
+        raise ValueError("LAC has no randomised form; drop rng / u.")
+    u = _uniforms(probs.shape[0], probs.dtype, rng, u, validate)
+    return _all_label_scores(probs, u, score, k_reg, lam, _resolve_chunk(row_chunk))
+
+
+@partial(jax.jit, static_argnames=("score", "row_chunk"))
+def _all_label_scores(probs, u, score, k_reg, lam, row_chunk):
+    if score == "lac":
+        return 1.0 - probs
+
+    def rows(p, uu):
+        # One [rows, K] reduction per candidate label (lax.map, not vmap): the same reduction
+        # shape as in `nonconformity` and the set bisection, so all three round identically.
+        f = lambda pk: _label_score(p, pk, uu, kind=score, k_reg=k_reg, lam=lam)
+        return jax.lax.map(f, p.T).T
+
+    return _map_rows(rows, row_chunk, probs, u)
+
+
+def prediction_sets(
+    probs: jax.Array,
+    qhat: jax.Array | float,
+    *,
+    score: str = "lac",
+    k_reg: int = 1,
+    lam: float = 0.0,
+    rng: jax.Array | None = None,
+    u: jax.Array | None = None,
+    include_last: bool = False,
+    validate: bool = True,
+    row_chunk: int | str | None = "auto",
+) -> jax.Array:
+    """Conformal prediction sets C(x) = {k: s(x, k) <= qhat}.
+
+    Guarantee: with qhat = `quantile(nonconformity(cal_probs, cal_labels, ...), alpha=a)` on
+    calibration data exchangeable with the test data, and the same score options here,
+    1 - a <= P(Y in C(X)) (< 1 - a + 1 / (n + 1) for continuous scores, e.g. randomised APS).
+    With per-class thresholds from `class_conditional_quantiles` the bound holds per class.
+
+    Args:
+      probs: [N, K] class probabilities.
+      qhat: threshold(s): scalar; [N, 1] one per row (e.g. Mondrian groups known at test time:
+        `q[groups][:, None]`); [K] one per class (class-conditional); or [N, K].
+      score, k_reg, lam: as in `nonconformity`.
+      rng / u: randomised APS / RAPS sets (u is [N]); must match how qhat was calibrated.
+      include_last: deterministic APS / RAPS only: also include the label at which the cumulative
+        mass first exceeds qhat (Romano et al.'s non-randomised rule; MAPIE's default
+        `include_last_label=True`). Never smaller than the exact set, so the guarantee still
+        holds, conservatively; needs a scalar or [N, 1] threshold.
+      validate: shape / value checks; False skips them.
+      row_chunk: rows per bisection block ("auto": 512 on CPU, unblocked on accelerators).
+    Returns:
+      [N, K] bool, True where the label is in the set.
+    """
+    if validate:
+        _check_score_options(score, k_reg, lam)
+        probs = _check_probs(probs, score)
+        qhat = C.as_float_array(qhat, "qhat")
+        C.check_no_nan(qhat, "qhat")
+        if include_last and (rng is not None or u is not None):
+            raise ValueError("include_last is the deterministic rule; drop rng / u.")
+        if include_last and score == "lac":
+            raise ValueError("include_last applies to score='aps' or 'raps'.")
+    probs = jnp.asarray(probs)
+    qhat = jnp.asarray(qhat, probs.dtype)
+    n, k = probs.shape
+    shape = tuple(qhat.shape)
+    per_row = shape in ((), (1,), (n, 1), (1, 1))
+    per_label = len(shape) >= 1 and shape[-1] == k and shape in ((k,), (1, k), (n, k))
+    if not (per_row or per_label):
+        raise ValueError(
+            f"qhat must have shape (), ({k},) [per class], ({n}, 1) [per row] or ({n}, {k}) "
+            f"for probs of shape ({n}, {k}); got {shape}."
+        )
+    if score == "lac":
+        if rng is not None or u is not None:
+            raise ValueError("LAC has no randomised form; drop rng / u.")
+        return (1.0 - probs) <= qhat
+    u = _uniforms(n, probs.dtype, rng, u, validate)
+    chunk = _resolve_chunk(row_chunk)
+    if per_row:
+        q = jnp.broadcast_to(qhat.reshape(-1), (n,))
+        return _sets_per_row(
+            probs, q, u, k_reg, lam, raps=score == "raps", include_last=include_last, chunk=chunk
+        )
+    if include_last:
+        raise ValueError("include_last needs a scalar or [N, 1] qhat, not per-class thresholds.")
+    return _all_label_scores(probs, u, score, k_reg, lam, chunk) <= qhat
+
+
+def calibrate(
+    probs: jax.Array,
+    labels: jax.Array,
+    *,
+    alpha: float,
+    score: str = "lac",
+    k_reg: int = 1,
+    lam: float = 0.0,
+    rng: jax.Array | None = None,
+    u: jax.Array | None = None,
+    class_conditional: bool = False,
+    validate: bool = True,
+    on_infinite: str = "warn",
+) -> jax.Array:
+    """Threshold(s) for `prediction_sets` from a labelled calibration set.
+
+    Guarantee: see `prediction_sets`; marginal coverage >= 1 - alpha, or per class with
+    `class_conditional=True`.
+
+    Args:
+      probs: [n, K], labels: [n]; score options as in `nonconformity`.
+      alpha: miscoverage level in (0, 1).
+      class_conditional: one threshold per class (Mondrian on the label).
+    Returns:
+      scalar qhat, or [K] thresholds with `class_conditional`.
+    """
+    from introspect.conformal.mondrian import class_conditional_quantiles
+
+    s = nonconformity(
+        probs, labels, score=score, k_reg=k_reg, lam=lam, rng=rng, u=u, validate=validate
+    )
+    if class_conditional:
+        return class_conditional_quantiles(
+            s,
+            labels,
+            num_classes=jnp.shape(probs)[1],
+            alpha=alpha,
+            validate=validate,
+            on_infinite=on_infinite,
+        )
+    return quantile(s, alpha=alpha, validate=validate, on_infinite=on_infinite)
+
+
+# ----------------------------------------------------------------------------------------------
+# Summaries.
+
+
+def set_size(sets: jax.Array) -> jax.Array:
+    """[N, K] bool sets -> [N] int set sizes."""
+    return jnp.sum(jnp.asarray(sets, bool), axis=-1)
+
+
+def coverage(sets: jax.Array, labels: jax.Array) -> jax.Array:
+    """Fraction of rows whose label is in the set. sets [N, K] bool, labels [N] -> scalar."""
+    sets = jnp.asarray(sets, bool)
+    labels = jnp.asarray(labels)
+    if sets.ndim != 2 or labels.shape != sets.shape[:1]:
+        raise ValueError(
+            f"sets must be [N, K] and labels [N]; got {tuple(sets.shape)} and "
+            f"{tuple(labels.shape)}."
+        )
+    hit = jnp.take_along_axis(sets, labels[:, None].astype(jnp.int32), axis=1)[:, 0]
+    return jnp.mean(hit.astype(jnp.result_type(float)))
+
+
+def set_summary(
+    sets: jax.Array,
+    labels: jax.Array | None = None,
+    *,
+    groups: jax.Array | None = None,
+    num_groups: int | None = None,
+) -> dict[str, jax.Array]:
+    """Coverage and size summaries of prediction sets.
+
+    Args:
+      sets: [N, K] bool.
+      labels: optional [N] true labels (for coverage).
+      groups: optional [N] group ids in [0, num_groups) for per-group coverage / size.
+    Returns:
+      dict with "mean_size", "empty_fraction", "singleton_fraction", "size_histogram" [K + 1],
+      and with labels "coverage" (plus "group_coverage" / "group_size" / "group_count" [G] with
+      groups).
+    """
+    sets = jnp.asarray(sets, bool)
+    if sets.ndim != 2:
+        raise ValueError(f"sets must be [N, K]; got shape {tuple(sets.shape)}.")
+    fdt = jnp.result_type(float)
+    size = set_size(sets)
+    out = {
+        "mean_size": jnp.mean(size.astype(fdt)),
+        "empty_fraction": jnp.mean((size == 0).astype(fdt)),
+        "singleton_fraction": jnp.mean((size == 1).astype(fdt)),
+        "size_histogram": jnp.bincount(size, length=sets.shape[1] + 1),
+    }
+    hit = None
+    if labels is not None:
+        out["coverage"] = coverage(sets, labels)
+        hit = jnp.take_along_axis(sets, jnp.asarray(labels)[:, None].astype(jnp.int32), 1)[:, 0]
+    if groups is not None:
+        if num_groups is None:
+            raise ValueError("num_groups is required with groups.")
+        groups = jnp.asarray(groups)
+        if groups.shape != size.shape:
+            raise ValueError(f"groups must be [N] = {size.shape}; got {tuple(groups.shape)}.")
+        count = jnp.bincount(groups, length=num_groups)
+        out["group_count"] = count
+        denom = jnp.maximum(count, 1).astype(fdt)
+        out["group_size"] = (
+            jnp.bincount(groups, weights=size.astype(fdt), length=num_groups) / denom
+        )
+        if hit is not None:
+            w = hit.astype(fdt)
+            out["group_coverage"] = jnp.bincount(groups, weights=w, length=num_groups) / denom
+    return out
