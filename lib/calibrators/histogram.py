@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import struct
+
 from introspect.calibrators import _common as C
 from introspect.metrics import _validation as V
 from introspect.metrics.calibration import BINNINGS, _bin_stats

@@ -14,10 +14,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import struct
+from jax import lax
+
 from introspect.calibrators import _common as C
 from introspect.metrics import _validation as V
 from introspect.metrics._sorting import from_order_key, group_sum, sort_payload, tie_groups
-from jax import lax
 
 __all__ = ["IsotonicParams", "fit", "apply", "pava"]
 

@@ -8,6 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import struct
+
 from introspect.calibrators import _common as C
 from introspect.calibrators._optim import lbfgs_minimize
 from introspect.metrics import _validation as V

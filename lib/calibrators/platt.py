@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import struct
+
 from introspect.calibrators import _common as C
 from introspect.calibrators._optim import newton_minimize
 from introspect.metrics import _validation as V

@@ -14,9 +14,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import struct
+from jax import lax
+
 from introspect.calibrators import _common as C
 from introspect.metrics import _validation as V
-from jax import lax
 
 __all__ = ["TemperatureParams", "fit", "apply"]
 

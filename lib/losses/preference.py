@@ -6,6 +6,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+
 from introspect.metrics import _validation as V
 
 __all__ = ["sequence_logprob", "dpo_loss", "vpo_loss"]

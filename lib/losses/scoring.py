@@ -14,6 +14,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+
 from introspect.metrics import _validation as V
 
 __all__ = [

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 from introspect.metrics import _validation as V
 
 __all__ = [

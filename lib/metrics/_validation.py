@@ -95,61 +95,115 @@ def as_mask(mask: Any, shape: Sequence[int], name: str = "mask") -> jax.Array:
             f"{name}: has shape {tuple(m.shape)}; expected {tuple(shape)} (the data's shape)"
         )
     if m.dtype != jnp.bool_:
-        if is_concrete(m) and not bool(jnp.all((m == 0) | (m == 1))):
-            raise ValueError(f"{name}: has values other than 0/1; expected a boolean mask")
+        if is_concrete(m):
+            xp, mh = host_or_device(m)
+            if not bool(xp.all((mh == 0) | (mh == 1))):
+                raise ValueError(f"{name}: has values other than 0/1; expected a boolean mask")
         m = m != 0
     return m
 
 
+def valid_or_ones(valid: jax.Array | None, shape: Sequence[int]) -> jax.Array:
+    """`valid`, or an all-True mask of `shape` when it is None (use inside jit)."""
+    return jnp.ones(tuple(shape), dtype=bool) if valid is None else valid
+
+
 def check_any_valid(mask: jax.Array, name: str = "mask") -> None:
-    if is_concrete(mask) and not bool(jnp.any(mask)):
+    if not is_concrete(mask):
+        return
+    xp, m = host_or_device(mask)
+    if not bool(xp.any(m)):
         raise ValueError(f"{name}: selects no entries; expected at least one True")
 
 
-# Value checks run as one fused, jitted reduction each (cheap even for 10^7 entries).
+# Value checks. Each check is one reduction written for an array module `xp`: numpy for arrays
+# that live on the host (numpy input, CPU devices, small arrays), a jitted jax.numpy version for
+# large arrays on an accelerator (so they are not copied to the host). Numpy needs no compile,
+# which keeps the boundary cheap for the many shapes a test suite or a notebook uses.
 
 
-def _bmask(mask: jax.Array | None, x: jax.Array) -> jax.Array:
+def _bmask(xp, mask, x):
     if mask is None:
-        return jnp.ones((), dtype=bool)
-    return jnp.reshape(mask, mask.shape + (1,) * (x.ndim - mask.ndim))
+        return xp.asarray(True)
+    mask = xp.asarray(mask)
+    return xp.reshape(mask, mask.shape + (1,) * (x.ndim - mask.ndim))
 
 
-@functools.partial(jax.jit, static_argnames=("lo", "hi"))
-def _range_stats(x, m, lo, hi):
-    finite = jnp.isfinite(x) if jnp.issubdtype(x.dtype, jnp.floating) else jnp.ones((), bool)
-    nonfinite = jnp.sum(~finite & m)
+def _finite(xp, x):
+    if xp.issubdtype(x.dtype, xp.floating):
+        return xp.isfinite(x)
+    return xp.asarray(True)
+
+
+def _range_impl(xp, x, m, lo, hi):
+    finite = _finite(xp, x)
     out = ((x < lo) | (x > hi)) & finite & m
-    big = jnp.asarray(jnp.inf, dtype=jnp.result_type(x.dtype, jnp.float32))
-    xs = x.astype(big.dtype)
+    xs = x.astype(xp.float64 if xp is np else xp.result_type(x.dtype, xp.float32))
+    big = xp.asarray(xp.inf, dtype=xs.dtype)
     return (
-        nonfinite,
-        jnp.sum(out),
-        jnp.min(jnp.where(out, xs, big)),
-        jnp.max(jnp.where(out, xs, -big)),
+        xp.sum(~finite & m),
+        xp.sum(out),
+        xp.min(xp.where(out, xs, big)),
+        xp.max(xp.where(out, xs, -big)),
     )
 
 
-@jax.jit
-def _binary_stats(x, m):
-    finite = jnp.isfinite(x) if jnp.issubdtype(x.dtype, jnp.floating) else jnp.ones((), bool)
-    return jnp.sum(~finite & m), jnp.sum(finite & (x != 0) & (x != 1) & m)
+def _binary_impl(xp, x, m):
+    finite = _finite(xp, x)
+    return xp.sum(~finite & m), xp.sum(finite & (x != 0) & (x != 1) & m)
 
 
-@functools.partial(jax.jit, static_argnames=("num_classes",))
-def _class_stats(x, m, num_classes):
-    finite = jnp.isfinite(x) if jnp.issubdtype(x.dtype, jnp.floating) else jnp.ones((), bool)
+def _class_impl(xp, x, m, num_classes):
+    finite = _finite(xp, x)
     bad = (x < 0) | (x >= num_classes)
-    if jnp.issubdtype(x.dtype, jnp.floating):
-        bad = bad | (x != jnp.round(x))
-    return jnp.sum(~finite & m), jnp.sum(bad & finite & m)
+    if xp.issubdtype(x.dtype, xp.floating):
+        bad = bad | (x != xp.round(x))
+    return xp.sum(~finite & m), xp.sum(bad & finite & m)
 
 
-@functools.partial(jax.jit, static_argnames=("tol",))
-def _simplex_stats(p, m, tol):
-    err = jnp.abs(jnp.sum(p, axis=-1) - 1.0)
+def _simplex_impl(xp, p, m, tol):
+    if m.ndim == p.ndim:  # the mask is per row, not per entry
+        m = xp.reshape(m, m.shape[:-1])
+    err = xp.abs(xp.sum(p, axis=-1) - 1.0)
     bad = (err > tol) & m
-    return jnp.sum(bad), jnp.max(jnp.where(bad, err, 0))
+    return xp.sum(bad), xp.max(xp.where(bad, err, 0))
+
+
+_JITTED = {
+    "range": jax.jit(functools.partial(_range_impl, jnp), static_argnames=("lo", "hi")),
+    "binary": jax.jit(functools.partial(_binary_impl, jnp)),
+    "class": jax.jit(functools.partial(_class_impl, jnp), static_argnames=("num_classes",)),
+    "simplex": jax.jit(functools.partial(_simplex_impl, jnp), static_argnames=("tol",)),
+}
+_IMPLS = {
+    "range": _range_impl,
+    "binary": _binary_impl,
+    "class": _class_impl,
+    "simplex": _simplex_impl,
+}
+
+
+def _on_host(x: Any) -> bool:
+    if isinstance(x, np.ndarray) or x.size <= (1 << 20):
+        return True
+    try:
+        return all(d.platform == "cpu" for d in x.devices())
+    except Exception:  # noqa: BLE001 - any array type we cannot place: check on the host
+        return True
+
+
+def host_or_device(x: Any) -> tuple[Any, Any]:
+    """(array module, array): numpy and a numpy view when `x` is on the host, else jnp and x."""
+    if _on_host(x):
+        return np, np.asarray(x)
+    return jnp, x
+
+
+def _run(kind: str, x: Any, mask: Any, *args: Any, **kwargs: Any) -> tuple:
+    if _on_host(x):
+        xn = np.asarray(x)
+        return _IMPLS[kind](np, xn, _bmask(np, mask, xn), *args, **kwargs)
+    return _JITTED[kind](x, _bmask(jnp, mask, x), *args, **kwargs)
 
 
 def _raise_nonfinite(count: int, name: str) -> None:
@@ -161,7 +215,7 @@ def check_finite(x: jax.Array, name: str, mask: jax.Array | None = None) -> None
     """Raises if any (unmasked) entry of `x` is NaN or inf."""
     if not is_concrete(x, mask) or not jnp.issubdtype(x.dtype, jnp.floating):
         return
-    nonfinite, _, _, _ = _range_stats(x, _bmask(mask, x), -np.inf, np.inf)
+    nonfinite, _, _, _ = _run("range", x, mask, lo=-np.inf, hi=np.inf)
     _raise_nonfinite(int(nonfinite), name)
 
 
@@ -176,7 +230,7 @@ def check_range(
     """Raises if any (unmasked) entry of `x` is NaN/inf or lies outside [lo, hi]."""
     if not is_concrete(x, mask):
         return
-    nonfinite, n_out, lo_seen, hi_seen = _range_stats(x, _bmask(mask, x), float(lo), float(hi))
+    nonfinite, n_out, lo_seen, hi_seen = _run("range", x, mask, lo=float(lo), hi=float(hi))
     _raise_nonfinite(int(nonfinite), name)
     if int(n_out):
         desc = what or f"values in [{lo:g}, {hi:g}]"
@@ -194,7 +248,7 @@ def check_binary(x: jax.Array, name: str, mask: jax.Array | None = None) -> None
     """Raises unless every (unmasked) entry of `x` is 0 or 1 (or a bool)."""
     if x.dtype == jnp.bool_ or not is_concrete(x, mask):
         return
-    nonfinite, bad = _binary_stats(x, _bmask(mask, x))
+    nonfinite, bad = _run("binary", x, mask)
     _raise_nonfinite(int(nonfinite), name)
     if int(bad):
         raise ValueError(
@@ -211,7 +265,7 @@ def check_class_labels(
         raise ValueError(f"{name}: dtype bool; expected integer class indices")
     if not is_concrete(x, mask):
         return
-    nonfinite, bad = _class_stats(x, _bmask(mask, x), int(num_classes))
+    nonfinite, bad = _run("class", x, mask, num_classes=int(num_classes))
     _raise_nonfinite(int(nonfinite), name)
     if int(bad):
         raise ValueError(
@@ -232,8 +286,7 @@ def check_simplex(p: jax.Array, name: str, mask: jax.Array | None = None) -> Non
         return
     pf = as_float(p)
     tol = simplex_tolerance(pf.dtype)
-    m = jnp.ones((), dtype=bool) if mask is None else mask
-    n_bad, worst = _simplex_stats(pf, m, tol)
+    n_bad, worst = _run("simplex", pf, mask, tol=tol)
     if int(n_bad):
         raise ValueError(
             f"{name}: {int(n_bad)} row(s) do not sum to 1 (largest error {float(worst):.3g} > "

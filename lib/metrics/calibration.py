@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 from introspect.metrics import _validation as V
 from introspect.metrics._sorting import from_order_key, group_sum, sort_payload, tie_groups
 
@@ -91,9 +92,10 @@ def _split_bin(rank: jax.Array, n: jax.Array, num_bins: int) -> jax.Array:
 
 
 def _bin_stats(
-    conf: jax.Array, correct: jax.Array, valid: jax.Array, num_bins: int, binning: str
+    conf: jax.Array, correct: jax.Array, valid: jax.Array | None, num_bins: int, binning: str
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """(count [B], sum of correct [B], sum of correct - conf [B], edges [B + 1]) per bin."""
+    valid = V.valid_or_ones(valid, conf.shape)
     fdt = conf.dtype
     y = correct.astype(fdt)
     if binning == "uniform":
@@ -125,9 +127,14 @@ def _bin_stats(
     return count, sum_y, sum_d, jnp.concatenate([lo, hi[None]]).astype(fdt)
 
 
-@functools.partial(jax.jit, static_argnames=("num_bins", "binning", "norm"))
-def _ece(conf, correct, valid, num_bins: int, binning: str, norm: str) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("num_bins", "binning"))
+def _ece_stats(conf, correct, valid, num_bins: int, binning: str):
     count, _, sum_d, _ = _bin_stats(conf, correct, valid, num_bins, binning)
+    return count, sum_d
+
+
+@functools.partial(jax.jit, static_argnames=("norm",))
+def _ece_reduce(count: jax.Array, sum_d: jax.Array, norm: str) -> jax.Array:
     n = jnp.sum(count)
     gap = jnp.abs(sum_d) / jnp.maximum(count, 1)
     if norm == "l1":
@@ -135,6 +142,12 @@ def _ece(conf, correct, valid, num_bins: int, binning: str, norm: str) -> jax.Ar
     if norm == "l2":
         return jnp.sqrt(jnp.sum(count * gap**2) / n)
     return jnp.max(jnp.where(count > 0, gap, 0))
+
+
+def _ece(conf, correct, valid, num_bins: int, binning: str, norm: str) -> jax.Array:
+    # Two jitted parts: the norm only recompiles the tiny reduction over the bins.
+    count, sum_d = _ece_stats(conf, correct, valid, num_bins, binning)
+    return _ece_reduce(count, sum_d, norm)
 
 
 # ----------------------------------------------------------------------------- input handling
@@ -157,13 +170,12 @@ def _prepare_binary(
         V.check_rank(c, "confidences", 1, "a 1-D array [n]")
         V.check_not_empty(c, "confidences")
         V.check_same_shape(c, y, "confidences", "correct")
-    m = V.as_mask(mask, c.shape) if (validate or mask is not None) else None
+    m = None if mask is None else V.as_mask(mask, c.shape)
     if validate:
-        V.check_any_valid(m)
+        if m is not None:
+            V.check_any_valid(m)
         V.check_probabilities(c, "confidences", m)
         V.check_binary(y, "correct", m)
-    if m is None:
-        m = jnp.ones(c.shape, dtype=bool)
     return V.as_float(c), y, m
 
 
@@ -177,13 +189,12 @@ def _prepare_multiclass(
         V.check_not_empty(p, "probs")
         V.check_rank(y, "labels", 1, "a 1-D array [n] of class indices")
         V.check_leading(p, y, "probs", "labels")
-    m = V.as_mask(mask, p.shape[:1]) if (validate or mask is not None) else None
+    m = None if mask is None else V.as_mask(mask, p.shape[:1])
     if validate:
-        V.check_any_valid(m)
+        if m is not None:
+            V.check_any_valid(m)
         V.check_simplex(p, "probs", m)
         V.check_class_labels(y, "labels", p.shape[1], m)
-    if m is None:
-        m = jnp.ones(p.shape[:1], dtype=bool)
     return V.as_float(p), y, m
 
 
@@ -270,6 +281,7 @@ def top_label_ece(
 
 @functools.partial(jax.jit, static_argnames=("num_bins", "binning", "norm"))
 def _classwise(p, y, valid, num_bins: int, binning: str, norm: str) -> jax.Array:
+    valid = V.valid_or_ones(valid, p.shape[:1])
     k = p.shape[1]
     onehot = y.astype(jnp.int32)[:, None] == jnp.arange(k)[None, :]
     per_class = jax.vmap(lambda c, t: _ece(c, t, valid, num_bins, binning, norm), in_axes=(1, 1))(
@@ -338,7 +350,9 @@ def reliability_curve(
     return _reliability(c, y, m, nb, binning)
 
 
-def _weighted_mean(x: jax.Array, valid: jax.Array) -> jax.Array:
+def _weighted_mean(x: jax.Array, valid: jax.Array | None) -> jax.Array:
+    if valid is None:
+        return jnp.mean(x)
     return jnp.sum(jnp.where(valid, x, 0)) / jnp.sum(valid.astype(x.dtype))
 
 
@@ -386,13 +400,12 @@ def _prepare_binary_probs(probs, labels, mask, validate):
         V.check_rank(p, "probs", 1, "[n] (binary) or [n, num_classes]")
         V.check_not_empty(p, "probs")
         V.check_same_shape(p, y, "probs", "labels")
-    m = V.as_mask(mask, p.shape) if (validate or mask is not None) else None
+    m = None if mask is None else V.as_mask(mask, p.shape)
     if validate:
-        V.check_any_valid(m)
+        if m is not None:
+            V.check_any_valid(m)
         V.check_probabilities(p, "probs", m)
         V.check_binary(y, "labels", m)
-    if m is None:
-        m = jnp.ones(p.shape, dtype=bool)
     return V.as_float(p), y, m
 
 

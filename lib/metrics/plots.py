@@ -13,9 +13,11 @@ import tempfile
 from typing import Any
 
 import numpy as np
-from introspect.metrics import calibration, ranking
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from introspect.metrics import _validation as V
+from introspect.metrics import calibration, ranking
 
 __all__ = ["plot_reliability_diagram", "plot_risk_coverage", "plot_confidence_histogram"]
 
@@ -185,11 +187,9 @@ def plot_confidence_histogram(
     Returns:
       the Figure.
     """
-    from introspect.metrics import _validation as V
-
     V.check_int_option(num_bins, "num_bins", 1)
     c, y, m = calibration._prepare_binary(confidences, correct, mask, True)
-    m = np.asarray(m)
+    m = np.ones(c.shape, bool) if m is None else np.asarray(m)
     c = np.asarray(c, dtype=float)[m]
     y = np.asarray(y)[m] != 0
     bins = np.linspace(0.0, 1.0, num_bins + 1)

@@ -17,6 +17,8 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
 from introspect.metrics import _validation as V
 from introspect.metrics._sorting import (
     from_order_key,
@@ -63,11 +65,10 @@ def _prepare_pair(
         V.check_rank(s, s_name, 1, "a 1-D array [n]")
         V.check_not_empty(s, s_name)
         V.check_same_shape(s, y, s_name, l_name)
-    m = V.as_mask(mask, s.shape) if (validate or mask is not None) else None
-    if m is None:
-        m = jnp.ones(s.shape, dtype=bool)
+    m = None if mask is None else V.as_mask(mask, s.shape)
     if validate:
-        V.check_any_valid(m)
+        if m is not None:
+            V.check_any_valid(m)
         if scores_unit:
             V.check_probabilities(s, s_name, m)
         else:
@@ -81,11 +82,13 @@ def _prepare_pair(
     return V.as_float(s), y, m
 
 
-def _check_both_classes(labels: jax.Array, mask: jax.Array, name: str, metric: str) -> None:
+def _check_both_classes(labels: jax.Array, mask, name: str, metric: str) -> None:
     if not V.is_concrete(labels, mask):
         return
-    pos = int(jnp.sum((labels != 0) & mask))
-    tot = int(jnp.sum(mask))
+    xp, y = V.host_or_device(labels)
+    m = True if mask is None else V.host_or_device(mask)[1]
+    pos = int(xp.sum((y != 0) & m))
+    tot = int(xp.sum(xp.broadcast_to(m, y.shape)))
     if pos == 0 or pos == tot:
         only = "1 (positive)" if pos else "0 (negative)"
         raise ValueError(
@@ -94,11 +97,24 @@ def _check_both_classes(labels: jax.Array, mask: jax.Array, name: str, metric: s
         )
 
 
+def _count_positive(labels, mask) -> int:
+    xp, y = V.host_or_device(labels)
+    m = True if mask is None else V.host_or_device(mask)[1]
+    return int(xp.sum((y != 0) & m))
+
+
+def _host_values(x, mask):
+    """The (unmasked) values of concrete `x` as a numpy array."""
+    xn = np.asarray(x)
+    return xn if mask is None else xn[np.asarray(mask)]
+
+
 # ----------------------------------------------------------------------------- AUROC / AUPRC
 
 
 @jax.jit
 def _auroc(scores: jax.Array, labels: jax.Array, valid: jax.Array) -> jax.Array:
+    valid = V.valid_or_ones(valid, scores.shape)
     fdt = scores.dtype
     tie_key, lab, in_front = sort_binary_ascending(scores, labels, valid)
     gid, _ = tie_groups(tie_key, in_front)
@@ -141,6 +157,7 @@ def auroc(scores: Any, labels: Any, *, mask: Any = None, validate: bool = True) 
 
 @jax.jit
 def _auprc(scores: jax.Array, labels: jax.Array, valid: jax.Array) -> jax.Array:
+    valid = V.valid_or_ones(valid, scores.shape)
     fdt = scores.dtype
     tie_key, lab, in_front = sort_binary_ascending(scores, labels, valid)
     gid, _ = tie_groups(tie_key, in_front)
@@ -172,7 +189,7 @@ def auprc(scores: Any, labels: Any, *, mask: Any = None, validate: bool = True) 
     s, y, m = _prepare_pair(
         scores, labels, mask, names=("scores", "labels"), validate=validate, labels_kind="binary"
     )
-    if validate and V.is_concrete(y, m) and not bool(jnp.any((y != 0) & m)):
+    if validate and V.is_concrete(y, m) and _count_positive(y, m) == 0:
         raise ValueError("labels: no positive label; average precision needs at least one 1")
     return _auprc(s, y, m)
 
@@ -189,6 +206,7 @@ def _prefix_means(
     Inside a tie the expectation is over a uniformly random order of the tied samples.
     """
     fdt = scores.dtype
+    valid = V.valid_or_ones(valid, scores.shape)
     q = quality.astype(fdt)
     tie_key, (q_sorted,), in_front = sort_payload(scores, (q,), valid, descending=True)
     q_sorted = jnp.where(in_front, q_sorted, 0)
@@ -362,6 +380,7 @@ def selective_accuracy(
 @functools.partial(jax.jit, static_argnames=("max_rejection",))
 def _prr(conf: jax.Array, quality: jax.Array, valid: jax.Array, max_rejection: float):
     fdt = conf.dtype
+    valid = V.valid_or_ones(valid, conf.shape)
     q = quality.astype(fdt)
     mean_q, _, in_front, n_valid = _prefix_means(conf, q, valid)
     oracle_q, _, _, _ = _prefix_means(q, q, valid)
@@ -414,14 +433,14 @@ def prr(
         labels_kind="real",
     )
     if validate and V.is_concrete(y, m):
-        n_valid = int(jnp.sum(m))
+        vals = _host_values(y, m)
+        n_valid = vals.size
         if int(mr * n_valid + 1e-9) < 1:
             raise ValueError(
                 f"max_rejection: {mr} * {n_valid} samples rounds down to 0 rejection levels; "
                 "expected max_rejection * n >= 1"
             )
-        vals = V.as_float(y)[m]
-        if bool(jnp.all(vals == vals[0])):
+        if bool(np.all(vals == vals[0])):
             raise ValueError("quality: all values are equal; PRR needs at least two quality levels")
     return _prr(c, y, m, mr)
 
@@ -445,6 +464,7 @@ def _midranks(x: jax.Array, valid: jax.Array) -> jax.Array:
 
 @jax.jit
 def _spearman(x: jax.Array, y: jax.Array, valid: jax.Array) -> jax.Array:
+    valid = V.valid_or_ones(valid, x.shape)
     rx = _midranks(x, valid)
     ry = _midranks(y.astype(x.dtype), valid)
     w = valid.astype(x.dtype)
@@ -471,10 +491,10 @@ def spearman(x: Any, y: Any, *, mask: Any = None, validate: bool = True) -> jax.
     """
     xa, ya, m = _prepare_pair(x, y, mask, names=("x", "y"), validate=validate, labels_kind="real")
     if validate and V.is_concrete(xa, ya, m):
-        if int(jnp.sum(m)) < 2:
+        if _host_values(xa, m).size < 2:
             raise ValueError("x: fewer than 2 (unmasked) samples; Spearman needs at least 2")
-        for name, arr in (("x", xa), ("y", V.as_float(ya))):
-            vals = arr[m]
-            if bool(jnp.all(vals == vals[0])):
+        for name, arr in (("x", xa), ("y", ya)):
+            vals = _host_values(arr, m)
+            if bool(np.all(vals == vals[0])):
                 raise ValueError(f"{name}: is constant; the rank correlation is undefined")
     return _spearman(xa, ya, m)
