@@ -16,7 +16,7 @@ setup(
     python_requires=">=3.10",
     package_dir={"introspect": "lib"},
     packages=PACKAGES,
-    package_data={"introspect": ["py.typed"]},
+    package_data={"introspect": ["py.typed"], "introspect.signals": ["*.json"]},
     install_requires=[
         "jax==0.10.2",
         "jaxlib==0.10.2",

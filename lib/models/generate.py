@@ -18,24 +18,7 @@ import jax.numpy as jnp
 
 from introspect.models.config import ModelConfig
 from introspect.models.llama import KVCache, Steering, apply
-
-# Full-vocabulary statistics of each step's next-token distribution p = softmax(logits):
-#   entropy     -sum_j p_j log p_j                (nats)
-#   max_prob    max_j p_j
-#   logsumexp   log sum_j exp(logits_j)
-#   mean_logit  (1/V) sum_j logits_j
-# Self-certainty KL(U || p) = logsumexp - mean_logit - log V follows from the last two.
-STAT_NAMES = ("entropy", "max_prob", "logsumexp", "mean_logit")
-
-
-def step_statistics(logits: jax.Array) -> jax.Array:
-    """[..., vocab] logits -> [..., 4] statistics in the order of STAT_NAMES (float32)."""
-    logits = logits.astype(jnp.float32)
-    lse = jax.nn.logsumexp(logits, axis=-1)
-    logp = logits - lse[..., None]
-    entropy = -jnp.sum(jnp.exp(logp) * logp, axis=-1)
-    max_prob = jnp.exp(jnp.max(logp, axis=-1))
-    return jnp.stack([entropy, max_prob, lse, jnp.mean(logits, axis=-1)], axis=-1)
+from introspect.signals.stats import STAT_NAMES, step_statistics
 
 
 def next_power_of_two(n: int, minimum: int = 1) -> int:

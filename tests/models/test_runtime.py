@@ -80,6 +80,31 @@ def test_generation_matches_full_forward(tiny_lm):
             )
 
 
+def test_signals_from_generation_equal_signals_from_score(tiny_lm):
+    """One generation pass gives every logit-based signal: the statistics computed inside the
+    compiled loop equal those of a teacher-forced `score` of the generated tokens."""
+    from introspect import signals
+
+    rng = np.random.default_rng(12)
+    prompts = [random_ids(rng, 1, n)[0].tolist() for n in (4, 10, 7)]
+    gen = tiny_lm.generate(
+        prompts, max_new_tokens=6, temperature=1.0, seed=5, return_stats=True, ignore_eos=True
+    )
+    sc = tiny_lm.score(prompts, gen.tokens)
+    g_stats, g_mask = signals.from_ragged(gen.logprobs, gen.stats)
+    s_stats, s_mask = signals.from_ragged(sc.logprobs, sc.stats)
+    assert np.array_equal(g_mask, s_mask)
+    for name in signals.SIGNALS:
+        kw = {"vocab_size": tiny_lm.config.vocab_size} if name == "self_certainty" else {}
+        np.testing.assert_allclose(
+            signals.compute(name, g_stats, g_mask, **kw),
+            signals.compute(name, s_stats, s_mask, **kw),
+            rtol=1e-4,
+            atol=1e-4,
+            err_msg=name,
+        )
+
+
 def test_stop_tokens_and_finish_reasons(tiny_lm):
     rng = np.random.default_rng(3)
     prompt = random_ids(rng, 1, 6)[0].tolist()

@@ -1,0 +1,257 @@
+"""Logit-based confidence signals. Higher = more confident, for every signal.
+
+Each signal has two entry points that compute the same number:
+
+* `<name>(logits, mask, *, tokens=None, ...)`: from full logits [batch, length, vocab]. Alignment
+  (the standard one for a causal LM): `logits[b, t]` is the distribution that predicted the token
+  in slot t + 1, and `mask[b, t]` says whether that predicted token belongs to the response.
+  `tokens[b, t]` is that predicted token (only the signals that need p(y) take it). So for a
+  forward pass over `prompt + response`, the response is scored at positions
+  `len(prompt) - 1 .. len(prompt) + len(response) - 2`.
+* `SIGNALS[name](stats, mask, **options)`: from per-token statistics, the dict that
+  `token_stats` returns and that generation / `lm.score` produce inside their compiled loops
+  (`logprob` of the chosen token and the STAT_NAMES statistics of its distribution, [batch, length]
+  each). One generation pass therefore gives every logit-based signal.
+
+Masked means are over positions where mask is True; an all-False row gives NaN-free 0 for sums and
+the neutral value documented per signal (it is better to drop such rows before ranking).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from introspect.signals.stats import STAT_NAMES, step_statistics
+
+Stats = dict  # {"logprob", "entropy", "max_prob", "logsumexp", "mean_logit"}: [batch, length]
+
+
+def token_stats(logits: jax.Array, tokens: jax.Array | None = None) -> Stats:
+    """Per-position statistics from full logits.
+
+    Args:
+      logits: [batch, length, vocab].
+      tokens: optional [batch, length] int, the token each position predicted (for `logprob`).
+    Returns:
+      dict of [batch, length] float32 arrays: STAT_NAMES, plus "logprob" when tokens are given.
+    """
+    stats = step_statistics(logits)
+    out = {name: stats[..., k] for k, name in enumerate(STAT_NAMES)}
+    if tokens is not None:
+        logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+        out["logprob"] = jnp.take_along_axis(logp, tokens[..., None].astype(jnp.int32), -1)[..., 0]
+    return out
+
+
+def from_ragged(logprobs, stats: dict | None = None) -> tuple[Stats, np.ndarray]:
+    """Pad per-sequence outputs (e.g. `Generation.logprobs`/`.stats` or `Scores`) into arrays.
+
+    Args:
+      logprobs: list of [n_i] arrays, log p of each chosen token.
+      stats: optional {name: list of [n_i] arrays} for STAT_NAMES.
+    Returns:
+      (stats dict of [batch, max_n] arrays incl. "logprob", mask [batch, max_n] bool).
+    """
+    n = max((len(x) for x in logprobs), default=0)
+    mask = np.zeros((len(logprobs), max(n, 1)), bool)
+    out = {"logprob": np.zeros(mask.shape, np.float32)}
+    for name in stats or {}:
+        out[name] = np.zeros(mask.shape, np.float32)
+    for i, lp in enumerate(logprobs):
+        mask[i, : len(lp)] = True
+        out["logprob"][i, : len(lp)] = lp
+        for name, rows in (stats or {}).items():
+            out[name][i, : len(lp)] = rows[i]
+    return out, mask
+
+
+def _masked_mean(x, mask):
+    mask = mask.astype(x.dtype)
+    return jnp.sum(x * mask, -1) / jnp.maximum(jnp.sum(mask, -1), 1.0)
+
+
+def _masked_max(x, mask, empty=0.0):
+    return jnp.where(jnp.any(mask, -1), jnp.max(jnp.where(mask, x, -jnp.inf), -1), empty)
+
+
+def _masked_min(x, mask, empty=0.0):
+    return jnp.where(jnp.any(mask, -1), jnp.min(jnp.where(mask, x, jnp.inf), -1), empty)
+
+
+# ---------------------------------------------------------------------------------------------
+# Signals on statistics (the registry's form). mask: [batch, length] bool. Returns [batch].
+# ---------------------------------------------------------------------------------------------
+
+
+def _mean_token_prob(stats, mask):
+    """Mean over response tokens of p(y_t). Empty row: 0."""
+    return _masked_mean(jnp.exp(stats["logprob"]), mask)
+
+
+def _min_token_prob(stats, mask):
+    """Smallest p(y_t) over response tokens (the weakest link). Empty row: 0."""
+    return _masked_min(jnp.exp(stats["logprob"]), mask)
+
+
+def _max_token_prob(stats, mask):
+    """Largest p(y_t) over response tokens. Empty row: 0."""
+    return _masked_max(jnp.exp(stats["logprob"]), mask)
+
+
+def _neg_mean_entropy(stats, mask):
+    """-(mean token entropy) in nats. Empty row: 0."""
+    return -_masked_mean(stats["entropy"], mask)
+
+
+def _neg_max_entropy(stats, mask):
+    """-(largest token entropy) in nats. Empty row: 0."""
+    return -_masked_max(stats["entropy"], mask)
+
+
+def _neg_perplexity(stats, mask):
+    """-exp(-mean log p(y_t)): minus the perplexity of the response. Empty row: -1."""
+    return -jnp.exp(-_masked_mean(stats["logprob"], mask))
+
+
+def _mean_logprob(stats, mask):
+    """Mean log p(y_t) (= -log perplexity; ranks like neg_perplexity). Empty row: 0."""
+    return _masked_mean(stats["logprob"], mask)
+
+
+def _self_certainty(stats, mask, *, vocab_size: int):
+    """Self-certainty (Kang et al., Scalable Best-of-N via Self-Certainty): mean over response
+    tokens of KL(U || p_t) = logsumexp_t - mean_logit_t - log V. Empty row: 0."""
+    kl = stats["logsumexp"] - stats["mean_logit"] - jnp.log(jnp.float32(vocab_size))
+    return _masked_mean(kl, mask)
+
+
+def _answer_confidence(stats, mask, *, reduce: str = "mean"):
+    """CRew answer-token confidence: the probability mass of the final-answer tokens (mask marks
+    the answer tokens). reduce="mean": mean p(y_t); "product": prod p(y_t) = exp(sum log p).
+    Empty row: 0 (mean) or 1 (product)."""
+    if reduce == "mean":
+        return _mean_token_prob(stats, mask)
+    if reduce == "product":
+        return jnp.exp(jnp.sum(jnp.where(mask, stats["logprob"], 0.0), -1))
+    raise ValueError(f"reduce must be 'mean' or 'product', got {reduce!r}")
+
+
+SIGNALS: dict[str, Callable] = {
+    "mean_token_prob": _mean_token_prob,
+    "min_token_prob": _min_token_prob,
+    "max_token_prob": _max_token_prob,
+    "neg_mean_entropy": _neg_mean_entropy,
+    "neg_max_entropy": _neg_max_entropy,
+    "neg_perplexity": _neg_perplexity,
+    "mean_logprob": _mean_logprob,
+    "self_certainty": _self_certainty,
+    "answer_confidence": _answer_confidence,
+}
+# Signals that read p(y_t) and so need the chosen tokens (or "logprob" in the stats).
+NEEDS_TOKENS = {
+    "mean_token_prob",
+    "min_token_prob",
+    "max_token_prob",
+    "neg_perplexity",
+    "mean_logprob",
+    "answer_confidence",
+}
+
+
+def register(name: str, fn: Callable) -> None:
+    """Add a statistics-based signal `fn(stats, mask, **options) -> [batch]` under `name`."""
+    if name in SIGNALS:
+        raise ValueError(f"signal {name!r} is already registered")
+    SIGNALS[name] = fn
+
+
+def compute(name: str, stats: Stats, mask, **options) -> jax.Array:
+    """Run the registered signal `name` on statistics. Raises ValueError for unknown names."""
+    if name not in SIGNALS:
+        raise ValueError(f"unknown signal {name!r}; registered: {sorted(SIGNALS)}")
+    mask = jnp.asarray(mask, bool)
+    for key, value in stats.items():
+        if jnp.shape(value) != mask.shape:
+            raise ValueError(f"stats[{key!r}] has shape {jnp.shape(value)}, mask has {mask.shape}")
+    if name in NEEDS_TOKENS and "logprob" not in stats:
+        raise ValueError(f"signal {name!r} needs the chosen tokens' log-probs (stats['logprob'])")
+    return SIGNALS[name](stats, mask, **options)
+
+
+# ---------------------------------------------------------------------------------------------
+# The same signals on full logits.
+# ---------------------------------------------------------------------------------------------
+
+
+def _from_logits(name: str, *, needs_vocab: bool = False):
+    fn = SIGNALS[name]
+
+    def signal(logits, mask, *, tokens=None, shifted: bool = False, **options):
+        logits = jnp.asarray(logits)
+        mask = jnp.asarray(mask, bool)
+        if logits.ndim != 3 or mask.shape != logits.shape[:2]:
+            raise ValueError(
+                f"{name}: logits must be [batch, length, vocab] and mask "
+                f"[batch, length]; got {logits.shape} and {mask.shape}"
+            )
+        if name in NEEDS_TOKENS and tokens is None:
+            raise ValueError(
+                f"{name}: pass tokens=[batch, length], the token each position predicted"
+            )
+        if tokens is not None and jnp.shape(tokens) != mask.shape:
+            raise ValueError(f"{name}: tokens shape {jnp.shape(tokens)} != mask {mask.shape}")
+        if shifted:
+            # The Best-of-N authors' script reads the distribution one position later than the
+            # one that predicted each response token; offered for reproduction only.
+            mask = jnp.pad(mask[:, :-1], ((0, 0), (1, 0)))
+        stats = token_stats(logits, tokens)
+        if needs_vocab:
+            options.setdefault("vocab_size", logits.shape[-1])
+        return fn(stats, mask, **options)
+
+    signal.__name__ = name
+    tokens_doc = ", tokens [batch, length]" if name in NEEDS_TOKENS else ""
+    signal.__doc__ = (
+        f"{fn.__doc__}\n\n    From full logits: logits [batch, length, vocab], mask "
+        f"[batch, length]{tokens_doc} (see the module docstring for the alignment); shifted=True "
+        "moves the mask one position later (the Best-of-N authors' script).\n"
+        "    Returns [batch]; higher = more confident."
+    )
+    return signal
+
+
+mean_token_prob = _from_logits("mean_token_prob")
+min_token_prob = _from_logits("min_token_prob")
+max_token_prob = _from_logits("max_token_prob")
+neg_mean_entropy = _from_logits("neg_mean_entropy")
+neg_max_entropy = _from_logits("neg_max_entropy")
+neg_perplexity = _from_logits("neg_perplexity")
+mean_logprob = _from_logits("mean_logprob")
+self_certainty = _from_logits("self_certainty", needs_vocab=True)
+answer_confidence = _from_logits("answer_confidence")
+
+
+def confidence_gain(entropy_without, entropy_with, mask):
+    """CK-PLUG confidence gain: mean over response tokens of H(without context) - H(with context).
+
+    Args:
+      entropy_without: [batch, length] token entropies when the model sees no context passage.
+      entropy_with: [batch, length] token entropies of the same tokens with the passage.
+      mask: [batch, length] bool, response tokens.
+    Returns:
+      [batch]; higher = the context made the model more confident (negative flags a knowledge
+      conflict).
+    """
+    entropy_without = jnp.asarray(entropy_without)
+    entropy_with = jnp.asarray(entropy_with)
+    mask = jnp.asarray(mask, bool)
+    if entropy_without.shape != entropy_with.shape or entropy_with.shape != mask.shape:
+        raise ValueError(
+            f"confidence_gain: shapes differ: {entropy_without.shape}, "
+            f"{entropy_with.shape}, mask {mask.shape}"
+        )
+    return _masked_mean(entropy_without - entropy_with, mask)

@@ -1,0 +1,34 @@
+"""Per-position statistics of a next-token distribution: what the logit-based signals need.
+
+The compiled generation loop (`introspect.models`) and teacher-forced scoring compute exactly
+these from the full vocabulary at every step, so no [steps, vocab] logits need to be stored.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+# For p = softmax(z) over a vocabulary of size V:
+#   entropy     -sum_j p_j log p_j                (nats)
+#   max_prob    max_j p_j
+#   logsumexp   log sum_j exp(z_j)
+#   mean_logit  (1/V) sum_j z_j
+# Self-certainty KL(U || p) = logsumexp - mean_logit - log V follows from the last two.
+STAT_NAMES = ("entropy", "max_prob", "logsumexp", "mean_logit")
+
+
+def step_statistics(logits: jax.Array) -> jax.Array:
+    """Statistics of softmax(logits).
+
+    Args:
+      logits: [..., vocab].
+    Returns:
+      [..., 4] float32 in the order of STAT_NAMES.
+    """
+    logits = logits.astype(jnp.float32)
+    lse = jax.nn.logsumexp(logits, axis=-1)
+    logp = logits - lse[..., None]
+    entropy = -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+    max_prob = jnp.exp(jnp.max(logp, axis=-1))
+    return jnp.stack([entropy, max_prob, lse, jnp.mean(logits, axis=-1)], axis=-1)
