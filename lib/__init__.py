@@ -7,7 +7,10 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("models", "metrics", "losses", "calibrators", "conformal")
+_SUBMODULES = (
+    "models", "data", "metrics", "losses", "calibrators", "conformal", "signals", "decoding",
+    "probes", "train", "results",
+)
 
 
 def __getattr__(name):
