@@ -67,7 +67,9 @@ def _zscore_groups(x: jax.Array, m: jax.Array, eps: float, ddof: int = 0) -> jax
     n = jnp.sum(w, axis=-1, keepdims=True)
     mean = jnp.sum(x * w, axis=-1, keepdims=True) / jnp.maximum(n, 1)
     var = jnp.sum(w * (x - mean) ** 2, axis=-1, keepdims=True) / jnp.maximum(n - ddof, 1)
-    return jnp.where(m, (x - mean) / (jnp.sqrt(var) + eps), 0)
+    denom = jnp.sqrt(var) + eps
+    # A group with one distinct value carries no signal: 0, never 0 / 0.
+    return jnp.where(m, (x - mean) / jnp.where(denom > 0, denom, 1), 0)
 
 
 # ----------------------------------------------------------------------------- GRPO

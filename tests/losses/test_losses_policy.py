@@ -1,0 +1,270 @@
+"""Policy-gradient pieces, preference losses and the registry, each against a small example
+computed by hand from its formula (METHODS.md)."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from introspect import losses as L
+
+
+@pytest.fixture(autouse=True)
+def _x64():
+    with jax.enable_x64(True):
+        yield
+
+
+def test_grpo_advantages():
+    r = np.array([[1.0, 0.0, 1.0, 0.0], [2.0, 2.0, 2.0, 2.0], [1.0, 0.0, 1.0, 9.0]])
+    mask = np.array([[1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 0]], bool)
+    a = np.asarray(L.grpo_advantages(rewards=r, mask=mask, eps=0.0))
+    np.testing.assert_allclose(a[0], [1, -1, 1, -1])
+    np.testing.assert_allclose(a[1], [0, 0, 0, 0])  # no signal in a uniform group
+    # mean 2/3, population std sqrt(2)/3
+    np.testing.assert_allclose(a[2], [math.sqrt(2) / 2, -math.sqrt(2), math.sqrt(2) / 2, 0])
+    centred = L.grpo_advantages(rewards=r[:1], scale_by_std=False)
+    np.testing.assert_allclose(centred, [[0.5, -0.5, 0.5, -0.5]])
+    unbiased = L.grpo_advantages(rewards=r[:1], ddof=1, eps=0.0)
+    np.testing.assert_allclose(unbiased, [[1, -1, 1, -1] / np.sqrt(4 / 3)])
+
+
+def test_clipped_policy_loss():
+    old = np.zeros((1, 2))
+    lp = np.log(np.array([[1.5, 0.5]]))
+    mask = np.ones((1, 2), bool)
+    loss, m = L.clipped_policy_loss(logprobs=lp, old_logprobs=old, advantages=np.ones(1), mask=mask)
+    assert float(loss) == pytest.approx(-(1.2 + 0.5) / 2)  # min(1.5, 1.2), min(0.5, 0.8)
+    assert float(m["clip_fraction"]) == pytest.approx(0.5)
+    loss, _ = L.clipped_policy_loss(
+        logprobs=lp, old_logprobs=old, advantages=-np.ones((1, 2)), mask=mask
+    )
+    assert float(loss) == pytest.approx((1.5 + 0.8) / 2)  # min(-1.5, -1.2), min(-0.5, -0.8)
+    # KL (k3) to a reference at log-prob 0: exp(d) - d - 1 with d = -logp.
+    kl = [1 / 1.5 + math.log(1.5) - 1, 2 + math.log(0.5) - 1]
+    loss, m = L.clipped_policy_loss(
+        logprobs=lp,
+        old_logprobs=lp,
+        advantages=np.zeros(1),
+        mask=mask,
+        ref_logprobs=np.zeros((1, 2)),
+        kl_coef=0.1,
+    )
+    assert float(loss) == pytest.approx(0.1 * np.mean(kl))
+    assert float(m["kl"]) == pytest.approx(np.mean(kl))
+
+
+def test_clipped_policy_loss_aggregation_weights_and_grad():
+    lp = jnp.log(jnp.array([[0.5, 0.5, 0.5], [0.5, 0.5, 0.5]]))
+    adv = jnp.array([1.0, 2.0])
+    mask = jnp.array([[1, 1, 1], [1, 0, 0]], bool)
+    kw = dict(old_logprobs=lp, advantages=adv, mask=mask)
+    tok, _ = L.clipped_policy_loss(logprobs=lp, **kw)
+    seq, _ = L.clipped_policy_loss(logprobs=lp, aggregation="sequence_mean", **kw)
+    fixed, _ = L.clipped_policy_loss(logprobs=lp, aggregation="fixed_length", **kw)
+    assert float(tok) == pytest.approx(-(3 * 1 + 2) / 4)
+    assert float(seq) == pytest.approx(-(1 + 2) / 2)
+    assert float(fixed) == pytest.approx(-(3 * 1 + 2) / 6)
+    w = jnp.array([[1.0, 0.8, 1.2], [0.9, 1.0, 1.0]])
+    weighted, _ = L.clipped_policy_loss(logprobs=lp, token_weights=w, **kw)
+    assert float(weighted) == pytest.approx(-(1 + 0.8 + 1.2 + 2 * 0.9) / 4)
+    # At ratio 1 the gradient is -A on each token (token mean).
+    g = jax.grad(lambda x: L.clipped_policy_loss(logprobs=x, **kw)[0])(lp)
+    np.testing.assert_allclose(g, [[-0.25, -0.25, -0.25], [-0.5, 0, 0]])
+
+
+def test_ucas_advantages():
+    rewards = np.array([[1.0, 0.0]])
+    certainty = np.array([[3.0, 1.0]])
+    logits = np.array([[[2.0, 4.0, 3.0], [1.0, 1.0, 9.0]]])
+    mask = np.array([[[1, 1, 1], [1, 1, 0]]], bool)
+    a = np.asarray(
+        L.ucas_advantages(
+            rewards=rewards, certainty=certainty, sampled_logits=logits, mask=mask, eps=0.0
+        )
+    )
+    pos = math.exp(-0.25)  # A = 1, Cz = 1
+    neg = -math.exp(-0.35)  # A = -1, Cz = -1
+    np.testing.assert_allclose(a[0, 0], [pos, pos - 0.05, pos - 0.025])
+    np.testing.assert_allclose(a[0, 1], [neg, neg, 0.0])  # equal logits: no token penalty
+    clamped = np.asarray(
+        L.ucas_advantages(
+            rewards=rewards,
+            certainty=certainty,
+            sampled_logits=logits,
+            mask=mask,
+            eps=0.0,
+            token_coef=1.0,
+        )
+    )
+    np.testing.assert_allclose(clamped[0, 0], [pos, 0.0, pos - 0.5])  # A' > 0: clamped at 0
+    # Token certainty: logsumexp - mean; 0 for uniform logits.
+    z = np.array([[0.0, 0.0], [0.0, math.log(3.0)]])
+    c = L.ucas_token_certainty(logits=z)
+    np.testing.assert_allclose(c, [math.log(2), math.log(4) - math.log(3) / 2])
+    seq = L.ucas_sequence_certainty(logits=z[None], mask=np.array([[True, False]]))
+    np.testing.assert_allclose(seq, [math.log(2)])
+
+
+def test_empg_advantages():
+    h = np.array([[0.0, 1.0, 2.0, 5.0]])
+    mask = np.array([[1, 1, 1, 0]], bool)
+    a = np.asarray(
+        L.empg_advantages(advantages=np.array([2.0]), step_entropy=h, step_mask=mask, eps=0.0)
+    )
+    conf = np.exp(-np.array([0.0, 0.5, 1.0]))
+    g = conf / conf.mean()
+    f = np.array([math.exp(-0.5), math.exp(-1.0), 0.0])
+    np.testing.assert_allclose(a[0, :3], g * 2 + 0.1 * f)
+    assert a[0, 3] == 0
+    np.testing.assert_allclose(a[0, :3], [3.0995, 1.8800, 1.1180], atol=5e-4)
+
+
+def test_steer_weights():
+    pi = np.array([[0.5, 0.9, 0.7, 0.3]])
+    pi_old = np.array([[0.5, 0.5, 0.7, 0.3]])
+    ent = np.array([[1.0, 0.2, 0.5, 1.0]])
+    mask = np.array([[1, 1, 1, 0]], bool)
+    w = np.asarray(
+        L.steer_weights(
+            logprobs=np.log(pi),
+            old_logprobs=np.log(pi_old),
+            entropy=ent,
+            advantages=np.ones(1),
+            mask=mask,
+        )
+    )
+    omega = (1 / pi_old) * pi * (1 - pi) * (np.log(pi) + ent)
+    o = np.abs(omega[0, :3])
+    nrm = (o - o.min()) / (o.max() - o.min())
+    np.testing.assert_allclose(w[0, :3], 1.2 - 0.4 * nrm)
+    np.testing.assert_allclose(w[0], [0.8, 1.2, 1.123858, 0.0], atol=1e-6)
+
+
+def test_riskpo_advantages():
+    rewards = np.arange(5.0)[:, None]  # five bundles of one response: s = 0..4
+    a = np.asarray(L.riskpo_advantages(rewards=rewards, eps=0.0))
+    # q_0.2 = 0.8, q_0.8 = 3.2, std = sqrt(2)
+    want = np.array([-4.0, -22 / 15, -0.8, -2 / 15, 0.0]) / math.sqrt(2)
+    np.testing.assert_allclose(a, want, atol=1e-12)
+    pairs = np.array([[0.0, 0.0], [0.5, 0.5], [1.0, 1.0], [1.0, 2.0], [2.0, 2.0]])
+    np.testing.assert_allclose(L.riskpo_advantages(rewards=pairs, eps=0.0), want, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "mode, want", [("threshold", [2.4, -1.15]), ("difference", [2.39, -1.1575])]
+)
+def test_ppo_c_rewards(mode, want):
+    r, avg = L.ppo_c_rewards(
+        rewards=np.array([2.0, -1.0]), confidence=np.array([0.9, 0.8]), reward_avg=0.0, mode=mode
+    )
+    assert float(avg) == pytest.approx(0.05)
+    np.testing.assert_allclose(r, want)
+
+
+def test_dpo_and_vpo():
+    kw = dict(
+        policy_chosen_logps=np.array([-1.0]),
+        policy_rejected_logps=np.array([-3.0]),
+        ref_chosen_logps=np.array([-2.0]),
+        ref_rejected_logps=np.array([-2.0]),
+    )
+    base = -math.log(1 / (1 + math.exp(-1.0)))  # beta * h = 0.5 * 2
+    assert float(L.dpo_loss(beta=0.5, **kw)[0]) == pytest.approx(base)
+    smooth = 0.9 * base + 0.1 * -math.log(1 / (1 + math.exp(1.0)))
+    assert float(L.dpo_loss(beta=0.5, label_smoothing=0.1, **kw)[0]) == pytest.approx(smooth)
+    # Values: chosen 0.5 * 1, rejected 0.5 * -1.
+    assert float(L.vpo_loss(beta=0.5, alpha=0.1, **kw)[0]) == pytest.approx(base)
+    assert float(L.vpo_loss(beta=0.5, alpha=0.1, value_on="chosen", **kw)[0]) == pytest.approx(
+        base + 0.05
+    )
+    assert float(
+        L.vpo_loss(beta=0.5, alpha=0.1, sign=1, value_on="chosen", **kw)[0]
+    ) == pytest.approx(base - 0.05)
+    seq = L.sequence_logprob(
+        token_logprobs=np.array([[-1.0, -2.0, -9.0]]), mask=np.array([[1, 1, 0]], bool)
+    )
+    np.testing.assert_allclose(seq, [-3.0])
+
+
+def test_registry():
+    assert L.get_loss("focal") is L.focal_loss
+    assert L.get_loss("tokenized_brier") is L.tokenized_brier
+    assert L.get_reward("rlcr") is L.rlcr_reward
+    assert L.get_advantage("ucas") is L.ucas_advantages
+    with pytest.raises(ValueError, match="unknown loss 'nope'; expected one of: brier"):
+        L.get_loss("nope")
+
+    def my_loss(*, probs, labels):
+        return (probs - labels) ** 4
+
+    L.register_loss("quartic_test", my_loss)
+    try:
+        assert L.get_loss("quartic_test") is my_loss
+        with pytest.raises(ValueError, match="already registered"):
+            L.register_loss("quartic_test", lambda **k: 0)
+    finally:
+        del L.LOSSES["quartic_test"]
+    # Every registered loss takes keyword-only arguments.
+    import inspect
+
+    for fn in [*L.LOSSES.values(), *L.REWARDS.values(), *L.ADVANTAGES.values()]:
+        params = inspect.signature(fn).parameters.values()
+        assert all(p.kind == p.KEYWORD_ONLY for p in params), fn.__name__
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match=r"rewards: has shape \(4,\)"):
+        L.grpo_advantages(rewards=np.zeros(4))
+    with pytest.raises(ValueError, match="rewards: contains 1 NaN"):
+        L.grpo_advantages(rewards=np.array([[1.0, np.nan]]))
+    lp = np.zeros((2, 3))
+    with pytest.raises(ValueError, match="advantages: has shape"):
+        L.clipped_policy_loss(
+            logprobs=lp, old_logprobs=lp, advantages=np.zeros(3), mask=np.ones((2, 3), bool)
+        )
+    with pytest.raises(ValueError, match="ref_logprobs: required when kl_coef > 0"):
+        L.clipped_policy_loss(
+            logprobs=lp,
+            old_logprobs=lp,
+            advantages=np.zeros(2),
+            mask=np.ones((2, 3), bool),
+            kl_coef=0.1,
+        )
+    with pytest.raises(ValueError, match="aggregation"):
+        L.clipped_policy_loss(
+            logprobs=lp,
+            old_logprobs=lp,
+            advantages=np.zeros(2),
+            mask=np.ones((2, 3), bool),
+            aggregation="max",
+        )
+    with pytest.raises(ValueError, match="mask: selects no entries"):
+        L.clipped_policy_loss(
+            logprobs=lp, old_logprobs=lp, advantages=np.zeros(2), mask=np.zeros((2, 3), bool)
+        )
+    with pytest.raises(ValueError, match="step_entropy: .*entropies >= 0"):
+        L.empg_advantages(
+            advantages=np.ones(1), step_entropy=-np.ones((1, 2)), step_mask=np.ones((1, 2), bool)
+        )
+    with pytest.raises(ValueError, match="beta"):
+        L.riskpo_advantages(rewards=np.zeros((3, 1)), alpha=0.5, beta=0.4)
+    with pytest.raises(ValueError, match=r"confidence: .*outside \[0, 1\]"):
+        L.ppo_c_rewards(rewards=np.zeros(2), confidence=np.array([0.5, 7.0]), reward_avg=0.0)
+    with pytest.raises(ValueError, match="sign"):
+        L.vpo_loss(
+            policy_chosen_logps=[0.0],
+            policy_rejected_logps=[0.0],
+            ref_chosen_logps=[0.0],
+            ref_rejected_logps=[0.0],
+            sign=0,
+        )
+    with pytest.raises(ValueError, match="policy_chosen_logps and ref_rejected_logps: shapes"):
+        L.dpo_loss(
+            policy_chosen_logps=[0.0],
+            policy_rejected_logps=[0.0],
+            ref_chosen_logps=[0.0],
+            ref_rejected_logps=[0.0, 1.0],
+        )
