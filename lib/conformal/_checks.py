@@ -28,6 +28,10 @@ class InfiniteThresholdWarning(UserWarning):
     """
 
 
+class NoThresholdWarning(UserWarning):
+    """No candidate threshold met the risk bound (CRC / Learn-then-Test)."""
+
+
 def is_concrete(*xs: Any) -> bool:
     """True when none of `xs` is a JAX tracer (values can be inspected on the host)."""
     return not any(isinstance(x, jax.core.Tracer) for x in xs)

@@ -1,0 +1,253 @@
+"""Choosing thresholds with a risk bound: conformal risk control and Learn-then-Test.
+
+Both take a loss table losses[i, j] = L(x_i, y_i; lambda_j) on a calibration set for a grid of
+candidate thresholds lambda_j.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+from jax.scipy.special import betainc, xlogy
+
+from introspect.conformal import _checks as C
+
+PVALUES = ("hoeffding", "hoeffding_bentkus")
+FWER = ("fixed_sequence", "bonferroni")
+
+
+def _check_table(losses, lambdas, *, lo, hi):
+    losses = C.as_float_array(losses, "losses", ndim=2)
+    lambdas = C.as_float_array(lambdas, "lambdas", ndim=1)
+    C.check_nonempty(losses, "losses", axis=0)
+    if losses.shape[1] != lambdas.shape[0] or lambdas.shape[0] == 0:
+        raise ValueError(
+            f"losses must be [n, L] with L = len(lambdas) >= 1; got losses {tuple(losses.shape)} "
+            f"and lambdas {tuple(lambdas.shape)}."
+        )
+    C.check_no_nan(losses, "losses")
+    C.check_no_nan(lambdas, "lambdas")
+    if C.is_concrete(losses):
+        mn, mx = float(jnp.min(losses)), float(jnp.max(losses))
+        if mn < lo or mx > hi:
+            raise ValueError(f"losses must lie in [{lo}, {hi}]; got values in [{mn}, {mx}].")
+    return losses, lambdas
+
+
+@struct.dataclass
+class CRCResult:
+    """Conformal risk control outcome.
+
+    Attributes:
+      threshold: scalar, the chosen lambda.
+      index: scalar int, its position in `lambdas`.
+      feasible: scalar bool; False when no grid point met the bound and the largest lambda was
+        returned (the guarantee then needs L(lambda_max) <= alpha for every example).
+      risk_bound: [L] the adjusted risk (n R_hat(lambda) + B) / (n + 1) per grid point.
+    """
+
+    threshold: jax.Array
+    index: jax.Array
+    feasible: jax.Array
+    risk_bound: jax.Array
+
+
+def crc_threshold(
+    losses: jax.Array,
+    lambdas: jax.Array,
+    *,
+    alpha: float,
+    bound: float = 1.0,
+    validate: bool = True,
+) -> CRCResult:
+    """Conformal risk control (Angelopoulos et al., 2022) for losses non-increasing in lambda.
+
+    lambda_hat = the smallest lambda_j with (n / (n + 1)) R_hat(lambda_j) + B / (n + 1) <= alpha.
+    Guarantee: if L(.; lambda) is non-increasing in lambda, bounded by B, L(.; lambda_max) <= alpha
+    and the n calibration points and the test point are exchangeable, then
+    E[L(x_test, y_test; lambda_hat)] <= alpha.
+
+    Args:
+      losses: [n, L] losses in [0, bound]; column j uses lambdas[j].
+      lambdas: [L] strictly increasing grid.
+      alpha: target risk, in (0, bound).
+      bound: B, the upper bound of the loss.
+      validate: checks of shapes, ranges and monotonicity (concrete inputs); False skips them.
+    Returns:
+      CRCResult.
+    """
+    if validate:
+        if not bound > 0:
+            raise ValueError(f"bound must be > 0; got {bound!r}.")
+        losses, lambdas = _check_table(losses, lambdas, lo=0.0, hi=bound)
+        if C.is_concrete(alpha) and not (0.0 < float(alpha) < bound):
+            raise ValueError(f"alpha must be in (0, bound) = (0, {bound}); got {alpha!r}.")
+        if C.is_concrete(lambdas) and bool(jnp.any(jnp.diff(lambdas) <= 0)):
+            raise ValueError("lambdas must be strictly increasing.")
+        if C.is_concrete(losses) and losses.shape[1] > 1:
+            worst = float(jnp.max(jnp.diff(losses, axis=1)))
+            if worst > 1e-6 * bound:
+                raise ValueError(
+                    "CRC needs losses non-increasing in lambda (losses[:, j + 1] <= losses[:, j]); "
+                    f"found an increase of {worst:.3g}."
+                )
+    losses, lambdas = jnp.asarray(losses), jnp.asarray(lambdas)
+    n, L = losses.shape
+    total = jnp.sum(losses, axis=0)
+    dtype = total.dtype
+    slack = 16 * jnp.finfo(dtype).eps * (n + 1) * max(1.0, float(bound))
+    ok = total + bound <= jnp.asarray(alpha, dtype) * (n + 1) + slack
+    feasible = jnp.any(ok)
+    index = jnp.where(feasible, jnp.argmax(ok), L - 1)
+    if validate and C.is_concrete(feasible) and not bool(feasible):
+        warnings.warn(
+            "crc_threshold: no lambda in the grid meets the bound; returning the largest lambda "
+            "(valid only if its loss is <= alpha for every example). Extend the grid.",
+            C.NoThresholdWarning,
+            stacklevel=2,
+        )
+    return CRCResult(
+        threshold=lambdas[index],
+        index=index,
+        feasible=feasible,
+        risk_bound=(total + bound) / (n + 1),
+    )
+
+
+def hoeffding_pvalue(risk: jax.Array, *, n: int, alpha: float) -> jax.Array:
+    """Hoeffding p-value for H0: R > alpha from the mean R_hat of n losses in [0, 1].
+
+    p = exp(-2 n (alpha - R_hat)_+^2). Valid: P(p <= t) <= t under H0.
+
+    Args:
+      risk: [...] empirical risks; n: sample size; alpha: the risk level tested.
+    Returns:
+      [...] p-values in (0, 1].
+    """
+    risk = jnp.asarray(risk)
+    gap = jnp.maximum(alpha - risk, 0.0)
+    return jnp.exp(-2.0 * n * gap**2)
+
+
+def binomial_cdf(k: jax.Array, *, n: int, p: float) -> jax.Array:
+    """P(Binomial(n, p) <= k) for real k (floored), via the regularised incomplete beta."""
+    k = jnp.floor(jnp.asarray(k))
+    kk = jnp.clip(k, 0, n - 1)
+    val = betainc(n - kk, kk + 1, jnp.asarray(1.0 - p, kk.dtype))
+    return jnp.where(k < 0, 0.0, jnp.where(k >= n, 1.0, val))
+
+
+def hoeffding_bentkus_pvalue(risk: jax.Array, *, n: int, alpha: float) -> jax.Array:
+    """Hoeffding-Bentkus p-value (Bates et al. 2021; LTT) for H0: R > alpha, losses in [0, 1].
+
+    p = min(exp(-n h1(min(R_hat, alpha), alpha)), e P(Binomial(n, alpha) <= ceil(n R_hat))),
+    h1(a, b) = a log(a / b) + (1 - a) log((1 - a) / (1 - b)). Valid: P(p <= t) <= t under H0.
+
+    Args:
+      risk: [...] empirical risks R_hat; n: sample size; alpha: the level tested.
+    Returns:
+      [...] p-values in (0, 1].
+    """
+    risk = jnp.asarray(risk)
+    dtype = jnp.result_type(risk.dtype, float)
+    risk = risk.astype(dtype)
+    a = jnp.minimum(risk, alpha)
+    h1 = xlogy(a, a / alpha) + xlogy(1.0 - a, (1.0 - a) / (1.0 - alpha))
+    hoeff = jnp.exp(-n * h1)
+    # ceil(n R_hat) with a few ulps of slack: n R_hat is an integer for 0/1 losses.
+    k = jnp.ceil(n * risk - 16 * jnp.finfo(dtype).eps * n)
+    bentkus = math.e * binomial_cdf(k, n=n, p=alpha)
+    return jnp.minimum(jnp.minimum(hoeff, bentkus), 1.0)
+
+
+def fixed_sequence(pvalues: jax.Array, *, delta: float) -> jax.Array:
+    """Fixed-sequence testing: reject H_0..H_j while every p-value so far is <= delta.
+
+    Controls the family-wise error at delta for any (pre-specified) order. [L] -> [L] bool.
+    """
+    return jnp.cumprod(jnp.asarray(pvalues) <= delta, axis=-1).astype(bool)
+
+
+def bonferroni(pvalues: jax.Array, *, delta: float) -> jax.Array:
+    """Bonferroni: reject H_j iff p_j <= delta / L. Controls the family-wise error at delta."""
+    pvalues = jnp.asarray(pvalues)
+    return pvalues <= delta / pvalues.shape[-1]
+
+
+@struct.dataclass
+class LTTResult:
+    """Learn-then-Test outcome.
+
+    Attributes:
+      valid: [L] bool, the certified lambdas (null "R(lambda) > alpha" rejected).
+      pvalues: [L] the p-values.
+      index: scalar int, the chosen lambda's position (-1 if none is valid).
+      threshold: scalar, the chosen lambda (NaN if none is valid -- check `found`).
+      found: scalar bool, whether any lambda was certified.
+    """
+
+    valid: jax.Array
+    pvalues: jax.Array
+    index: jax.Array
+    threshold: jax.Array
+    found: jax.Array
+
+
+def learn_then_test(
+    losses: jax.Array,
+    lambdas: jax.Array,
+    *,
+    alpha: float,
+    delta: float,
+    pvalue: str = "hoeffding_bentkus",
+    fwer: str = "fixed_sequence",
+    validate: bool = True,
+) -> LTTResult:
+    """Learn-then-Test (Angelopoulos et al., 2021): every lambda with a certified risk <= alpha.
+
+    For each lambda_j the null H_j: R(lambda_j) > alpha is tested with a p-value from the mean
+    calibration loss; a family-wise-error procedure returns the rejected set. Give `lambdas` in
+    the order from the most to the least conservative (the order fixed-sequence testing walks);
+    the chosen lambda is the last certified one in that order.
+    Guarantee: with i.i.d. calibration losses in [0, 1],
+    P(R(lambda) <= alpha for every certified lambda) >= 1 - delta, so in particular
+    P(R(lambda_hat) <= alpha) >= 1 - delta. No monotonicity is needed with "bonferroni".
+
+    Args:
+      losses: [n, L] losses in [0, 1]; column j uses lambdas[j].
+      lambdas: [L] candidate thresholds (any order; see above).
+      alpha: risk level in (0, 1); delta: error level in (0, 1).
+      pvalue: "hoeffding" | "hoeffding_bentkus".
+      fwer: "fixed_sequence" | "bonferroni".
+    Returns:
+      LTTResult.
+    """
+    if pvalue not in PVALUES:
+        raise ValueError(f"pvalue must be one of {PVALUES}; got {pvalue!r}.")
+    if fwer not in FWER:
+        raise ValueError(f"fwer must be one of {FWER}; got {fwer!r}.")
+    if validate:
+        losses, lambdas = _check_table(losses, lambdas, lo=0.0, hi=1.0)
+        C.check_level(alpha, "alpha")
+        C.check_level(delta, "delta")
+    losses, lambdas = jnp.asarray(losses), jnp.asarray(lambdas)
+    n, L = losses.shape
+    risk = jnp.mean(losses, axis=0)
+    pfn = hoeffding_pvalue if pvalue == "hoeffding" else hoeffding_bentkus_pvalue
+    pv = pfn(risk, n=n, alpha=alpha)
+    valid = (fixed_sequence if fwer == "fixed_sequence" else bonferroni)(pv, delta=delta)
+    found = jnp.any(valid)
+    index = jnp.where(found, L - 1 - jnp.argmax(valid[::-1]), -1)
+    threshold = jnp.where(found, lambdas[jnp.maximum(index, 0)], jnp.nan)
+    if validate and C.is_concrete(found) and not bool(found):
+        warnings.warn(
+            "learn_then_test: no lambda certified at this (alpha, delta); threshold is NaN. "
+            "Abstain, or use more calibration data / a larger alpha.",
+            C.NoThresholdWarning,
+            stacklevel=2,
+        )
+    return LTTResult(valid=valid, pvalues=pv, index=index, threshold=threshold, found=found)
