@@ -63,9 +63,14 @@ def _fit(z, y, m, max_iter: int):
         hi = jnp.where(g > 0, beta, hi)
         newton = beta - g / jnp.where(h > 0, h, 1)
         good = (h > 0) & jnp.isfinite(newton) & (newton > lo) & (newton < hi)
-        fallback = jnp.where(jnp.isinf(hi), 2 * beta, (lo + hi) / 2)
-        new = jnp.clip(jnp.where(good, newton, fallback), b_min, b_max)
-        done = (g == 0) | (jnp.abs(new - beta) <= 1e-13 * beta) | ((new == beta) & (it > 0))
+        # Without an upper bracket yet, grow at least geometrically (separable data make the
+        # Newton steps additive); with a bracket, bisect whenever Newton leaves it.
+        expand = jnp.isinf(hi)
+        new = jnp.where(good, newton, jnp.where(expand, 2 * beta, (lo + hi) / 2))
+        new = jnp.where(expand, jnp.maximum(new, 2 * beta), new)
+        new = jnp.clip(new, b_min, b_max)
+        flat = (g == 0) & ~expand  # g == 0 before any upper bracket: flat tail of separable data
+        done = flat | (jnp.abs(new - beta) <= 1e-13 * beta) | ((new == beta) & (it > 0))
         return new, lo, hi, it + 1, done
 
     init = (jnp.asarray(1.0, dt), jnp.asarray(0.0, dt), jnp.asarray(jnp.inf, dt), 0, False)

@@ -7,6 +7,7 @@ pure functions; the trainer (a later issue) combines them. Masked entries come o
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -102,9 +103,13 @@ def grpo_advantages(
     m = _mask(mask, r.shape, validate)
     if validate:
         V.check_finite(r, "rewards", m)
-    r = V.as_float(r)
-    if scale_by_std:
-        return _zscore_groups(r, m, e, d)
+    return _grpo(V.as_float(r), m, e, d, bool(scale_by_std))
+
+
+@functools.partial(jax.jit, static_argnames=("eps", "ddof", "scale"))
+def _grpo(r, m, eps: float, ddof: int, scale: bool):
+    if scale:
+        return _zscore_groups(r, m, eps, ddof)
     return jnp.where(m, r - _masked_mean(r, m, axis=-1, keepdims=True), 0)
 
 
@@ -171,7 +176,22 @@ def clipped_policy_loss(
         V.check_finite(lp, "logprobs", m)
         V.check_finite(old, "old_logprobs", m)
         V.check_finite(adv, "advantages")
-    lp = V.as_float(lp)
+    ref = w = None
+    if ref_logprobs is not None:
+        ref = V.as_array(ref_logprobs, "ref_logprobs")
+        if validate:
+            V.check_same_shape(lp, ref, "logprobs", "ref_logprobs")
+            V.check_finite(ref, "ref_logprobs", m)
+    if token_weights is not None:
+        w = V.as_array(token_weights, "token_weights")
+        if validate:
+            V.check_same_shape(lp, w, "logprobs", "token_weights")
+            V.check_finite(w, "token_weights", m)
+    return _clipped(V.as_float(lp), old, adv, m, ref, w, lo_eps, hi_eps, beta, aggregation)
+
+
+@functools.partial(jax.jit, static_argnames=("lo_eps", "hi_eps", "beta", "aggregation"))
+def _clipped(lp, old, adv, m, ref, w, lo_eps: float, hi_eps: float, beta: float, aggregation):
     old = old.astype(lp.dtype)
     a = adv.astype(lp.dtype)
     if a.ndim == 1:
@@ -182,19 +202,11 @@ def clipped_policy_loss(
     pg = -jnp.minimum(ratio * a, clipped * a)
     per_token = pg
     kl = jnp.zeros_like(lp)
-    if ref_logprobs is not None:
-        ref = V.as_array(ref_logprobs, "ref_logprobs")
-        if validate:
-            V.check_same_shape(lp, ref, "logprobs", "ref_logprobs")
-            V.check_finite(ref, "ref_logprobs", m)
+    if ref is not None:
         d = jnp.where(m, ref.astype(lp.dtype) - lp, 0)
         kl = jnp.exp(d) - d - 1
         per_token = per_token + beta * kl
-    if token_weights is not None:
-        w = V.as_array(token_weights, "token_weights")
-        if validate:
-            V.check_same_shape(lp, w, "logprobs", "token_weights")
-            V.check_finite(w, "token_weights", m)
+    if w is not None:
         per_token = per_token * jax.lax.stop_gradient(w.astype(lp.dtype))
     per_token = jnp.where(m, per_token, 0)
     if aggregation == "token_mean":
@@ -231,7 +243,11 @@ def ucas_token_certainty(*, logits: Any, validate: bool = True) -> jax.Array:
     if validate:
         V.check_not_empty(z, "logits")
         V.check_finite(z, "logits")
-    z = V.as_float(z)
+    return _certainty(V.as_float(z))
+
+
+@jax.jit
+def _certainty(z):
     return jax.nn.logsumexp(z, axis=-1) - jnp.mean(z, axis=-1)
 
 
@@ -247,7 +263,14 @@ def ucas_sequence_certainty(*, logits: Any, mask: Any, validate: bool = True) ->
     """
     z = _arr(logits, "logits", 3, "[batch, length, vocab]", validate)
     m = V.as_mask(mask, z.shape[:2])
-    c = ucas_token_certainty(logits=jnp.where(m[..., None], z, 0), validate=validate)
+    if validate:
+        V.check_finite(z, "logits", m)
+    return _sequence_certainty(V.as_float(z), m)
+
+
+@jax.jit
+def _sequence_certainty(z, m):
+    c = _certainty(jnp.where(m[..., None], z, 0))
     return jnp.sum(jnp.where(m, c, 0), axis=-1)
 
 
@@ -301,7 +324,11 @@ def ucas_advantages(
         V.check_finite(r, "rewards", gm)
         V.check_finite(c, "certainty", gm)
         V.check_finite(sl, "sampled_logits", m)
-    r = V.as_float(r)
+    return _ucas(V.as_float(r), c, sl, m, gm, ps, ns, tc, e)
+
+
+@functools.partial(jax.jit, static_argnames=("ps", "ns", "tc", "e"))
+def _ucas(r, c, sl, m, gm, ps: float, ns: float, tc: float, e: float):
     a = _zscore_groups(r, gm, e)
     cz = _zscore_groups(c.astype(r.dtype), gm, e)
     a_resp = jnp.where(a > 0, a * jnp.exp(-ps * cz), a * jnp.exp(ns * cz))
@@ -358,7 +385,11 @@ def empg_advantages(
     if validate:
         V.check_range(h, "step_entropy", 0.0, jnp.inf, m, what="entropies >= 0")
         V.check_finite(a, "advantages")
-    h = V.as_float(h)
+    return _empg(V.as_float(h), a, m, kk, kf, z, e)
+
+
+@functools.partial(jax.jit, static_argnames=("kk", "kf", "z", "e"))
+def _empg(h, a, m, kk: float, kf: float, z: float, e: float):
     a = a.astype(h.dtype)
     if a.ndim == 1:
         a = a[:, None]
@@ -431,7 +462,12 @@ def steer_weights(
         V.check_range(old, "old_logprobs", -jnp.inf, 0.0, m, what="log-probabilities <= 0")
         V.check_range(ent, "entropy", 0.0, jnp.inf, m, what="entropies >= 0")
         V.check_finite(a, "advantages")
-    lp = jax.lax.stop_gradient(V.as_float(lp))
+    return _steer(V.as_float(lp), old, ent, a, m, lo_w, hi_w, c_lo, c_hi)
+
+
+@functools.partial(jax.jit, static_argnames=("lo_w", "hi_w", "c_lo", "c_hi"))
+def _steer(lp, old, ent, a, m, lo_w: float, hi_w: float, c_lo: float, c_hi: float):
+    lp = jax.lax.stop_gradient(lp)
     dt = lp.dtype
     a = a.astype(dt)
     if a.ndim == 1:
@@ -484,7 +520,11 @@ def riskpo_advantages(
     m = V.as_mask(mask, r.shape)
     if validate:
         V.check_finite(r, "rewards", m)
-    r = V.as_float(r)
+    return _riskpo(V.as_float(r), m, a_, b_, w, e)
+
+
+@functools.partial(jax.jit, static_argnames=("a_", "b_", "w", "e"))
+def _riskpo(r, m, a_: float, b_: float, w: float, e: float):
     s = jnp.sum(jnp.where(m, r, 0), axis=-1)
     q_a, q_b = jnp.quantile(s, jnp.asarray([a_, b_], dtype=s.dtype))
     relu = jax.nn.relu
@@ -541,7 +581,11 @@ def ppo_c_rewards(
         V.check_finite(r, "rewards")
         V.check_finite(avg, "reward_avg")
         V.check_probabilities(c, "confidence")
-    r = V.as_float(r)
+    return _ppo_c(V.as_float(r), c, avg, mom, w, mode)
+
+
+@functools.partial(jax.jit, static_argnames=("mom", "w", "mode"))
+def _ppo_c(r, c, avg, mom: float, w: float, mode: str):
     c = c.astype(r.dtype)
     new_avg = mom * jnp.mean(r) + (1 - mom) * avg.astype(r.dtype)
     if mode == "threshold":

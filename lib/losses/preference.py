@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -34,7 +35,11 @@ def sequence_logprob(
     m = V.as_mask(mask, lp.shape)
     if validate:
         V.check_finite(lp, "token_logprobs", m)
-    lp = V.as_float(lp)
+    return _seq(V.as_float(lp), m, bool(average))
+
+
+@functools.partial(jax.jit, static_argnames=("average",))
+def _seq(lp, m, average: bool):
     total = jnp.sum(jnp.where(m, lp, 0), axis=-1)
     if average:
         return total / jnp.maximum(jnp.sum(m, axis=-1), 1)
@@ -89,6 +94,11 @@ def dpo_loss(
         },
         validate,
     )
+    return _dpo(x, b, e)
+
+
+@functools.partial(jax.jit, static_argnames=("b", "e"))
+def _dpo(x, b: float, e: float):
     h = (x["policy_chosen_logps"] - x["ref_chosen_logps"]) - (
         x["policy_rejected_logps"] - x["ref_rejected_logps"]
     )
@@ -146,6 +156,11 @@ def vpo_loss(
         },
         False,
     )
+    return _vpo(base, x, b, a, int(sign), value_on)
+
+
+@functools.partial(jax.jit, static_argnames=("b", "a", "sign", "value_on"))
+def _vpo(base, x, b: float, a: float, sign: int, value_on: str):
     v_c = b * (x["policy_chosen_logps"] - x["ref_chosen_logps"])
     v_r = b * (x["policy_rejected_logps"] - x["ref_rejected_logps"])
     value = {"both": (v_c + v_r) / 2, "chosen": v_c, "rejected": v_r}[value_on]

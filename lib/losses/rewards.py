@@ -4,6 +4,7 @@ pairs, HyperClick spatial confidence. Rewards are positively oriented (higher = 
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Sequence
@@ -139,8 +140,12 @@ def rlcr_reward(
         V.check_binary(ok, "format_ok")
         V.check_binary(c, "correct")
         V.check_probabilities(q, "confidence", ok != 0)
+    return _rlcr(c, V.as_float(q), ok, pen)
+
+
+@functools.partial(jax.jit, static_argnames=("pen",))
+def _rlcr(c, qf, ok, pen: float):
     ok = ok != 0
-    qf = V.as_float(q)
     q = jnp.where(ok, qf, 0)
     cf = c.astype(qf.dtype)
     return jnp.where(ok, cf - (q - cf) ** 2, -pen)
@@ -178,7 +183,12 @@ def crew_reward(
     m = V.as_mask(mask, lp.shape)
     if validate:
         V.check_range(lp, "answer_logprobs", -math.inf, 0.0, m, what="log-probabilities <= 0")
-    lp = jnp.where(m, V.as_float(lp), 0)
+    return _crew(V.as_float(lp), m, reduction)
+
+
+@functools.partial(jax.jit, static_argnames=("reduction",))
+def _crew(lp, m, reduction: str):
+    lp = jnp.where(m, lp, 0)
     count = jnp.sum(m, axis=-1)
     has = count > 0
     denom = jnp.maximum(count, 1).astype(lp.dtype)
@@ -224,7 +234,11 @@ def crew_preference_pairs(
     if validate:
         V.check_finite(q, "confidence", m)
         V.check_binary(c, "correct", m)
-    qf = V.as_float(q)
+    return _pairs(V.as_float(q), c, m)
+
+
+@jax.jit
+def _pairs(qf, c, m):
     right = (c != 0) & m
     wrong = (c == 0) & m
     neg_inf = jnp.asarray(-jnp.inf, qf.dtype)
@@ -292,6 +306,11 @@ def hyperclick_spatial_confidence(
     """
     s = V.check_float_option(sigma_scale, "sigma_scale", 0.0, lo_open=True)
     p, b = _prepare_click(point, box, validate)
+    return _spatial_only(p, b, s)
+
+
+@functools.partial(jax.jit, static_argnames=("s",))
+def _spatial_only(p, b, s: float):
     return _spatial(p, b, s)[0]
 
 
@@ -331,6 +350,11 @@ def hyperclick_reward(
         if tuple(q.shape) != tuple(p.shape[:1]):
             raise ValueError(f"confidence: has shape {tuple(q.shape)}; expected ({p.shape[0]},)")
         V.check_probabilities(q, "confidence")
+    return _click_reward(p, b, q, s, wc, wk)
+
+
+@functools.partial(jax.jit, static_argnames=("s", "wc", "wk"))
+def _click_reward(p, b, q, s: float, wc: float, wk: float):
     spatial, inside = _spatial(p, b, s)
     q = q.astype(spatial.dtype)
     return wc * inside.astype(spatial.dtype) + wk * (1 - (q - spatial) ** 2)

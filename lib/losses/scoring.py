@@ -10,6 +10,7 @@ strictly proper, i.e. the expected loss under y ~ p is uniquely minimised by for
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -77,6 +78,11 @@ def brier_loss(*, probs: Any, labels: Any, validate: bool = True) -> jax.Array:
       [...] loss, in [0, 1] (binary) or [0, 2] (multiclass).
     """
     q, y, multi = _prepare(probs, labels, name="probs", kind="probs", validate=validate)
+    return _brier(q, y, multi)
+
+
+@functools.partial(jax.jit, static_argnames=("multi",))
+def _brier(q, y, multi: bool):
     if multi:
         return jnp.sum((q - _onehot(y, q.shape[-1], q.dtype)) ** 2, axis=-1)
     return (q - y.astype(q.dtype)) ** 2
@@ -104,6 +110,11 @@ def log_loss(
         if eps is None
         else V.check_float_option(eps, "eps", 0.0, 0.5, hi_open=True)
     )
+    return _log(q, y, multi, e)
+
+
+@functools.partial(jax.jit, static_argnames=("multi", "e"))
+def _log(q, y, multi: bool, e: float):
     q = jnp.clip(q, e, 1 - e)
     if multi:
         return -jnp.take_along_axis(jnp.log(q), y.astype(jnp.int32)[..., None], axis=-1)[..., 0]
@@ -122,6 +133,11 @@ def spherical_loss(*, probs: Any, labels: Any, validate: bool = True) -> jax.Arr
       [...] loss in [0, 1).
     """
     q, y, multi = _prepare(probs, labels, name="probs", kind="probs", validate=validate)
+    return _spherical(q, y, multi)
+
+
+@functools.partial(jax.jit, static_argnames=("multi",))
+def _spherical(q, y, multi: bool):
     if multi:
         qy = jnp.take_along_axis(q, y.astype(jnp.int32)[..., None], axis=-1)[..., 0]
         return 1 - qy / jnp.linalg.norm(q, axis=-1)
@@ -162,6 +178,11 @@ def label_smoothing_cross_entropy(
     """
     s = V.check_float_option(smoothing, "smoothing", 0.0, 1.0)
     z, y, multi = _prepare(logits, labels, name="logits", kind="logits", validate=validate)
+    return _smoothed_ce(z, y, multi, s)
+
+
+@functools.partial(jax.jit, static_argnames=("multi", "s"))
+def _smoothed_ce(z, y, multi: bool, s: float):
     if multi:
         k = z.shape[-1]
         target = (1 - s) * _onehot(y, k, z.dtype) + s / k
@@ -196,6 +217,11 @@ def focal_loss(
     g = V.check_float_option(gamma, "gamma", 0.0)
     a = None if alpha is None else V.check_float_option(alpha, "alpha", 0.0, 1.0)
     z, y, multi = _prepare(logits, labels, name="logits", kind="logits", validate=validate)
+    return _focal(z, y, multi, g, a)
+
+
+@functools.partial(jax.jit, static_argnames=("multi", "g", "a"))
+def _focal(z, y, multi: bool, g: float, a: float | None):
     if multi:
         logp = jnp.take_along_axis(
             jax.nn.log_softmax(z, axis=-1), y.astype(jnp.int32)[..., None], axis=-1
