@@ -50,13 +50,10 @@ def mondrian_quantiles(
         C.check_labels(groups, num_groups, "groups")
     else:
         scores, groups = jnp.asarray(scores), jnp.asarray(groups)
-    n = scores.shape[0]
-    _, s_sorted = jax.lax.sort((groups, scores), num_keys=2)
-    counts = jnp.bincount(groups, length=num_groups)
-    starts = jnp.cumsum(counts) - counts
-    k = C.conformal_rank_dynamic(counts, alpha)
-    finite = k <= counts
-    q = jnp.where(finite, s_sorted[jnp.clip(starts + k - 1, 0, n - 1)], jnp.inf)
+    if C.is_concrete(alpha):
+        q, finite, counts = _mondrian_jit(scores, groups, num_groups=num_groups, alpha=float(alpha))
+    else:
+        q, finite, counts = _mondrian(scores, groups, num_groups=num_groups, alpha=alpha)
     if validate and C.is_concrete(finite) and not bool(jnp.all(finite)):
         bad = [int(g) for g in jnp.nonzero(~finite)[0]]
         sizes = [int(counts[g]) for g in bad]
@@ -66,6 +63,20 @@ def mondrian_quantiles(
             on_infinite,
         )
     return q.astype(scores.dtype)
+
+
+def _mondrian(scores, groups, *, num_groups, alpha):
+    n = scores.shape[0]
+    _, s_sorted = jax.lax.sort((groups, scores), num_keys=2)
+    counts = jnp.bincount(groups, length=num_groups)
+    starts = jnp.cumsum(counts) - counts
+    k = C.conformal_rank_dynamic(counts, alpha)
+    finite = k <= counts
+    q = jnp.where(finite, s_sorted[jnp.clip(starts + k - 1, 0, n - 1)], jnp.inf)
+    return q, finite, counts
+
+
+_mondrian_jit = jax.jit(_mondrian, static_argnames=("num_groups", "alpha"))
 
 
 def class_conditional_quantiles(

@@ -14,10 +14,15 @@ import jax.numpy as jnp
 from introspect.conformal import _checks as C
 
 
-@partial(jax.jit, static_argnames=("k",))
 def _kth_smallest_static(scores, k: int):
-    """k-th smallest (1-based, static k <= n) along the last axis."""
-    return jnp.sort(scores, axis=-1)[..., k - 1]
+    """k-th smallest (1-based, 1 <= k <= n) along the last axis."""
+    return _kth_smallest(scores, jnp.asarray(k - 1, jnp.int32))
+
+
+@jax.jit
+def _kth_smallest(scores, index):
+    # The index is traced so that one compilation serves every alpha.
+    return jnp.take(jnp.sort(scores, axis=-1), index, axis=-1)
 
 
 def quantile(
@@ -77,17 +82,12 @@ def quantile(
                     )
                 return jnp.full(scores.shape[:-1], jnp.inf, scores.dtype)
             return _kth_smallest_static(scores, k)
-        k = C.conformal_rank_dynamic(n, alpha)
-        srt = jnp.sort(scores, axis=-1)
-        val = jnp.take(srt, jnp.clip(k - 1, 0, n - 1), axis=-1)
-        return jnp.where(k <= n, val, jnp.inf).astype(scores.dtype)
+        return _quantile_traced_alpha(scores, alpha)
     mask = jnp.asarray(mask, bool)
-    n_eff = jnp.sum(mask, axis=-1)
-    k = C.conformal_rank_dynamic(n_eff, alpha)
-    srt = jnp.sort(jnp.where(mask, scores, jnp.inf), axis=-1)
-    idx = jnp.clip(k - 1, 0, n - 1)
-    val = jnp.take_along_axis(srt, idx[..., None], axis=-1)[..., 0]
-    finite = k <= n_eff
+    if C.is_concrete(alpha):
+        val, finite, n_eff = _masked_quantile_jit(scores, mask, alpha=float(alpha))
+    else:
+        val, finite, n_eff = _masked_quantile(scores, mask, alpha=alpha)
     if validate and C.is_concrete(finite) and not bool(jnp.all(finite)):
         C.report_infinite(
             f"conformal threshold is +inf for {int(jnp.sum(~finite))} row(s): too few masked-in "
@@ -95,7 +95,29 @@ def quantile(
             f"n >= {C.min_calibration_size(float(alpha))}).",
             on_infinite,
         )
-    return jnp.where(finite, val, jnp.inf).astype(scores.dtype)
+    return val
+
+
+def _quantile_traced_alpha(scores, alpha):
+    n = scores.shape[-1]
+    k = C.conformal_rank_dynamic(n, alpha)
+    srt = jnp.sort(scores, axis=-1)
+    val = jnp.take(srt, jnp.clip(k - 1, 0, n - 1), axis=-1)
+    return jnp.where(k <= n, val, jnp.inf).astype(scores.dtype)
+
+
+def _masked_quantile(scores, mask, *, alpha):
+    n = scores.shape[-1]
+    n_eff = jnp.sum(mask, axis=-1)
+    k = C.conformal_rank_dynamic(n_eff, alpha)
+    srt = jnp.sort(jnp.where(mask, scores, jnp.inf), axis=-1)
+    idx = jnp.clip(k - 1, 0, n - 1)
+    val = jnp.take_along_axis(srt, idx[..., None], axis=-1)[..., 0]
+    finite = k <= n_eff
+    return jnp.where(finite, val, jnp.inf).astype(scores.dtype), finite, n_eff
+
+
+_masked_quantile_jit = jax.jit(_masked_quantile, static_argnames=("alpha",))
 
 
 def weighted_quantile(
@@ -142,19 +164,7 @@ def weighted_quantile(
             raise ValueError("weights and test_weight must be non-negative likelihood ratios.")
     else:
         scores, weights, test_weight = map(jnp.asarray, (scores, weights, test_weight))
-    dtype = jnp.result_type(scores.dtype, weights.dtype, test_weight.dtype)
-    order = jnp.argsort(scores)
-    s_sorted = scores[order].astype(dtype)
-    cw = jnp.cumsum(weights[order].astype(dtype))
-    total = cw[-1] + test_weight.astype(dtype)
-    # Relative slack of a few ulps so that equal weights reproduce `quantile` exactly when
-    # (1 - alpha)(n + 1) is an integer.
-    rtol = 8 * jnp.finfo(dtype).eps
-    target = (1.0 - jnp.asarray(alpha, dtype)) * total * (1.0 - rtol)
-    idx = jnp.searchsorted(cw, target, side="left")
-    n = scores.shape[0]
-    finite = idx < n
-    q = jnp.where(finite, s_sorted[jnp.clip(idx, 0, n - 1)], jnp.inf)
+    q, finite = _weighted_core(scores, weights, test_weight, jnp.asarray(alpha))
     if validate and C.is_concrete(finite) and not bool(jnp.all(finite)):
         C.report_infinite(
             f"weighted conformal threshold is +inf for {int(jnp.sum(~finite))} test point(s): "
@@ -163,6 +173,23 @@ def weighted_quantile(
             on_infinite,
         )
     return q
+
+
+@jax.jit
+def _weighted_core(scores, weights, test_weight, alpha):
+    dtype = jnp.result_type(scores.dtype, weights.dtype, test_weight.dtype)
+    order = jnp.argsort(scores)
+    s_sorted = scores[order].astype(dtype)
+    cw = jnp.cumsum(weights[order].astype(dtype))
+    total = cw[-1] + test_weight.astype(dtype)
+    # Relative slack of a few ulps so that equal weights reproduce `quantile` exactly when
+    # (1 - alpha)(n + 1) is an integer.
+    rtol = 8 * jnp.finfo(dtype).eps
+    target = (1.0 - alpha.astype(dtype)) * total * (1.0 - rtol)
+    idx = jnp.searchsorted(cw, target, side="left")
+    n = scores.shape[0]
+    finite = idx < n
+    return jnp.where(finite, s_sorted[jnp.clip(idx, 0, n - 1)], jnp.inf), finite
 
 
 def conformal_pvalues(
@@ -197,6 +224,11 @@ def conformal_pvalues(
         if u is not None:
             u = C.as_float_array(u, "u")
             C.check_same_shape(u, test_scores, "u", "test_scores")
+    return _pvalues_core(jnp.asarray(cal_scores), jnp.asarray(test_scores), u)
+
+
+@jax.jit
+def _pvalues_core(cal_scores, test_scores, u):
     srt = jnp.sort(cal_scores)
     n = srt.shape[0]
     below = jnp.searchsorted(srt, test_scores, side="left")  # #{s_i < s}
@@ -251,21 +283,27 @@ def empirical_cdf(
             C.check_same_shape(values, groups, "values", "groups")
             C.check_labels(cal_groups, num_groups, "cal_groups")
             C.check_labels(groups, num_groups, "groups")
+    return _ecdf_core(
+        jnp.asarray(cal_values),
+        jnp.asarray(values),
+        None if cal_groups is None else jnp.asarray(cal_groups),
+        None if groups is None else jnp.asarray(groups),
+        num_groups=num_groups,
+    )
+
+
+@partial(jax.jit, static_argnames=("num_groups",))
+def _ecdf_core(cal_values, values, cal_groups, groups, *, num_groups):
     dtype = jnp.result_type(float)
     if cal_groups is None:
         srt = jnp.sort(cal_values)
         return jnp.searchsorted(srt, values, side="right").astype(dtype) / srt.shape[0]
-    cal_groups = jnp.asarray(cal_groups)
-    groups = jnp.asarray(groups)
-    g_sorted, v_sorted = jax.lax.sort((cal_groups, cal_values), num_keys=2)
+    _, v_sorted = jax.lax.sort((cal_groups, cal_values), num_keys=2)
     counts = jnp.bincount(cal_groups, length=num_groups)
     starts = jnp.cumsum(counts) - counts
-    # Position of (g, v) in the (group, value)-sorted array: searchsorted on a combined key.
-    lo = starts[groups]
     n_g = counts[groups]
-    # Binary search inside each group's slice [lo, lo + n_g).
-    pos = _searchsorted_in_slices(v_sorted, lo, n_g, values)
-    del g_sorted
+    # Binary search inside each group's slice [start, start + n_g) of the (group, value) order.
+    pos = _searchsorted_in_slices(v_sorted, starts[groups], n_g, values)
     return jnp.where(n_g > 0, pos.astype(dtype) / jnp.maximum(n_g, 1), 0.0)
 
 
