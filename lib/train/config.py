@@ -1,0 +1,391 @@
+"""The training loop's config: defaults, validation with errors that name the field, optimisers.
+
+A training config is an `ml_collections.ConfigDict` (usually `config.train` of an experiment)::
+
+    from introspect import train
+    cfg = train.default_config()
+    cfg.num_steps = 2000
+    cfg.optimizer.name = "adamw"; cfg.optimizer.lr = 3e-4; cfg.optimizer.weight_decay = 0.01
+    cfg.schedule.name = "cosine"; cfg.schedule.warmup_steps = 100
+
+`resolve_config(cfg)` fills in every missing field from `default_config()`, rejects unknown fields
+and bad values with a ValueError that names the field (`train.optimizer.lr must be > 0, got -1`).
+Optimisers and schedules are picked by name from `OPTIMIZERS` and `SCHEDULES`; a new one is one
+function registered with `register_optimizer` / `register_schedule`, with no edit to the loop.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+# ----------------------------------------------------------------------------------------------
+# Defaults
+# ----------------------------------------------------------------------------------------------
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Every field the loop reads, with its default (a comment over each field)."""
+    c = ml_collections.ConfigDict()
+    # Seed of parameter initialisation, the per-step RNG and the data order.
+    c.seed = 0
+    # Optimiser steps to run in total (a resumed run continues up to this step).
+    c.num_steps = 1000
+    # Global batch size (all devices and hosts together); must be divisible by the data axis.
+    c.batch_size = 256
+    # Shuffle the training data (a fresh permutation per epoch, a pure function of seed + epoch).
+    c.shuffle = True
+
+    c.optimizer = ml_collections.ConfigDict()
+    # One of OPTIMIZERS: sgd, momentum, adam, adamw, lamb, lion, rmsprop, adafactor.
+    c.optimizer.name = "adam"
+    # Peak learning rate (> 0); the schedule multiplies it.
+    c.optimizer.lr = 1e-3
+    # Adam-family moments and epsilon; `momentum`/`nesterov` for sgd-momentum and rmsprop.
+    c.optimizer.b1 = 0.9
+    c.optimizer.b2 = 0.999
+    c.optimizer.eps = 1e-8
+    c.optimizer.momentum = 0.9
+    c.optimizer.nesterov = False
+    # Decoupled weight decay (0 = off) applied to parameters with ndim >= 2 only (not biases).
+    c.optimizer.weight_decay = 0.0
+    # Clip gradients to this global L2 norm before the optimiser (0 = off).
+    c.optimizer.clip_norm = 0.0
+
+    c.schedule = ml_collections.ConfigDict()
+    # One of SCHEDULES: constant, cosine, linear, rsqrt (after the warm-up).
+    c.schedule.name = "constant"
+    # Linear warm-up from 0 to the peak learning rate over this many steps.
+    c.schedule.warmup_steps = 0
+    # cosine/linear decay to lr * end_factor at num_steps.
+    c.schedule.end_factor = 0.0
+
+    c.mesh = ml_collections.ConfigDict()
+    # Device mesh ("data", "model"): data = -1 uses every device not used by the model axis.
+    c.mesh.data = -1
+    c.mesh.model = 1
+
+    c.sharding = ml_collections.ConfigDict()
+    # Shard parameters and optimiser state over the data axis too (FSDP / ZeRO-3 style).
+    c.sharding.fsdp = False
+    # Arrays with fewer elements than this stay replicated (sharding them costs more than it saves).
+    c.sharding.min_size = 2**14
+
+    c.checkpoint = ml_collections.ConfigDict()
+    # Save every this many steps (0 = only by time and at the end) ...
+    c.checkpoint.every_steps = 1000
+    # ... and whenever this many seconds of training have passed since the last save (0 = off).
+    c.checkpoint.every_seconds = 0.0
+    # Keep the newest this many checkpoints.
+    c.checkpoint.keep = 3
+    # Write checkpoints in a background thread (orbax async checkpointing).
+    c.checkpoint.asynchronous = True
+    # Store a bit-exact fingerprint of the state with each checkpoint and check it on restore.
+    c.checkpoint.verify = True
+
+    # Average and write the training metrics every this many steps.
+    c.log_every = 100
+    # Call the loop's `eval_fn` every this many steps and at the end (0 = only at the end).
+    c.eval_every = 0
+    # Progress bar (steps/s, ETA) on process 0.
+    c.progress = True
+    # Also write TensorBoard event files to <workdir>/tensorboard (needs tensorboardX).
+    c.tensorboard = True
+    # Stop with NonFiniteError when the loss or gradient norm is NaN/inf (the update is skipped).
+    c.guard_nonfinite = True
+    # Call jax.distributed.initialize() (multi-host); also on when INTROSPECT_DISTRIBUTED=1.
+    c.distributed = False
+    return c
+
+
+# ----------------------------------------------------------------------------------------------
+# Optimisers and schedules (registries)
+# ----------------------------------------------------------------------------------------------
+
+OptimizerBuilder = Callable[
+    [ml_collections.ConfigDict, optax.Schedule], optax.GradientTransformation
+]
+ScheduleBuilder = Callable[[ml_collections.ConfigDict, float, int], optax.Schedule]
+
+OPTIMIZERS: dict[str, OptimizerBuilder] = {}
+SCHEDULES: dict[str, ScheduleBuilder] = {}
+
+
+def register_optimizer(name: str, builder: OptimizerBuilder) -> None:
+    """Register `builder(optimizer_config, lr_schedule) -> optax.GradientTransformation`."""
+    OPTIMIZERS[name] = builder
+
+
+def register_schedule(name: str, builder: ScheduleBuilder) -> None:
+    """Register `builder(schedule_config, peak_lr, decay_steps) -> step -> lr` (after warm-up)."""
+    SCHEDULES[name] = builder
+
+
+register_optimizer("sgd", lambda o, lr: optax.sgd(lr))
+register_optimizer(
+    "momentum", lambda o, lr: optax.sgd(lr, momentum=o.momentum, nesterov=o.nesterov)
+)
+register_optimizer("adam", lambda o, lr: optax.adam(lr, b1=o.b1, b2=o.b2, eps=o.eps))
+# adamw's decay is added by `make_optimizer` (masked to ndim >= 2), so it is 0 here.
+register_optimizer(
+    "adamw", lambda o, lr: optax.adamw(lr, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=0)
+)
+register_optimizer("lamb", lambda o, lr: optax.lamb(lr, b1=o.b1, b2=o.b2, eps=o.eps))
+register_optimizer("lion", lambda o, lr: optax.lion(lr, b1=o.b1, b2=o.b2))
+register_optimizer("rmsprop", lambda o, lr: optax.rmsprop(lr, eps=o.eps, momentum=o.momentum))
+register_optimizer("adafactor", lambda o, lr: optax.adafactor(lr))
+
+register_schedule("constant", lambda s, lr, n: optax.constant_schedule(lr))
+register_schedule(
+    "cosine", lambda s, lr, n: optax.cosine_decay_schedule(lr, max(n, 1), alpha=s.end_factor)
+)
+register_schedule(
+    "linear", lambda s, lr, n: optax.linear_schedule(lr, lr * s.end_factor, max(n, 1))
+)
+register_schedule(
+    "rsqrt", lambda s, lr, n: lambda step: lr * jax.lax.rsqrt(jnp.maximum(step, 0) + 1.0)
+)
+
+
+# ----------------------------------------------------------------------------------------------
+# Resolution and validation
+# ----------------------------------------------------------------------------------------------
+
+
+def _merge(defaults: ml_collections.ConfigDict, given, prefix: str) -> None:
+    for key, value in given.items():
+        name = f"{prefix}.{key}"
+        if key not in defaults:
+            raise ValueError(
+                f"unknown training config field {name!r}; known fields at this level: "
+                f"{', '.join(sorted(defaults.keys()))}"
+            )
+        if isinstance(defaults[key], ml_collections.ConfigDict):
+            if not isinstance(value, ml_collections.ConfigDict | dict):
+                raise ValueError(f"{name} must be a ConfigDict/dict, got {value!r}")
+            _merge(defaults[key], value, name)
+        else:
+            try:
+                defaults[key] = value
+            except TypeError as e:  # ConfigDict is type-safe: 2.5 cannot go into an int field
+                raise ValueError(
+                    f"{name} must be a {type(defaults[key]).__name__}, got {value!r}"
+                ) from e
+
+
+def _check(ok: bool, field: str, message: str, value) -> None:
+    if not ok:
+        raise ValueError(f"{field} {message}, got {value!r}")
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def resolve_config(
+    config: ml_collections.ConfigDict | dict | None, *, name: str = "train"
+) -> ml_collections.ConfigDict:
+    """Defaults updated with `config`, validated; a ValueError names any bad field.
+
+    Args:
+      config: a (partial) training config; None = all defaults.
+      name: how the config is called in error messages (e.g. "config.train").
+    Returns:
+      A new ConfigDict with every field of `default_config()`.
+    """
+    out = default_config()
+    if config is not None:
+        if not isinstance(config, ml_collections.ConfigDict | dict):
+            raise ValueError(f"{name} must be a ConfigDict or dict, got {type(config).__name__}")
+        _merge(out, config, name)
+    f = lambda field: f"{name}.{field}"
+
+    _check(_is_int(out.seed), f("seed"), "must be an int", out.seed)
+    _check(
+        _is_int(out.num_steps) and out.num_steps >= 1,
+        f("num_steps"),
+        "must be an int >= 1",
+        out.num_steps,
+    )
+    _check(
+        _is_int(out.batch_size) and out.batch_size >= 1,
+        f("batch_size"),
+        "must be an int >= 1",
+        out.batch_size,
+    )
+
+    o = out.optimizer
+    if o.name not in OPTIMIZERS:
+        raise ValueError(
+            f"{f('optimizer.name')}: unknown optimiser {o.name!r}; choose one of "
+            f"{', '.join(sorted(OPTIMIZERS))} (or register one with register_optimizer)"
+        )
+    _check(_is_number(o.lr) and o.lr > 0, f("optimizer.lr"), "must be a finite number > 0", o.lr)
+    for key in ("b1", "b2", "momentum"):
+        v = o[key]
+        _check(_is_number(v) and 0 <= v < 1, f(f"optimizer.{key}"), "must be in [0, 1)", v)
+    _check(_is_number(o.eps) and o.eps > 0, f("optimizer.eps"), "must be > 0", o.eps)
+    _check(
+        _is_number(o.weight_decay) and o.weight_decay >= 0,
+        f("optimizer.weight_decay"),
+        "must be >= 0",
+        o.weight_decay,
+    )
+    _check(
+        _is_number(o.clip_norm) and o.clip_norm >= 0,
+        f("optimizer.clip_norm"),
+        "must be >= 0 (0 = no clipping)",
+        o.clip_norm,
+    )
+
+    s = out.schedule
+    if s.name not in SCHEDULES:
+        raise ValueError(
+            f"{f('schedule.name')}: unknown schedule {s.name!r}; choose one of "
+            f"{', '.join(sorted(SCHEDULES))} (or register one with register_schedule)"
+        )
+    _check(
+        _is_int(s.warmup_steps) and 0 <= s.warmup_steps < out.num_steps,
+        f("schedule.warmup_steps"),
+        f"must be an int in [0, num_steps={out.num_steps})",
+        s.warmup_steps,
+    )
+    _check(
+        _is_number(s.end_factor) and s.end_factor >= 0,
+        f("schedule.end_factor"),
+        "must be >= 0",
+        s.end_factor,
+    )
+
+    _check(
+        _is_int(out.mesh.data) and (out.mesh.data >= 1 or out.mesh.data == -1),
+        f("mesh.data"),
+        "must be -1 (all remaining devices) or an int >= 1",
+        out.mesh.data,
+    )
+    _check(
+        _is_int(out.mesh.model) and out.mesh.model >= 1,
+        f("mesh.model"),
+        "must be an int >= 1",
+        out.mesh.model,
+    )
+    _check(
+        isinstance(out.sharding.fsdp, bool), f("sharding.fsdp"), "must be a bool", out.sharding.fsdp
+    )
+    _check(
+        _is_int(out.sharding.min_size) and out.sharding.min_size >= 0,
+        f("sharding.min_size"),
+        "must be an int >= 0",
+        out.sharding.min_size,
+    )
+
+    k = out.checkpoint
+    _check(
+        _is_int(k.every_steps) and k.every_steps >= 0,
+        f("checkpoint.every_steps"),
+        "must be an int >= 0 (0 = only by time and at the end)",
+        k.every_steps,
+    )
+    _check(
+        _is_number(k.every_seconds) and k.every_seconds >= 0,
+        f("checkpoint.every_seconds"),
+        "must be >= 0 (0 = off)",
+        k.every_seconds,
+    )
+    _check(_is_int(k.keep) and k.keep >= 1, f("checkpoint.keep"), "must be an int >= 1", k.keep)
+    _check(
+        _is_int(out.log_every) and out.log_every >= 1,
+        f("log_every"),
+        "must be an int >= 1",
+        out.log_every,
+    )
+    _check(
+        _is_int(out.eval_every) and out.eval_every >= 0,
+        f("eval_every"),
+        "must be an int >= 0 (0 = only at the end)",
+        out.eval_every,
+    )
+    return out
+
+
+def check_batch_divisible(
+    config: ml_collections.ConfigDict, data_axis: int, processes: int, *, name: str = "train"
+) -> None:
+    """ValueError naming `batch_size` unless it splits evenly over devices and hosts."""
+    per = math.lcm(data_axis, processes)
+    if config.batch_size % per:
+        raise ValueError(
+            f"{name}.batch_size={config.batch_size} must be divisible by the mesh's data axis "
+            f"size ({data_axis} devices) and the number of processes ({processes}); "
+            f"e.g. use {-(-config.batch_size // per) * per}"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Building the optimiser
+# ----------------------------------------------------------------------------------------------
+
+
+def make_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+    """step -> learning rate: linear warm-up, then `schedule.name` (config from resolve_config)."""
+    s, lr, n = config.schedule, float(config.optimizer.lr), int(config.num_steps)
+    main = SCHEDULES[s.name](s, lr, n - s.warmup_steps)
+    if s.warmup_steps == 0:
+        return main
+    warmup = optax.linear_schedule(0.0, lr, s.warmup_steps)
+    return optax.join_schedules([warmup, main], [s.warmup_steps])
+
+
+def decay_mask(params):
+    """True for parameters that get weight decay: arrays with ndim >= 2 (kernels, embeddings)."""
+    return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
+
+
+def make_optimizer(
+    config: ml_collections.ConfigDict,
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """(optax transformation, lr schedule) from a resolved training config.
+
+    Chain: clip_by_global_norm (if clip_norm > 0) -> optimiser(schedule) -> decoupled weight decay
+    `-lr(step) * weight_decay * param` on ndim >= 2 parameters (if weight_decay > 0).
+    """
+    o = config.optimizer
+    schedule = make_schedule(config)
+    parts = []
+    if o.clip_norm > 0:
+        parts.append(optax.clip_by_global_norm(o.clip_norm))
+    parts.append(OPTIMIZERS[o.name](o, schedule))
+    if o.weight_decay > 0:
+        wd = float(o.weight_decay)
+        decay = optax.add_decayed_weights(wd, mask=decay_mask)
+        scale = optax.scale_by_schedule(lambda step: -schedule(step))
+        # add_decayed_weights adds wd * p to the gradient; it must bypass the optimiser's own
+        # preconditioning (decoupled), so build the decay update separately and add it.
+        parts = [_add_updates(optax.chain(*parts), optax.chain(decay, scale))]
+    return (optax.chain(*parts) if len(parts) > 1 else parts[0]), schedule
+
+
+def _add_updates(
+    a: optax.GradientTransformation, b: optax.GradientTransformation
+) -> optax.GradientTransformation:
+    """Sum of two transformations applied to the same gradients (b sees zero gradients)."""
+
+    def init(params):
+        return (a.init(params), b.init(params))
+
+    def update(grads, state, params=None):
+        ua, sa = a.update(grads, state[0], params)
+        zeros = jax.tree.map(jnp.zeros_like, grads)
+        ub, sb = b.update(zeros, state[1], params)
+        return jax.tree.map(jnp.add, ua, ub), (sa, sb)
+
+    return optax.GradientTransformation(init, update)

@@ -1,0 +1,78 @@
+"""Train the tiny task in a fresh process (used by the fault-tolerance and sharding tests).
+
+    python tests/train/run_tiny_train.py --workdir W --out params.npz [--steps 200] [--sleep 0.01]
+        [--batch 64] [--data -1] [--model 1] [--fsdp]
+
+Prints one JSON line {"resumed_from", "step", "devices", "error"}; writes the final params
+(float32 leaves, flattened names) to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import jax
+import numpy as np
+import train_tiny_task as task
+
+from introspect import train
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--sleep", type=float, default=0.0)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--data", type=int, default=-1)
+    p.add_argument("--model", type=int, default=1)
+    p.add_argument("--fsdp", action="store_true")
+    p.add_argument("--every", type=int, default=20)
+    a = p.parse_args()
+
+    cfg = train.default_config()
+    cfg.num_steps = a.steps
+    cfg.batch_size = a.batch
+    cfg.optimizer.name = "adamw"
+    cfg.optimizer.lr = 1e-2
+    cfg.optimizer.weight_decay = 1e-3
+    cfg.optimizer.clip_norm = 1.0
+    cfg.schedule.name = "cosine"
+    cfg.schedule.warmup_steps = 10
+    cfg.mesh.data = a.data
+    cfg.mesh.model = a.model
+    cfg.sharding.fsdp = a.fsdp
+    cfg.sharding.min_size = 0
+    cfg.checkpoint.every_steps = a.every
+    cfg.checkpoint.keep = 2
+    cfg.log_every = 10
+    cfg.progress = False
+    data = task.make_data()
+    source = task.SlowSource(data, a.sleep) if a.sleep else data
+    try:
+        result = train.train(
+            cfg, init_fn=task.init_fn, loss_fn=task.loss_fn, data=source, workdir=a.workdir
+        )
+    except ValueError as e:
+        print(json.dumps({"error": str(e), "devices": jax.device_count()}))
+        return 3
+    params = jax.device_get(result.state.params)
+    np.savez(a.out, **{k: np.asarray(v) for k, v in params.items()})
+    print(
+        json.dumps(
+            {
+                "resumed_from": result.resumed_from,
+                "step": int(result.state.step),
+                "devices": jax.device_count(),
+                "error": None,
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

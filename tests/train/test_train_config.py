@@ -1,0 +1,103 @@
+"""Config validation (errors name the field) and the optimiser/schedule construction."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from introspect import train
+from introspect.train.config import check_batch_divisible, decay_mask
+
+
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ({"optimizer": {"name": "adamx"}}, "train.optimizer.name: unknown optimiser 'adamx'"),
+        ({"optimizer": {"lr": -0.1}}, "train.optimizer.lr must be a finite number > 0"),
+        ({"optimizer": {"lr": float("nan")}}, "train.optimizer.lr"),
+        ({"optimizer": {"weight_decay": -1.0}}, "train.optimizer.weight_decay must be >= 0"),
+        ({"optimizer": {"b2": 1.0}}, "train.optimizer.b2 must be in [0, 1)"),
+        ({"schedule": {"name": "cosinus"}}, "train.schedule.name: unknown schedule 'cosinus'"),
+        ({"schedule": {"warmup_steps": 1000}}, "train.schedule.warmup_steps"),
+        ({"num_steps": 0}, "train.num_steps must be an int >= 1"),
+        ({"batch_size": 2.5}, "train.batch_size must be a"),
+        ({"checkpoint": {"keep": 0}}, "train.checkpoint.keep"),
+        ({"checkpoint": {"every_seconds": -1.0}}, "train.checkpoint.every_seconds"),
+        ({"log_every": 0}, "train.log_every"),
+        ({"mesh": {"data": 0}}, "train.mesh.data"),
+        ({"lrate": 0.1}, "unknown training config field 'train.lrate'"),
+        ({"optimizer": {"learning_rate": 0.1}}, "'train.optimizer.learning_rate'"),
+    ],
+)
+def test_bad_config_values_name_the_field(override, field):
+    with pytest.raises(ValueError) as err:
+        train.resolve_config(override)
+    assert field in str(err.value)
+
+
+def test_field_name_prefix_and_mesh_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"config\.train\.optimizer\.lr"):
+        train.resolve_config({"optimizer": {"lr": -1.0}}, name="config.train")
+    cfg = train.resolve_config({"mesh": {"model": 2}})
+    with pytest.raises(ValueError, match=r"train\.mesh\.model=2 must divide"):
+        train.partition.mesh_from_config(cfg)
+
+
+def test_batch_must_divide_over_devices_and_hosts():
+    cfg = train.resolve_config({"batch_size": 30})
+    with pytest.raises(ValueError, match=r"train\.batch_size=30 must be divisible .* \(8 dev"):
+        check_batch_divisible(cfg, 8, 1)
+    with pytest.raises(ValueError, match="e.g. use 32"):
+        check_batch_divisible(cfg, 8, 2)
+    check_batch_divisible(cfg, 3, 1)
+
+
+def test_adamw_decay_is_decoupled_and_masked():
+    cfg = train.resolve_config(
+        {"optimizer": {"name": "adamw", "lr": 0.1, "weight_decay": 0.5, "clip_norm": 0.0}}
+    )
+    ours, _ = train.make_optimizer(cfg)
+    ref = optax.adamw(0.1, weight_decay=0.5, mask=decay_mask)
+    params = {"w": jnp.ones((3, 2)), "b": jnp.ones((2,))}
+    s1, s2 = ours.init(params), ref.init(params)
+    p1 = p2 = params
+    for i in range(3):
+        g = jax.tree.map(lambda x: jnp.full_like(x, 0.1 * (i + 1)), params)
+        u1, s1 = ours.update(g, s1, p1)
+        u2, s2 = ref.update(g, s2, p2)
+        p1, p2 = optax.apply_updates(p1, u1), optax.apply_updates(p2, u2)
+    for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    assert float(p1["b"][0]) != float(p1["w"][0, 0])  # biases are not decayed
+
+
+def test_warmup_then_cosine_schedule_and_clipping():
+    cfg = train.resolve_config(
+        {
+            "num_steps": 110,
+            "optimizer": {"name": "sgd", "lr": 1.0, "clip_norm": 0.5},
+            "schedule": {"name": "cosine", "warmup_steps": 10, "end_factor": 0.1},
+        }
+    )
+    tx, schedule = train.make_optimizer(cfg)
+    assert float(schedule(0)) == 0.0
+    assert float(schedule(5)) == pytest.approx(0.5)
+    assert float(schedule(10)) == pytest.approx(1.0)
+    assert float(schedule(110)) == pytest.approx(0.1, rel=1e-5)
+    params = {"w": jnp.zeros((4,))}
+    state = tx.init(params)
+    for _ in range(11):
+        updates, state = tx.update({"w": jnp.full((4,), 10.0)}, state, params)
+    # clipped to global norm 0.5 and scaled by lr(10) = 1
+    assert float(optax.global_norm(updates)) == pytest.approx(0.5, rel=1e-5)
+
+
+def test_every_registered_optimizer_builds_and_steps():
+    params = {"w": jnp.ones((4, 4))}
+    for name in train.OPTIMIZERS:
+        tx, _ = train.make_optimizer(train.resolve_config({"optimizer": {"name": name}}))
+        u, _ = tx.update({"w": jnp.ones((4, 4))}, tx.init(params), params)
+        assert np.all(np.isfinite(np.asarray(u["w"]))), name
