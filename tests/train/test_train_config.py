@@ -65,7 +65,7 @@ def test_adamw_decay_is_decoupled_and_masked():
     s1, s2 = ours.init(params), ref.init(params)
     p1 = p2 = params
     for i in range(3):
-        g = jax.tree.map(lambda x: jnp.full_like(x, 0.1 * (i + 1)), params)
+        g = jax.tree.map(lambda x, v=0.1 * (i + 1): jnp.full_like(x, v), params)
         u1, s1 = ours.update(g, s1, p1)
         u2, s2 = ref.update(g, s2, p2)
         p1, p2 = optax.apply_updates(p1, u1), optax.apply_updates(p2, u2)

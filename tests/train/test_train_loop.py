@@ -81,8 +81,8 @@ def test_trains_writes_metrics_checkpoints_and_evals(tmp_path):
 
 def test_tensorboard_event_file_is_readable(tmp_path):
     tbx = pytest.importorskip("tensorboardX")
-    from tensorboardX.record_writer import masked_crc32c
     from tensorboardX.proto import event_pb2
+    from tensorboardX.record_writer import masked_crc32c
 
     run(tmp_path, tiny_config(num_steps=40))
     (path,) = glob.glob(str(tmp_path / "tensorboard" / "events.out.tfevents.*"))
