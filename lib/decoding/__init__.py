@@ -1,16 +1,18 @@
 """Confidence-guided decoding: voting over samples, selective answering and cascades.
 
 Implemented: `borda_vote`, `majority_vote`, `select_by_score`, `selective_answer`, `cascade`,
-and `best_of_n.sample` / `best_of_n.choose` (N samples per question in one batched call).
-Not yet: batched CNTP, ConCISE early stop (issue 6).
+`best_of_n.sample` / `best_of_n.choose` (N samples per question in one batched call) and
+`cntp.generate` (cautious next-token prediction, batched, one compiled loop).
+Not yet: ConCISE early stop (issue 6).
 """
 
-from introspect.decoding import best_of_n
+from introspect.decoding import best_of_n, cntp
 from introspect.decoding.selective import cascade, selective_answer
 from introspect.decoding.vote import borda_vote, majority_vote, select_by_score
 
 __all__ = [
     "best_of_n",
+    "cntp",
     "borda_vote",
     "cascade",
     "majority_vote",

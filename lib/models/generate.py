@@ -71,19 +71,41 @@ def filter_logits(logits: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.
     return jnp.where(logits >= threshold, logits, -jnp.inf)
 
 
-def _choose(spec: DecodeSpec, logits, step, row_keys, temperature, top_k, top_p):
-    """Pick the next token for every row. logits: [batch, vocab] float32."""
+def sample_tokens(logits, keys, *, sample: bool, filtered: bool, temperature, top_k, top_p):
+    """Pick one token per row and its log-probability under the untempered distribution.
+
+    Args:
+      logits: [batch, vocab] float32.
+      keys: [batch, 2] PRNG keys, one per row (already folded with the step).
+      sample: False = greedy (keys unused).
+      filtered: apply top-k / top-p (`filter_logits`) before sampling.
+    Returns:
+      (token [batch] int32, log p(token) [batch]).
+    """
     logp = jax.nn.log_softmax(logits, axis=-1)
-    if spec.sample:
+    if sample:
         scaled = logits / jnp.maximum(temperature, 1e-6)
-        if spec.filtered:
+        if filtered:
             scaled = filter_logits(scaled, top_k, top_p)
-        keys = jax.vmap(lambda k: jax.random.fold_in(k, step))(row_keys)
         token = jax.vmap(jax.random.categorical)(keys, scaled)
     else:
         token = jnp.argmax(logits, axis=-1)
     token = token.astype(jnp.int32)
-    token_logp = jnp.take_along_axis(logp, token[:, None], axis=-1)[:, 0]
+    return token, jnp.take_along_axis(logp, token[:, None], axis=-1)[:, 0]
+
+
+def _choose(spec: DecodeSpec, logits, step, row_keys, temperature, top_k, top_p):
+    """Pick the next token for every row at `step`. logits: [batch, vocab] float32."""
+    keys = jax.vmap(lambda k: jax.random.fold_in(k, step))(row_keys)
+    token, token_logp = sample_tokens(
+        logits,
+        keys,
+        sample=spec.sample,
+        filtered=spec.filtered,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+    )
     stats = step_statistics(logits) if spec.want_stats else None
     return token, token_logp, stats
 

@@ -1,0 +1,333 @@
+"""Cautious next-token prediction (CNTP), batched and compiled.
+
+At every step the entropy H of the next-token distribution sets a number of trials
+N = int(1 + (N_max - 1) * clip((H - H_lo) / (H_hi - H_lo), 0, 1)). With N > 1 the model samples N
+continuations from the same state, each until it emits a punctuation token (. , newline ? ! : ;
+) ] }) or `max_segment` tokens, and keeps the one with the lowest perplexity; with N = 1 it takes
+one ordinary sampling step.
+
+Batching: each prompt owns `max_trials` rows of the batch; outside a segment they are identical
+(they share the random key, so they draw the same token), inside one they diverge. A finished
+trial idles (its slot is written as padding, so it neither attends to it nor advances) until the
+prompt's other trials finish; then the winner's KV cache and outputs are copied to all its rows.
+The whole thing is one `lax.while_loop` in one `jit`: no Python call per token.
+
+With `max_trials = 1` the output equals `lm.generate` sampling with the same seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from introspect.models import generate as gen_lib
+from introspect.models.config import ModelConfig
+from introspect.models.handle import Generation
+from introspect.models.llama import KVCache, apply
+
+PUNCTUATION = (".", ",", "\n", "?", "!", ":", ";", ")", "]", "}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CNTPSpec:
+    config: ModelConfig
+    num_new: int  # output buffer length (bucketed max_new_tokens)
+    max_steps: int  # loop iterations bound (idle trial steps count); cache = prompt + this
+    trials: int  # N_max
+    filtered: bool
+    dtype: str = "float32"
+
+
+def punctuation_mask(tokenizer, vocab_size: int) -> np.ndarray:
+    """[vocab] bool: tokens whose text contains one of PUNCTUATION (they end a CNTP trial)."""
+    out = np.zeros((vocab_size,), bool)
+    for i in range(min(vocab_size, tokenizer.vocab_size)):
+        text = tokenizer.decode([i])
+        out[i] = any(p in text for p in PUNCTUATION)
+    return out
+
+
+def num_trials(entropy, *, max_trials: int, h_low: float, h_high: float):
+    """N = int(1 + (N_max - 1) * clip((H - H_lo) / (H_hi - H_lo), 0, 1)) (elementwise)."""
+    frac = jnp.clip((entropy - h_low) / (h_high - h_low), 0.0, 1.0)
+    return (1 + (max_trials - 1) * frac).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("spec",))
+def _cntp_decode(
+    params,
+    tokens,
+    valid,
+    prompt_keys,
+    prompt_active,
+    max_new,
+    temperature,
+    top_k,
+    top_p,
+    stop_ids,
+    pad_id,
+    is_punct,
+    h_low,
+    h_high,
+    max_segment,
+    *,
+    spec,
+):
+    cfg = spec.config
+    m = spec.trials
+    dtype = jnp.dtype(spec.dtype)
+    n_prompts, prompt_len = tokens.shape
+    rows = n_prompts * m
+    prompt_of = jnp.arange(rows) // m
+    trial_of = jnp.arange(rows) % m
+    rep = lambda x: jnp.repeat(x, m, axis=0)
+    tokens, valid = rep(tokens), rep(valid)
+    row_keys = rep(prompt_keys)
+
+    cache = KVCache.empty(cfg, rows, prompt_len + spec.max_steps, dtype)
+    positions = jnp.maximum(jnp.cumsum(valid, axis=1) - 1, 0).astype(jnp.int32)
+    logits, _, cache = apply(
+        params, tokens, positions, cache, config=cfg, valid=valid, last_only=True, dtype=dtype
+    )
+    next_logits = logits[:, 0]
+    state = dict(
+        it=jnp.int32(0),
+        cache=cache,
+        next_logits=next_logits,
+        pos=jnp.sum(valid, axis=1).astype(jnp.int32),
+        done=~rep(prompt_active),
+        out_tokens=jnp.full((rows, spec.num_new), pad_id, jnp.int32),
+        out_logp=jnp.zeros((rows, spec.num_new), jnp.float32),
+        out_len=jnp.zeros((rows,), jnp.int32),
+        seg_active=jnp.zeros((n_prompts,), bool),
+        seg_trials=jnp.ones((n_prompts,), jnp.int32),
+        trial_done=jnp.zeros((rows,), bool),
+        seg_logp=jnp.zeros((rows,), jnp.float32),
+        seg_len=jnp.zeros((rows,), jnp.int32),
+        segments=jnp.zeros((n_prompts,), jnp.int32),
+    )
+
+    def resolve(s, which):
+        """Copy the best trial of every prompt in `which` [P] onto all of that prompt's rows."""
+        score = jnp.where(s["seg_len"] > 0, s["seg_logp"] / jnp.maximum(s["seg_len"], 1), -jnp.inf)
+        score = jnp.where(trial_of < s["seg_trials"][prompt_of], score, -jnp.inf)
+        best = jnp.argmax(score.reshape(n_prompts, m), axis=1)
+        src = jnp.where(which[prompt_of], prompt_of * m + best[prompt_of], jnp.arange(rows))
+        take = lambda x: jnp.take(x, src, axis=0)
+        c = s["cache"]
+        s = dict(s)
+        s["cache"] = KVCache(tuple(map(take, c.k)), tuple(map(take, c.v)), take(c.valid), c.index)
+        for key in ("next_logits", "pos", "done", "out_tokens", "out_logp", "out_len"):
+            s[key] = take(s[key])
+        s["seg_active"] = s["seg_active"] & ~which
+        s["trial_done"] = jnp.where(which[prompt_of], False, s["trial_done"])
+        return s
+
+    def cond(s):
+        return (s["it"] < spec.max_steps) & ~jnp.all(s["done"] | (s["out_len"] >= max_new))
+
+    def body(s):
+        # 1. Prompts outside a segment decide how many trials this step gets (rows identical).
+        lead = s["next_logits"][::m]
+        entropy = gen_lib.step_statistics(lead)[:, 0]
+        n = num_trials(entropy, max_trials=m, h_low=h_low, h_high=h_high)
+        finished = s["done"] | (s["out_len"] >= max_new)
+        start = ~s["seg_active"] & (n > 1) & ~finished[::m]
+        seg_trials = jnp.where(start, n, s["seg_trials"])
+        seg_active = s["seg_active"] | start
+        in_seg = seg_active[prompt_of]
+        fresh = start[prompt_of]
+        trial_done = jnp.where(fresh, trial_of >= n[prompt_of], s["trial_done"])
+        seg_logp = jnp.where(fresh, 0.0, s["seg_logp"])
+        seg_len = jnp.where(fresh, 0, s["seg_len"])
+        emit = ~finished & ~(in_seg & trial_done)
+
+        # 2. Sample: shared key per prompt outside segments, one key per trial inside.
+        keys = jax.vmap(jax.random.fold_in)(row_keys, s["out_len"])
+        keys = jnp.where(in_seg[:, None], jax.vmap(jax.random.fold_in)(keys, 1 + trial_of), keys)
+        token, logp = gen_lib.sample_tokens(
+            s["next_logits"],
+            keys,
+            sample=True,
+            filtered=spec.filtered,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+        )
+        token = jnp.where(emit, token, pad_id)
+        idx = jnp.minimum(s["out_len"], spec.num_new - 1)
+        put = lambda buf, val: jnp.where(
+            emit[:, None] & (jnp.arange(spec.num_new)[None] == idx[:, None]), val[:, None], buf
+        )
+        out_tokens = put(s["out_tokens"], token)
+        out_logp = put(s["out_logp"], logp)
+        out_len = s["out_len"] + emit
+        stop = jnp.any(token[:, None] == stop_ids[None], axis=-1) & emit
+        done = s["done"] | stop
+        seg_logp = seg_logp + jnp.where(emit & in_seg, logp, 0.0)
+        seg_len = seg_len + (emit & in_seg)
+        ends = is_punct[token] | stop | (seg_len >= max_segment) | (out_len >= max_new)
+        trial_done = trial_done | (emit & in_seg & ends)
+
+        # 3. One forward step for every row; idle rows write a padding slot and keep their state.
+        logits, _, cache = apply(
+            params,
+            token[:, None],
+            s["pos"][:, None],
+            s["cache"],
+            config=cfg,
+            valid=emit[:, None],
+            dtype=dtype,
+        )
+        next_logits = jnp.where(emit[:, None], logits[:, 0], s["next_logits"])
+        s = dict(
+            s,
+            it=s["it"] + 1,
+            cache=cache,
+            next_logits=next_logits,
+            pos=s["pos"] + emit,
+            done=done,
+            out_tokens=out_tokens,
+            out_logp=out_logp,
+            out_len=out_len,
+            seg_active=seg_active,
+            seg_trials=seg_trials,
+            trial_done=trial_done,
+            seg_logp=seg_logp,
+            seg_len=seg_len,
+            segments=s["segments"] + start,
+        )
+
+        # 4. Segments whose trials have all finished: keep the lowest-perplexity trial.
+        all_done = jnp.all((trial_done | s["done"]).reshape(n_prompts, m), axis=1)
+        which = seg_active & all_done
+        return jax.lax.cond(jnp.any(which), lambda x: resolve(x, which), lambda x: x, s)
+
+    state = jax.lax.while_loop(cond, body, state)
+    state = resolve(state, state["seg_active"])  # a segment cut by the length limit
+    lead = jnp.arange(n_prompts) * m
+    return {
+        "tokens": state["out_tokens"][lead],
+        "logprobs": state["out_logp"][lead],
+        "lengths": state["out_len"][lead],
+        "segments": state["segments"],
+    }
+
+
+def generate(
+    lm,
+    prompts,
+    *,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    seed: int = 0,
+    max_trials: int = 10,
+    h_low: float = 0.01,
+    h_high: float = 1.5,
+    max_segment: int = 32,
+    max_steps: int | None = None,
+    batch_size: int = 8,
+) -> Generation:
+    """CNTP generation for ragged prompts (see the module docstring).
+
+    Args:
+      lm: an `introspect.models.LM`.
+      prompts: list of token-id lists.
+      max_new_tokens: tokens kept per prompt.
+      temperature, top_p, top_k: sampling of every trial (temperature must be > 0).
+      seed: row i's randomness depends on (seed, i) only; max_trials = 1 reproduces
+        `lm.generate(..., temperature, seed=seed)` token for token.
+      max_trials: N_max. Each prompt uses max_trials rows of the batch.
+      h_low, h_high: entropy range (nats) mapped linearly onto 1..N_max trials.
+      max_segment: a trial also ends after this many tokens.
+      max_steps: loop bound including idle steps (default 2 * max_new_tokens, bucketed).
+      batch_size: prompts per compiled call (the batch holds batch_size * max_trials rows).
+    Returns:
+      a `Generation` (tokens, logprobs, texts, finish_reasons); `stats` holds {"segments": [n]
+      multi-trial segments per prompt}.
+    """
+    prompts = lm._check_ids(prompts, "prompts")
+    if temperature <= 0:
+        raise ValueError(f"CNTP samples its trials: temperature must be > 0, got {temperature}")
+    if max_trials < 1:
+        raise ValueError(f"max_trials must be >= 1, got {max_trials}")
+    if not h_high > h_low:
+        raise ValueError(f"h_high ({h_high}) must exceed h_low ({h_low})")
+    if max_segment < 1 or max_new_tokens < 1:
+        raise ValueError("max_segment and max_new_tokens must be >= 1")
+    ctx = lm.config.max_position_embeddings
+    for i, p in enumerate(prompts):
+        if len(p) + max_new_tokens > ctx:
+            raise ValueError(f"prompts[{i}] + max_new_tokens exceeds the context length {ctx}")
+    num_new = gen_lib.next_power_of_two(max_new_tokens, 8)
+    steps = gen_lib.next_power_of_two(max_steps or 2 * max_new_tokens, 8)
+    spec = CNTPSpec(lm.config, num_new, steps, max_trials, top_k > 0 or top_p < 1.0, lm.dtype)
+    is_punct = _punct_cache(lm.tokenizer, lm.config.vocab_size)
+    stop_ids = np.array(sorted(set(lm.tokenizer.eos_token_ids)) or [-1], np.int32)
+    pad_id = int(
+        lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else stop_ids[0]
+    )
+    base = jax.random.PRNGKey(seed)
+    t0 = time.perf_counter()
+    results = {}
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        batch = gen_lib.next_power_of_two(len(chunk))
+        plen = gen_lib.length_bucket(max(len(prompts[i]) for i in chunk))
+        tokens = np.full((batch, plen), pad_id, np.int32)
+        valid = np.zeros((batch, plen), bool)
+        ids = np.zeros((batch,), np.int32)
+        for r, i in enumerate(chunk):
+            tokens[r, plen - len(prompts[i]) :] = prompts[i]
+            valid[r, plen - len(prompts[i]) :] = True
+            ids[r] = i
+        keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(base, jnp.asarray(ids))
+        out = _cntp_decode(
+            lm.params,
+            tokens,
+            valid,
+            keys,
+            np.arange(batch) < len(chunk),
+            np.int32(max_new_tokens),
+            np.float32(temperature),
+            np.int32(top_k),
+            np.float32(top_p),
+            stop_ids,
+            np.int32(pad_id),
+            is_punct,
+            np.float32(h_low),
+            np.float32(h_high),
+            np.int32(max_segment),
+            spec=spec,
+        )
+        out = jax.tree.map(np.asarray, out)
+        for r, i in enumerate(chunk):
+            n = int(out["lengths"][r])
+            results[i] = (
+                out["tokens"][r, :n].tolist(),
+                out["logprobs"][r, :n],
+                int(out["segments"][r]),
+            )
+    stop_set = set(stop_ids.tolist())
+    toks = [results[i][0] for i in range(len(prompts))]
+    return Generation(
+        tokens=toks,
+        logprobs=[results[i][1] for i in range(len(prompts))],
+        texts=[lm.tokenizer.decode(t, skip_special_tokens=True) for t in toks],
+        finish_reasons=["stop" if t and t[-1] in stop_set else "length" for t in toks],
+        stats={"segments": [np.array([results[i][2]]) for i in range(len(prompts))]},
+        seconds=time.perf_counter() - t0,
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _punct_cache(tokenizer, vocab_size):
+    return punctuation_mask(tokenizer, vocab_size)
