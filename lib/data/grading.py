@@ -39,3 +39,112 @@ def grade_numeric(text: str, gold: str, *, tol: float = 1e-6, which: str = "last
     if got is None or want is None:
         return extracted, False
     return extracted, abs(float(got) - float(want)) <= tol * max(1.0, abs(float(want)))
+
+
+def extract_boxed(text: str) -> str | None:
+    """Content of the last \\boxed{...} (balanced braces), or None."""
+    start = text.rfind("\\boxed")
+    while start != -1:
+        i = text.find("{", start)
+        if i != -1 and text[start + len("\\boxed") : i].strip() == "":
+            depth = 0
+            for j in range(i, len(text)):
+                depth += {"{": 1, "}": -1}.get(text[j], 0)
+                if depth == 0:
+                    return text[i + 1 : j].strip()
+        start = text.rfind("\\boxed", 0, start)
+    return None
+
+
+def grade_boxed(text: str, gold: str, *, tol: float = 1e-6):
+    """Grade the last \\boxed{} answer: numerically when both sides are numbers, else by
+    normalised string equality (spaces, `\\left`/`\\right`, `\\!`, trailing dot removed).
+    Returns (extracted, correct)."""
+    boxed = extract_boxed(text)
+    if boxed is None:
+        return None, False
+    got_num, want_num = extract_number(boxed), extract_number(str(gold))
+    if (
+        got_num is not None
+        and want_num is not None
+        and _is_plain_number(boxed)
+        and _is_plain_number(str(gold))
+    ):
+        return boxed, grade_numeric(got_num, want_num, tol=tol)[1]
+    return boxed, _normalise_math(boxed) == _normalise_math(str(gold))
+
+
+def _is_plain_number(s: str) -> bool:
+    return re.fullmatch(r"\s*\$?\s*-?[\d,]+(?:\.\d+)?(?:/\d+)?\s*%?\s*\.?\s*", s) is not None
+
+
+def _normalise_math(s: str) -> str:
+    s = re.sub(r"\\(left|right|!|,|;|\s)", "", s)
+    s = s.replace("dfrac", "frac").replace("tfrac", "frac").replace("$", "")
+    return re.sub(r"\s+", "", s).rstrip(".")
+
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.I)
+
+
+def normalize_answer(s: str) -> str:
+    """SQuAD normalisation: lower case, no punctuation, no articles, single spaces."""
+    import string
+
+    s = s.lower()
+    s = "".join(ch for ch in s if ch not in set(string.punctuation))
+    s = _ARTICLES.sub(" ", s)
+    return " ".join(s.split())
+
+
+def exact_match(prediction: str, golds) -> bool:
+    """SQuAD exact match against one gold string or any of a list."""
+    golds = [golds] if isinstance(golds, str) else list(golds)
+    p = normalize_answer(prediction)
+    return any(p == normalize_answer(g) for g in golds)
+
+
+def f1_score(prediction: str, golds) -> float:
+    """SQuAD token F1 (max over golds)."""
+    from collections import Counter
+
+    golds = [golds] if isinstance(golds, str) else list(golds)
+    pred = normalize_answer(prediction).split()
+    best = 0.0
+    for g in golds:
+        gold = normalize_answer(g).split()
+        common = sum((Counter(pred) & Counter(gold)).values())
+        if not pred or not gold:
+            best = max(best, float(pred == gold))
+            continue
+        if common == 0:
+            continue
+        precision, recall = common / len(pred), common / len(gold)
+        best = max(best, 2 * precision * recall / (precision + recall))
+    return best
+
+
+def grade_exact_match(text: str, golds):
+    """(first line of the answer, SQuAD exact match)."""
+    answer = text.strip().split("\n")[0].strip()
+    return answer, exact_match(answer, golds)
+
+
+def extract_choice(text: str, *, letters: str = "ABCDE") -> str | None:
+    """The multiple-choice letter a response commits to: "The answer is (B)", "B.", "(c)"...
+    Prefers an explicit "answer is X"; otherwise the last standalone letter among `letters`."""
+    explicit = re.findall(r"answer\s*(?:is|:)?\s*\(?([A-Ja-j])\)?\b", text, re.I)
+    cands = [c.upper() for c in explicit if c.upper() in letters]
+    if cands:
+        return cands[-1]
+    # "(B)" anywhere, or a bare capital followed by . ) : , or the end ("A dog" is not a choice).
+    pattern = r"(?<![A-Za-z])(?:\(([A-J])\)|([A-J])(?=[.):,]|\s*$))"
+    found = [a or b for a, b in re.findall(pattern, text)]
+    found = [c for c in found if c in letters]
+    return found[-1] if found else None
+
+
+def grade_choice(text: str, gold: str, *, letters: str = "ABCDE"):
+    """(extracted letter, correct) for a multiple-choice response."""
+    got = extract_choice(text, letters=letters)
+    return got, got is not None and got == gold.strip().upper()
