@@ -11,7 +11,12 @@ registries and `partition` (mesh, shardings, multi-host helpers).
 """
 
 from introspect.train import partition
-from introspect.train.checkpoint import Checkpointer, CheckpointError, fingerprint
+from introspect.train.checkpoint import (
+    Checkpointer,
+    CheckpointError,
+    IncompatibleCheckpointError,
+    fingerprint,
+)
 from introspect.train.config import (
     OPTIMIZERS,
     SCHEDULES,
@@ -40,6 +45,7 @@ __all__ = [
     "ArraySource",
     "Batcher",
     "CheckpointError",
+    "IncompatibleCheckpointError",
     "Checkpointer",
     "MetricWriter",
     "NonFiniteError",

@@ -34,6 +34,10 @@ class CheckpointError(RuntimeError):
     """No usable checkpoint although the checkpoint directory has some."""
 
 
+class IncompatibleCheckpointError(ValueError):
+    """The checkpoint was written for a train state of another structure (shapes, leaves)."""
+
+
 def _path_name(path) -> str:
     return "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
 
@@ -130,7 +134,7 @@ class Checkpointer:
                 ((a, b) for a, b in zip(meta["signature"], want, strict=False) if a != b),
                 (f"{len(meta['signature'])} leaves", f"{len(want)} leaves"),
             )
-            raise ValueError(
+            raise IncompatibleCheckpointError(
                 f"checkpoint step {step} in {self.directory} was written for a different train "
                 f"state (checkpoint: {mismatch[0]}, now: {mismatch[1]}); use another workdir or "
                 "restore the config that wrote it"
@@ -151,14 +155,15 @@ class Checkpointer:
           abstract_state: pytree of jax.ShapeDtypeStruct with shardings (the restore target).
         Raises:
           CheckpointError: checkpoints exist but none can be restored (each reason listed).
-          ValueError: the newest readable checkpoint belongs to a different state structure.
+          IncompatibleCheckpointError (a ValueError): the newest readable checkpoint belongs to a
+            different state structure.
         """
         steps = sorted(self.steps(), reverse=True)
         errors = []
         for step in steps:
             try:
                 state, meta = self._read(step, abstract_state)
-            except ValueError:
+            except IncompatibleCheckpointError:
                 raise
             except Exception as e:  # noqa: BLE001 (any read failure = a bad checkpoint)
                 reason = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"

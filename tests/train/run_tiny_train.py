@@ -3,7 +3,7 @@
     python tests/train/run_tiny_train.py --workdir W --out params.npz [--steps 200] [--sleep 0.01]
         [--batch 64] [--data -1] [--model 1] [--fsdp]
 
-Prints one JSON line {"resumed_from", "step", "devices", "error"}; writes the final params
+Prints one JSON line {"resumed_from", "step", "devices", "specs", "error"}; writes the final params
 (float32 leaves, flattened names) to --out.
 """
 
@@ -67,6 +67,7 @@ def main() -> int:
                 "resumed_from": result.resumed_from,
                 "step": int(result.state.step),
                 "devices": jax.device_count(),
+                "specs": {k: str(v.sharding.spec) for k, v in result.state.params.items()},
                 "error": None,
             }
         )

@@ -101,3 +101,18 @@ def test_every_registered_optimizer_builds_and_steps():
         tx, _ = train.make_optimizer(train.resolve_config({"optimizer": {"name": name}}))
         u, _ = tx.update({"w": jnp.ones((4, 4))}, tx.init(params), params)
         assert np.all(np.isfinite(np.asarray(u["w"]))), name
+
+
+def test_state_sharding_rule():
+    from types import SimpleNamespace
+
+    from jax.sharding import PartitionSpec as P
+
+    from introspect.train.partition import leaf_spec
+
+    mesh = SimpleNamespace(shape={"data": 4, "model": 2})
+    assert leaf_spec((16, 32), mesh, fsdp=True, min_size=0) == P("data", "model")
+    assert leaf_spec((16, 32), mesh, fsdp=False, min_size=0) == P(None, "model")
+    assert leaf_spec((16, 32), mesh, fsdp=True, min_size=1000) == P()
+    assert leaf_spec((6, 3), mesh, fsdp=True, min_size=0) == P()  # nothing divides
+    assert leaf_spec((), mesh, fsdp=True, min_size=0) == P()
