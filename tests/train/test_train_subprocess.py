@@ -90,7 +90,7 @@ def test_eight_devices_match_one_device(one_device, tmp_path, mesh):
                                devices=8))  # fmt: skip
     assert rc == 0 and result["devices"] == 8
     if "--fsdp" in mesh:  # kernels really are split: w1 [16, 32] over data and model
-        assert result["specs"]["w1"] == "PartitionSpec('data', 'model')", result["specs"]
+        assert result["specs"]["w1"] == "P('data', 'model')", result["specs"]
     got = load(tmp_path / "p.npz")
     for k in one_device:
         np.testing.assert_allclose(got[k], one_device[k], rtol=0, atol=1e-6, err_msg=k)
