@@ -3,7 +3,9 @@
 Logit-based (`logit.py`): from full logits, `signals.self_certainty(logits, mask)` etc., or by name
 from the per-token statistics that generation and `lm.score` compute inside their compiled loops,
 `signals.compute("self_certainty", stats, mask, vocab_size=V)`. Text-based (`text.py`):
-verbalized confidence, linguistic hedges, sampling consistency.
+verbalized confidence, linguistic hedges, sampling consistency. Model-querying (`model.py`):
+`score_pairs`/`score_jsonl` (every logit signal for pre-generated answers by teacher forcing) and
+`p_true`.
 """
 
 from introspect.signals.logit import (
@@ -24,6 +26,7 @@ from introspect.signals.logit import (
     self_certainty,
     token_stats,
 )
+from introspect.signals.model import p_true, score_jsonl, score_pairs
 from introspect.signals.stats import STAT_NAMES, step_statistics
 from introspect.signals.text import (
     consistency,
@@ -55,7 +58,10 @@ __all__ = [
     "neg_num_distinct",
     "neg_perplexity",
     "parse_verbalized_confidence",
+    "p_true",
     "register",
+    "score_jsonl",
+    "score_pairs",
     "self_certainty",
     "step_statistics",
     "token_stats",

@@ -1,0 +1,127 @@
+"""Signals that query a model: scoring given (prompt, answer) pairs, and P(True).
+
+These take any object with the `introspect.models.LM` interface (`tokenizer`, `score`,
+`config.vocab_size`); this module does not import `introspect.models`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from introspect.signals.logit import SIGNALS, compute, from_ragged
+
+
+def _prompt_ids(tokenizer, prompt) -> list[int]:
+    """A chat prompt (str = one user turn, or a list of messages) -> ids with generation prompt."""
+    if isinstance(prompt, str):
+        prompt = [{"role": "user", "content": prompt}]
+    if not isinstance(prompt, list) or not all(isinstance(m, dict) for m in prompt):
+        raise ValueError(
+            f"a prompt must be a string or a list of chat messages, got {prompt!r:.80}"
+        )
+    return tokenizer.apply_chat_template(prompt, add_generation_prompt=True)
+
+
+def score_pairs(lm, prompts: Sequence, answers: Sequence[str], *, batch_size: int = 16) -> dict:
+    """Every logit-based signal for pre-generated answers, by teacher forcing (no generation).
+
+    Args:
+      lm: a loaded model (`introspect.models.LM`).
+      prompts: [n] user strings or chat message lists.
+      answers: [n] non-empty answer strings (the assistant's turn).
+    Returns:
+      {signal name: [n] array} for every registered logit-based signal (the answer is the span;
+      "answer_confidence" uses the whole answer); higher = more confident.
+    """
+    if len(prompts) != len(answers):
+        raise ValueError(f"got {len(prompts)} prompts but {len(answers)} answers")
+    ids = [_prompt_ids(lm.tokenizer, p) for p in prompts]
+    conts = []
+    for i, a in enumerate(answers):
+        if not isinstance(a, str) or not a.strip():
+            raise ValueError(f"answers[{i}] is empty; every answer needs text to score")
+        conts.append(lm.tokenizer.encode(a))
+    sc = lm.score(ids, conts, batch_size=batch_size)
+    stats, mask = from_ragged(sc.logprobs, sc.stats)
+    out = {}
+    for name in SIGNALS:
+        kw = {"vocab_size": lm.config.vocab_size} if name == "self_certainty" else {}
+        out[name] = np.asarray(compute(name, stats, mask, **kw))
+    return out
+
+
+def score_jsonl(
+    lm, path: str, *, prompt_key: str = "prompt", answer_key: str = "answer", batch_size: int = 16
+) -> list[dict]:
+    """Read a JSONL of {prompt, answer} records and add every logit-based signal to each.
+
+    Raises:
+      FileNotFoundError for a missing file; ValueError naming the line for malformed JSON or a
+      record without the keys.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"JSONL file not found: {path}")
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from e
+            if not isinstance(rec, dict) or prompt_key not in rec or answer_key not in rec:
+                raise ValueError(
+                    f"{path}:{n}: expected an object with {prompt_key!r} and "
+                    f"{answer_key!r}, got {str(rec)[:80]}"
+                )
+            records.append(rec)
+    if not records:
+        raise ValueError(f"{path}: no records")
+    values = score_pairs(
+        lm,
+        [r[prompt_key] for r in records],
+        [r[answer_key] for r in records],
+        batch_size=batch_size,
+    )
+    return [
+        {**r, "signals": {k: float(v[i]) for k, v in values.items()}} for i, r in enumerate(records)
+    ]
+
+
+P_TRUE_TEMPLATE = (
+    "Question: {question}\nProposed answer: {answer}\n"
+    "Is the proposed answer correct? Reply with True or False."
+)
+
+
+def p_true(
+    lm,
+    questions: Sequence[str],
+    answers: Sequence[str],
+    *,
+    template: str = P_TRUE_TEMPLATE,
+    true_word: str = "True",
+    false_word: str = "False",
+) -> np.ndarray:
+    """P(True) (Kadavath et al. 2022): ask the model whether the proposed answer is correct.
+
+    The model sees `template` as the user turn; the probabilities of the assistant replying
+    `true_word` vs `false_word` (whole-word log-probs, teacher-forced) are renormalised over the
+    two. Returns [n] P(True) in (0, 1); higher = more confident.
+    """
+    if len(questions) != len(answers):
+        raise ValueError(f"got {len(questions)} questions but {len(answers)} answers")
+    ids = [
+        _prompt_ids(lm.tokenizer, template.format(question=q, answer=a))
+        for q, a in zip(questions, answers, strict=True)
+    ]
+    t_ids, f_ids = lm.tokenizer.encode(true_word), lm.tokenizer.encode(false_word)
+    sc = lm.score(ids + ids, [t_ids] * len(ids) + [f_ids] * len(ids), return_stats=False)
+    lp = sc.sum_logprobs
+    lt, lf = lp[: len(ids)], lp[len(ids) :]
+    return 1.0 / (1.0 + np.exp(lf - lt))

@@ -1,0 +1,75 @@
+"""Scoring pre-generated answers (JSONL) and P(True) on a tiny model."""
+
+import json
+
+import numpy as np
+import pytest
+
+from introspect import signals
+
+
+def test_score_pairs_is_teacher_forced_scoring_of_the_chat_turn(tiny_lm):
+    prompts = [
+        "What is 2 + 2?",
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a color."}],
+    ]
+    answers = ["2 + 2 = 4.", "Blue"]
+    values = signals.score_pairs(tiny_lm, prompts, answers)
+    msgs = [[{"role": "user", "content": prompts[0]}], prompts[1]]
+    ids = [tiny_lm.tokenizer.apply_chat_template(m, add_generation_prompt=True) for m in msgs]
+    conts = [tiny_lm.tokenizer.encode(a) for a in answers]
+    logits = [
+        np.asarray(tiny_lm.forward([i + c]).logits[0]) for i, c in zip(ids, conts, strict=True)
+    ]
+    for name in signals.SIGNALS:
+        for r, (i, c) in enumerate(zip(ids, conts, strict=True)):
+            span = logits[r][len(i) - 1 : len(i) + len(c) - 1][None]
+            mask = np.ones(span.shape[:2], bool)
+            kw = {"tokens": np.array([c])} if name in signals.NEEDS_TOKENS else {}
+            want = getattr(signals, name)(span, mask, **kw)[0]
+            np.testing.assert_allclose(values[name][r], want, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_score_jsonl_and_errors(tiny_lm, tmp_path):
+    path = tmp_path / "answers.jsonl"
+    path.write_text(
+        json.dumps({"prompt": "2+2?", "answer": "4", "id": 7})
+        + "\n\n"
+        + json.dumps({"prompt": "Capital of France?", "answer": "Paris"})
+        + "\n"
+    )
+    rows = signals.score_jsonl(tiny_lm, str(path))
+    assert rows[0]["id"] == 7 and set(rows[0]["signals"]) == set(signals.SIGNALS)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "x", "answer": "y"}\n{"prompt": oops}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: not valid JSON"):
+        signals.score_jsonl(tiny_lm, str(bad))
+    missing = tmp_path / "missing.jsonl"
+    missing.write_text('{"question": "x"}\n')
+    with pytest.raises(ValueError, match=r":1: expected an object with 'prompt'"):
+        signals.score_jsonl(tiny_lm, str(missing))
+    with pytest.raises(FileNotFoundError):
+        signals.score_jsonl(tiny_lm, str(tmp_path / "nope.jsonl"))
+    with pytest.raises(ValueError, match=r"answers\[0\] is empty"):
+        signals.score_pairs(tiny_lm, ["q"], ["  "])
+
+
+def test_p_true_is_the_renormalised_two_way_probability(tiny_lm):
+    q, a = ["What is 2 + 2?", "What is 3 + 3?"], ["4", "7"]
+    p = signals.p_true(tiny_lm, q, a)
+    assert p.shape == (2,) and np.all((p > 0) & (p < 1))
+    ids = [
+        tiny_lm.tokenizer.apply_chat_template(
+            [
+                {
+                    "role": "user",
+                    "content": signals.model.P_TRUE_TEMPLATE.format(question=x, answer=y),
+                }
+            ],
+            add_generation_prompt=True,
+        )
+        for x, y in zip(q, a, strict=True)
+    ]
+    t = tiny_lm.score(ids, [tiny_lm.tokenizer.encode("True")] * 2).sum_logprobs
+    f = tiny_lm.score(ids, [tiny_lm.tokenizer.encode("False")] * 2).sum_logprobs
+    np.testing.assert_allclose(p, np.exp(t) / (np.exp(t) + np.exp(f)), rtol=1e-5)
