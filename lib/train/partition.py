@@ -81,7 +81,7 @@ def leaf_spec(shape: tuple[int, ...], mesh: Mesh, *, fsdp: bool, min_size: int) 
         free = [i for i in range(len(shape)) if axes[i] is None and shape[i] % d == 0]
         if free:
             axes[max(free, key=lambda i: shape[i])] = DATA
-    return P(*axes)
+    return P(*axes) if any(axes) else P()
 
 
 def state_shardings(abstract_state, mesh: Mesh, config: ml_collections.ConfigDict):
