@@ -45,6 +45,12 @@ def as_array(x: Any, name: str) -> jax.Array:
         arr = x
     else:
         try:
+            if isinstance(x, np.ndarray) and x.dtype.itemsize == 8 and not _x64_enabled():
+                # Narrow 64-bit numpy input on the host: much faster than jnp's conversion.
+                if np.issubdtype(x.dtype, np.integer):
+                    x = x.astype(np.int32)
+                elif np.issubdtype(x.dtype, np.floating):
+                    x = x.astype(np.float32)
             arr = jnp.asarray(x)
         except (TypeError, ValueError) as e:
             raise ValueError(f"{name}: cannot be converted to a numeric array ({e})") from None
@@ -53,6 +59,10 @@ def as_array(x: Any, name: str) -> jax.Array:
     if jnp.issubdtype(arr.dtype, jnp.complexfloating):
         raise ValueError(f"{name}: dtype {arr.dtype} is complex; expected real numbers")
     return arr
+
+
+def _x64_enabled() -> bool:
+    return jnp.result_type(float) == jnp.float64
 
 
 def check_rank(x: jax.Array, name: str, ranks: int | Sequence[int], what: str = "") -> None:
@@ -199,9 +209,32 @@ def host_or_device(x: Any) -> tuple[Any, Any]:
     return jnp, x
 
 
+def _host_fast_ok(kind: str, x: np.ndarray, mask: Any, kwargs: dict) -> bool:
+    """Cheap whole-array passes (no temporaries of the array's size for the common case) that
+    prove the input is fine; on any doubt the detailed check runs."""
+    if mask is not None or x.size == 0:
+        return False
+    floating = np.issubdtype(x.dtype, np.floating)
+    if floating and not np.isfinite(x.min() + x.max()):  # NaN or inf anywhere
+        return False
+    if kind == "range":
+        return bool(x.min() >= kwargs["lo"] and x.max() <= kwargs["hi"])
+    if kind == "binary":
+        if x.min() < 0 or x.max() > 1:
+            return False
+        return True if not floating else bool(np.all((x == 0) | (x == 1)))
+    if kind == "class":
+        if x.min() < 0 or x.max() >= kwargs["num_classes"]:
+            return False
+        return True if not floating else bool(np.all(x == np.round(x)))
+    return False
+
+
 def _run(kind: str, x: Any, mask: Any, *args: Any, **kwargs: Any) -> tuple:
     if _on_host(x):
         xn = np.asarray(x)
+        if _host_fast_ok(kind, xn, mask, kwargs):
+            return (0, 0, 0.0, 0.0) if kind == "range" else (0, 0)
         return _IMPLS[kind](np, xn, _bmask(np, mask, xn), *args, **kwargs)
     return _JITTED[kind](x, _bmask(jnp, mask, x), *args, **kwargs)
 
