@@ -2,17 +2,18 @@
 
 Implemented: `borda_vote`, `majority_vote`, `select_by_score`, `selective_answer`, `cascade`,
 `best_of_n.sample` / `best_of_n.choose` (N samples per question in one batched call) and
-`cntp.generate` (cautious next-token prediction, batched, one compiled loop).
-Not yet: ConCISE early stop (issue 6).
+`cntp.generate` (cautious next-token prediction, batched, one compiled loop) and
+`early_stop.generate` (confidence-triggered early stop of a reasoning trace, ConCISE-style).
 """
 
-from introspect.decoding import best_of_n, cntp
+from introspect.decoding import best_of_n, cntp, early_stop
 from introspect.decoding.selective import cascade, selective_answer
 from introspect.decoding.vote import borda_vote, majority_vote, select_by_score
 
 __all__ = [
     "best_of_n",
     "cntp",
+    "early_stop",
     "borda_vote",
     "cascade",
     "majority_vote",
