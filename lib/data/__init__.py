@@ -32,3 +32,35 @@ __all__ = [
     "grade_numeric",
     "normalize_answer",
 ]
+
+# Task registry and prompt formats (TFDS builders live in introspect.data.builders, imported on
+# first use by load_task).
+from introspect.data.prompts import (  # noqa: E402
+    PROMPT_FORMATS,
+    build_messages,
+    build_prompt_ids,
+    build_prompt_text,
+    extract_answer_text,
+    parse_top_k,
+)
+from introspect.data.tasks import (  # noqa: E402
+    TASKS,
+    grade,
+    grader_for,
+    load_task,
+    registered_tasks,
+)
+
+__all__ += [
+    "PROMPT_FORMATS",
+    "TASKS",
+    "build_messages",
+    "build_prompt_ids",
+    "build_prompt_text",
+    "extract_answer_text",
+    "grade",
+    "grader_for",
+    "load_task",
+    "parse_top_k",
+    "registered_tasks",
+]

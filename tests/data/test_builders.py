@@ -1,0 +1,458 @@
+"""TFDS builders (TF-less, array_record), the synthetic suite's gold answers, the task registry."""
+
+import dataclasses
+import json
+import re
+import sys
+from collections import Counter
+
+import pytest
+
+tfds = pytest.importorskip("tensorflow_datasets")
+
+from introspect.data import builders, grading, tasks  # noqa: E402
+from introspect.data.builders import (  # noqa: E402
+    FEATURE_KEYS,
+    LEVELS,
+    SYNTHETIC_TASKS,
+    SyntheticConfig,
+    iter_json_array,
+    parse_commonsense_qa,
+    parse_gsm8k,
+    parse_hotpot_qa,
+    parse_math,
+    parse_trivia_qa,
+    synthetic_suite,
+)
+
+
+def small(level, **kw):
+    sizes = dict(num_train=120, num_calibration=60, num_test=60)
+    return dataclasses.replace(LEVELS[level], **{**sizes, **kw})
+
+
+# ----------------------------------------------------------------------------- synthetic suite
+
+
+def _independent_answer(ex):
+    """Recompute the gold from the question text alone (Python arithmetic, str.count, ...)."""
+    q, task = ex["question"], ex["task"]
+    if task == "arithmetic":
+        expr = re.fullmatch(r"What is ([\d +*-]+)\?", q).group(1)
+        return eval(expr)  # only digits, spaces and + - * (checked by the regex)
+    if task == "comparison":
+        word, a, b = re.fullmatch(r"Which is (larger|smaller), ([\d.]+) or ([\d.]+)\?", q).groups()
+        pick = max if word == "larger" else min
+        return pick(float(a), float(b))
+    if task == "letter_count":
+        letter, text = re.fullmatch(
+            r'How many times does the letter "(.)" appear in the (?:word|phrase) "(.+)"\?', q
+        ).groups()
+        return text.count(letter)
+    if task == "word_count":
+        return len(re.fullmatch(r'How many words are in the sentence "(.+)"\?', q).group(1).split())
+    if task == "word_problem":
+        sentences = re.split(r"(?<=[.?])\s+", q)
+        name, total = re.fullmatch(r"(\w+) has (\d+) \w+\.", sentences[0]).groups()
+        total = int(total)
+        for s in sentences[1:-1]:
+            if m := re.fullmatch(
+                rf"{name} buys (\d+) packs of \w+ with (\d+) \w+ in each pack\.", s
+            ):
+                total += int(m.group(1)) * int(m.group(2))
+            elif m := re.fullmatch(rf"(?:{name} buys|\w+ gives {name}) (\d+) more \w+\.", s):
+                total += int(m.group(1))
+            elif m := re.fullmatch(rf"{name} (?:gives|loses) (\d+) \w+(?: to \w+)?\.", s):
+                total -= int(m.group(1))
+            else:
+                raise AssertionError(f"unparsed sentence {s!r}")
+        assert re.fullmatch(rf"How many \w+ does {name} have now\?", sentences[-1])
+        return total
+    raise AssertionError(task)
+
+
+@pytest.mark.parametrize("level", list(LEVELS))
+def test_synthetic_gold_answers_match_independent_computation(level):
+    suite = synthetic_suite(small(level))
+    examples = [ex for split in suite.values() for ex in split]
+    assert {ex["task"] for ex in examples} == set(SYNTHETIC_TASKS)
+    for ex in examples:
+        assert tuple(sorted(ex)) == tuple(sorted(FEATURE_KEYS))
+        assert ex["answer_type"] == "number" and ex["level"] == level
+        want = _independent_answer(ex)
+        assert float(ex["answer"]) == pytest.approx(want, abs=1e-9), ex
+        # The gold passes its own grader.
+        assert tasks.grade(ex, f"The answer is {ex['answer']}.")[1]
+    if level == "hard":
+        assert any("*" in ex["question"] for ex in examples)
+        assert any(re.search(r"\d\.\d", ex["question"]) for ex in examples)
+        assert any("packs of" in ex["question"] for ex in examples)
+
+
+def test_synthetic_split_sizes_balance_and_disjointness():
+    config = small("medium")
+    suite = synthetic_suite(config)
+    assert {k: len(v) for k, v in suite.items()} == {"train": 120, "calibration": 60, "test": 60}
+    counts = Counter(ex["task"] for ex in suite["test"])
+    assert set(counts.values()) == {60 // len(SYNTHETIC_TASKS)}
+    ids = [ex["id"] for split in suite.values() for ex in split]
+    assert len(set(ids)) == len(ids)
+    questions = {k: {ex["question"] for ex in v} for k, v in suite.items()}
+    assert not questions["test"] & questions["calibration"]
+    assert not questions["test"] & questions["train"]
+    assert not questions["calibration"] & questions["train"]
+
+
+def test_synthetic_is_deterministic_by_seed():
+    a, b = synthetic_suite(small("hard")), synthetic_suite(small("hard"))
+    assert a == b
+    c = synthetic_suite(small("hard", seed=1))
+    assert [ex["question"] for ex in c["test"]] != [ex["question"] for ex in a["test"]]
+    # The held-out splits do not depend on the train size.
+    d = synthetic_suite(small("hard", num_train=10))
+    assert d["test"] == a["test"] and d["calibration"] == a["calibration"]
+
+
+def test_synthetic_task_subset_and_bad_configs():
+    suite = synthetic_suite(small("easy", tasks=("letter_count",)))
+    assert {ex["task"] for ex in suite["train"]} == {"letter_count"}
+    with pytest.raises(ValueError, match="tasks must be"):
+        synthetic_suite(small("easy", tasks=("spelling",)))
+    with pytest.raises(ValueError, match="count_words"):
+        synthetic_suite(small("easy", count_words=(5, 2)))
+    with pytest.raises(ValueError, match="unknown split"):
+        LEVELS["easy"].split_size("dev")
+
+
+@pytest.fixture(scope="module")
+def synthetic_dir(tmp_path_factory):
+    """introspect_synthetic/easy built once into a temporary data_dir."""
+    data_dir = tmp_path_factory.mktemp("tfds")
+    tfds.data_source("introspect_synthetic/easy", data_dir=str(data_dir))
+    return str(data_dir)
+
+
+def test_synthetic_builder_reads_back_through_data_source(synthetic_dir):
+    source = tfds.data_source("introspect_synthetic/easy", data_dir=synthetic_dir)
+    config = LEVELS["easy"]
+    assert {k: len(v) for k, v in source.items()} == {
+        "train": config.num_train,
+        "calibration": config.num_calibration,
+        "test": config.num_test,
+    }
+    files = sorted(p.name for p in _version_dir(synthetic_dir).iterdir())
+    assert any(".array_record" in f for f in files), files
+    assert not any("tfrecord" in f for f in files), files
+    want = {ex["id"]: ex for ex in synthetic_suite(config)["test"]}
+    got = [builders.decode_record(source["test"][i]) for i in range(len(source["test"]))]
+    assert {ex["id"]: ex for ex in got} == want
+    assert "tensorflow" not in sys.modules
+
+
+def _version_dir(data_dir):
+    from pathlib import Path
+
+    return Path(data_dir) / "introspect_synthetic" / "easy" / "1.0.0"
+
+
+def test_load_task_synthetic(synthetic_dir):
+    test = tasks.load_task("synthetic_easy", "test", data_dir=synthetic_dir)
+    assert len(test) == LEVELS["easy"].num_test
+    first = tasks.load_task("synthetic_easy", "test", data_dir=synthetic_dir, num=7)
+    assert first == test[:7]
+    assert all(isinstance(ex["question"], str) and ex["choices"] == [] for ex in first)
+    assert len(tasks.load_task("synthetic_easy", "calibration", data_dir=synthetic_dir)) == 1000
+
+
+# ----------------------------------------------------------------------------- raw formats
+
+GSM8K_RECORD = {
+    "question": "A shop sells 600 pens a day for 2 days and 72 more on the third. How many pens?",
+    "answer": "Two days: 600*2 = <<600*2=1200>>1200 pens.\nTotal: 1200+72 = <<1200+72=1272>>1272."
+    "\n#### 1,272",
+}
+MATH_RECORD = {
+    "problem": "Solve $3x = 14$ for $x$.",
+    "solution": "Divide by 3: $x = \\boxed{\\frac{14}{3}}$.",
+    "answer": "\\frac{14}{3}",
+    "subject": "Intermediate Algebra",
+    "level": 4,
+    "unique_id": "test/intermediate_algebra/42.json",
+}
+MATH_RAW_RECORD = {  # the original MATH files: no "answer", "type" and "Level n"
+    "problem": "What is $\\frac{1}{4} + \\frac{1}{4}$?",
+    "level": "Level 1",
+    "type": "Prealgebra",
+    "solution": "It is $\\boxed{\\frac{1}{2}}$, since $\\frac{2}{4} = {\\frac{1}{2}}$.",
+}
+CSQA_RECORD = {
+    "answerKey": "B",
+    "id": "075e483d21c29a511267ef62bedc0461",
+    "question": {
+        "question_concept": "punishing",
+        "choices": [
+            {"label": "B", "text": "enforce"},
+            {"label": "A", "text": "ignore"},
+            {"label": "C", "text": "authoritarian"},
+            {"label": "D", "text": "yell at"},
+            {"label": "E", "text": "avoid"},
+        ],
+        "stem": "The sanctions against the school were a punishing blow, and they seemed to what?",
+    },
+}
+TRIVIA_RECORD = {
+    "Question": "Which planet is known as the Red Planet?",
+    "QuestionId": "tc_7",
+    "QuestionSource": "http://www.example.com/",
+    "Answer": {
+        "Value": "Mars",
+        "Aliases": ["Mars", "Planet Mars", "The Red Planet"],
+        "NormalizedAliases": ["mars", "planet mars", "red planet"],
+        "NormalizedValue": "mars",
+        "Type": "WikipediaEntity",
+    },
+    "SearchResults": [{"Description": "Mars is the fourth planet.", "Rank": 0}],
+}
+HOTPOT_RECORD = {
+    "_id": "5a8b57f25542995d1e6f1371",
+    "question": "Were Scott Derrickson and Ed Wood of the same nationality?",
+    "answer": "yes",
+    "type": "comparison",
+    "level": "hard",
+    "supporting_facts": [["Scott Derrickson", 0], ["Ed Wood", 0]],
+    "context": [
+        ["Ed Wood", ["Edward Davis Wood Jr. was an American filmmaker.", " He made films."]],
+        ["Scott Derrickson", ["Scott Derrickson is an American director."]],
+    ],
+}
+
+
+def test_parse_gsm8k():
+    ex = parse_gsm8k(GSM8K_RECORD, id="test-00000")
+    assert ex["answer"] == "1272" and ex["answer_type"] == "number" and ex["task"] == "gsm8k"
+    assert "<<" not in ex["solution"] and "####" not in ex["solution"]
+    assert ex["solution"].startswith("Two days: 600*2 = 1200 pens.")
+    assert tasks.grade(ex, "So the shop sold 1,272 pens.")[1]
+    with pytest.raises(ValueError, match="####"):
+        parse_gsm8k({"question": "q", "answer": "no final answer"}, id="x")
+
+
+def test_parse_math():
+    ex = parse_math(MATH_RECORD)
+    assert ex["answer"] == "\\frac{14}{3}" and ex["answer_type"] == "math"
+    assert ex["task"] == "math500/intermediate_algebra" and ex["level"] == "4"
+    assert ex["id"] == "test/intermediate_algebra/42.json"
+    assert tasks.grade(ex, "Thus $x = \\boxed{\\dfrac{14}{3}}$.") == ("\\dfrac{14}{3}", True)
+    assert not tasks.grade(ex, "$\\boxed{\\frac{3}{14}}$")[1]
+    raw = parse_math(MATH_RAW_RECORD, id="m1")
+    assert raw["answer"] == "\\frac{1}{2}"  # the last \boxed{}, nested braces intact
+    assert raw["task"] == "math500/prealgebra" and raw["level"] == "1"
+    with pytest.raises(ValueError, match="boxed"):
+        parse_math({"problem": "p", "solution": "no box"}, id="m2")
+
+
+def test_parse_commonsense_qa():
+    ex = parse_commonsense_qa(CSQA_RECORD)
+    assert ex["choices"] == ["ignore", "enforce", "authoritarian", "yell at", "avoid"]
+    assert ex["answer"] == "B" and ex["answer_type"] == "choice"
+    assert tasks.grade(ex, "The answer is (B) enforce.") == ("B", True)
+    assert tasks.grade(ex, "A.") == ("A", False)
+    bad = json.loads(json.dumps(CSQA_RECORD))
+    bad["question"]["choices"][0]["label"] = "F"
+    with pytest.raises(ValueError, match="labels"):
+        parse_commonsense_qa(bad)
+
+
+def test_parse_trivia_qa():
+    ex = parse_trivia_qa(TRIVIA_RECORD)
+    assert ex["answer"] == "Mars" and ex["id"] == "tc_7" and ex["context"] == ""
+    assert ex["aliases"] == ["Planet Mars", "The Red Planet", "mars", "planet mars", "red planet"]
+    assert tasks.grade(ex, "the red planet\nIt is Mars.") == ("the red planet", True)
+    assert not tasks.grade(ex, "Venus")[1]
+
+
+def test_parse_hotpot_qa():
+    ex = parse_hotpot_qa(HOTPOT_RECORD)
+    assert ex["task"] == "hotpotqa/comparison" and ex["level"] == "hard"
+    assert ex["context"] == (
+        "Ed Wood: Edward Davis Wood Jr. was an American filmmaker. He made films.\n\n"
+        "Scott Derrickson: Scott Derrickson is an American director."
+    )
+    assert tasks.grade(ex, "Yes.", fmt="plain")[1]
+
+
+def test_iter_json_array_streams_with_tiny_chunks(tmp_path):
+    doc = {"Version": 1.0, "Split": "dev", "Data": [{"a": [1, 2, {"b": "x]"}]}, 12345, "s", []]}
+    path = tmp_path / "doc.json"
+    path.write_text(json.dumps(doc, indent=1))
+    for chunk in (1, 3, 7, 1 << 20):
+        assert list(iter_json_array(path, key="Data", chunk_chars=chunk)) == doc["Data"]
+    arr = tmp_path / "arr.json"
+    arr.write_text(json.dumps([HOTPOT_RECORD, 7.5, None]))
+    assert list(iter_json_array(arr, chunk_chars=5)) == [HOTPOT_RECORD, 7.5, None]
+    empty = tmp_path / "empty.json"
+    empty.write_text(" [ ] ")
+    assert list(iter_json_array(empty)) == []
+    with pytest.raises(ValueError, match="not found"):
+        list(iter_json_array(path, key="Missing"))
+    with pytest.raises(ValueError, match="expected"):
+        list(iter_json_array(path))  # an object, not an array
+    broken = tmp_path / "broken.json"
+    broken.write_text('[{"a": 1}, {"a": ')
+    with pytest.raises(ValueError, match="invalid JSON"):
+        list(iter_json_array(broken, chunk_chars=4))
+
+
+# ----------------------------------------------------------------------------- real builders
+
+REAL = {
+    # task name: (builder class, raw records per split, parser)
+    "gsm8k": (builders.IntrospectGsm8k, ("train", "test")),
+    "math500": (builders.IntrospectMath500, ("test",)),
+    "triviaqa": (builders.IntrospectTriviaQa, ("train", "validation")),
+    "hotpotqa": (builders.IntrospectHotpotQa, ("train", "validation")),
+    "commonsenseqa": (builders.IntrospectCommonsenseQa, ("train", "validation")),
+}
+
+
+def test_registry_matches_builders():
+    for name, (cls, splits) in REAL.items():
+        assert tasks.TASKS[name].builder == cls.name and tasks.TASKS[name].splits == splits
+
+
+@pytest.mark.parametrize("name", list(REAL))
+def test_real_builder_under_mock_data(name):
+    cls, splits = REAL[name]
+    with tfds.testing.mock_data(num_examples=4):
+        for split in splits:
+            source = tfds.data_source(cls.name, split=split)
+            assert len(source) == 4
+            assert set(source[0]) == set(FEATURE_KEYS)
+        examples = tasks.load_task(name, splits[-1], num=3)
+    assert len(examples) == 3 and set(examples[0]) == set(FEATURE_KEYS)
+    assert all(isinstance(ex["answer"], str) for ex in examples)
+
+
+def _write_raw_files(root):
+    """Tiny raw files in each dataset's real download format; returns {url: local path}."""
+    from introspect.data.builders import commonsense_qa, gsm8k, hotpot_qa, math500, trivia_qa
+
+    def jsonl(path, records):
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+        return str(path)
+
+    second_gsm = {"question": "What is 2 + 2?", "answer": "2 + 2 = 4\n#### 4"}
+    second_csqa = json.loads(json.dumps(CSQA_RECORD)) | {"id": "c2", "answerKey": "E"}
+    second_trivia = json.loads(json.dumps(TRIVIA_RECORD)) | {"QuestionId": "tc_8"}
+    second_hotpot = HOTPOT_RECORD | {"_id": "h2", "answer": "no"}
+    trivia_dir = root / "triviaqa"
+    (trivia_dir / "triviaqa-unfiltered").mkdir(parents=True)
+    for split, records in (("train", [TRIVIA_RECORD, second_trivia]), ("dev", [TRIVIA_RECORD])):
+        path = trivia_dir / "triviaqa-unfiltered" / f"unfiltered-web-{split}.json"
+        path.write_text(json.dumps({"Domain": "Web", "Data": records, "Version": 1.0}))
+    urls = {
+        gsm8k.URLS["train"]: jsonl(root / "g_train.jsonl", [GSM8K_RECORD, second_gsm]),
+        gsm8k.URLS["test"]: jsonl(root / "g_test.jsonl", [second_gsm]),
+        math500.URLS["test"]: jsonl(root / "m.jsonl", [MATH_RECORD, MATH_RAW_RECORD]),
+        hotpot_qa.URLS["train"]: str(root / "h_train.json"),
+        hotpot_qa.URLS["validation"]: str(root / "h_dev.json"),
+        commonsense_qa.URLS["train"]: jsonl(root / "c_train.jsonl", [CSQA_RECORD, second_csqa]),
+        commonsense_qa.URLS["validation"]: jsonl(root / "c_dev.jsonl", [second_csqa]),
+        trivia_qa.URL: str(trivia_dir),
+    }
+    (root / "h_train.json").write_text(json.dumps([HOTPOT_RECORD, second_hotpot]))
+    (root / "h_dev.json").write_text(json.dumps([second_hotpot]))
+    return urls
+
+
+def test_real_builders_prepare_from_raw_files(tmp_path, monkeypatch):
+    """The full download_and_prepare path with the download replaced by local raw files."""
+    from etils import epath
+
+    urls = _write_raw_files(tmp_path)
+
+    def download(self, url_or_urls):
+        if isinstance(url_or_urls, dict):
+            return {k: epath.Path(urls[v]) for k, v in url_or_urls.items()}
+        return epath.Path(urls[url_or_urls])
+
+    monkeypatch.setattr(tfds.download.DownloadManager, "download", download)
+    monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract", download)
+    data_dir = str(tmp_path / "tfds")
+    sizes = {
+        "gsm8k": {"train": 2, "test": 1},
+        "math500": {"test": 2},
+        "triviaqa": {"train": 2, "validation": 1},
+        "hotpotqa": {"train": 2, "validation": 1},
+        "commonsenseqa": {"train": 2, "validation": 1},
+    }
+    for name, want in sizes.items():
+        got = {s: tasks.load_task(name, s, data_dir=data_dir) for s in want}
+        assert {s: len(v) for s, v in got.items()} == want, name
+    gsm = {ex["question"]: ex for ex in tasks.load_task("gsm8k", "train", data_dir=data_dir)}
+    assert gsm[GSM8K_RECORD["question"]]["answer"] == "1272"
+    math = {ex["id"]: ex for ex in tasks.load_task("math500", "test", data_dir=data_dir)}
+    assert math["test/intermediate_algebra/42.json"] == parse_math(MATH_RECORD)
+    assert {ex["answer"] for ex in math.values()} == {"\\frac{14}{3}", "\\frac{1}{2}"}
+    trivia = tasks.load_task("triviaqa", "validation", data_dir=data_dir)
+    assert trivia == [parse_trivia_qa(TRIVIA_RECORD)]
+    hotpot = {ex["id"]: ex for ex in tasks.load_task("hotpotqa", "train", data_dir=data_dir)}
+    assert hotpot[HOTPOT_RECORD["_id"]] == parse_hotpot_qa(HOTPOT_RECORD)
+    csqa = {ex["id"]: ex for ex in tasks.load_task("commonsenseqa", "train", data_dir=data_dir)}
+    assert csqa[CSQA_RECORD["id"]] == parse_commonsense_qa(CSQA_RECORD)
+    assert csqa["c2"]["answer"] == "E"
+    assert "tensorflow" not in sys.modules
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def test_grader_for_wires_answer_types():
+    assert tasks.grader_for("number") is grading.grade_numeric
+    assert tasks.grader_for("math") is grading.grade_boxed
+    assert tasks.grader_for("choice") is grading.grade_choice
+    assert tasks.grader_for("text") is grading.grade_exact_match
+    assert set(tasks.GRADERS) == set(builders.ANSWER_TYPES)
+    with pytest.raises(ValueError, match="unknown answer type 'boolean'.*number, math"):
+        tasks.grader_for("boolean")
+
+
+def test_grade_cuts_the_answer_out_of_each_format():
+    ex = builders.make_example(id="1", task="t", question="2+3?", answer="5", answer_type="number")
+    assert tasks.grade(ex, "Answer: 5\nConfidence: 90%", fmt="verbalized") == ("5", True)
+    # Without cutting, the confidence would be graded as the answer.
+    assert tasks.grade(ex, "Answer: 5\nConfidence: 90%", fmt="plain") == ("90", False)
+    rlcr = "<think>2+3</think> <answer>5</answer> <analysis>easy</analysis> <confidence>0.9"
+    assert tasks.grade(ex, rlcr + "</confidence>", fmt="rlcr") == ("5", True)
+    assert tasks.grade(ex, "G1: 5 P1: 0.7\nG2: 6 P2: 0.2", fmt="topk") == ("5", True)
+    assert tasks.grade(ex, "2 plus 3 is 5.\nAnswer: 5", fmt="cot") == ("5", True)
+    with pytest.raises(ValueError, match="unknown prompt format"):
+        tasks.grade(ex, "5", fmt="json")
+    with pytest.raises(ValueError, match="needs 'answer_type'"):
+        tasks.grade({"answer": "5"}, "5")
+
+
+def test_load_task_bad_names():
+    with pytest.raises(
+        ValueError, match="unknown task 'squad'.*synthetic_easy.*gsm8k.*commonsenseqa"
+    ):
+        tasks.load_task("squad", "test")
+    with pytest.raises(ValueError, match="no split 'validation'.*'test'"):
+        tasks.load_task("math500", "validation")
+    with pytest.raises(ValueError, match="num must be"):
+        tasks.load_task("gsm8k", "test", num=0)
+    assert "synthetic_hard" in tasks.registered_tasks()
+
+
+def test_make_example_validates():
+    with pytest.raises(ValueError, match="answer_type"):
+        builders.make_example(id="1", task="t", question="q", answer="a", answer_type="bool")
+    with pytest.raises(ValueError, match="not a letter"):
+        builders.make_example(
+            id="1", task="t", question="q", answer="C", answer_type="choice", choices=["x", "y"]
+        )
+
+
+def test_synthetic_config_is_a_builder_config():
+    assert isinstance(LEVELS["easy"], SyntheticConfig)
+    assert [c.name for c in builders.IntrospectSynthetic.BUILDER_CONFIGS] == list(LEVELS)
