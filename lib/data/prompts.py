@@ -34,9 +34,16 @@ _ANSWER_FORM = {
     "text": "a short phrase",
 }
 
+_GUESS_FORM = {
+    "number": "a number",
+    "math": "a LaTeX expression inside \\boxed{}",
+    "choice": "an option letter",
+    "text": "a short phrase",
+}
+
 _PLAIN_INSTRUCTION = {
     "number": "Answer with just the number.",
-    "math": "Give only the final answer, inside \\boxed{}.",
+    "math": "Answer with just the final answer, inside \\boxed{}.",
     "choice": "Answer with just the letter of the correct option.",
     "text": "Answer with just a short phrase.",
 }
@@ -117,7 +124,7 @@ def top_k(example: Mapping[str, Any], *, k: int = 3) -> Messages:
     """k guesses, each with the probability it is correct: "G1: <answer> P1: <probability>"."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    form = _ANSWER_FORM[_answer_type(example)]
+    form = _GUESS_FORM[_answer_type(example)]
     lines = "\n".join(f"G{i}: <guess {i}> P{i}: <probability>" for i in range(1, k + 1))
     instruction = (
         f"Give your {k} best guesses, each {form}, with the probability (between 0 and 1) that "
@@ -142,19 +149,31 @@ def get_format(name: str) -> Callable[..., Messages]:
     return PROMPT_FORMATS[name]
 
 
-def build_messages(example: Mapping[str, Any], fmt: str = "plain", **options: Any) -> Messages:
-    """Chat messages for `example` in format `fmt` (options such as k=5 go to the format)."""
-    return get_format(fmt)(example, **options)
+def build_messages(
+    example: Mapping[str, Any], fmt: str = "plain", *, system: str | None = None, **options: Any
+) -> Messages:
+    """Chat messages for `example` in format `fmt`.
+
+    Args:
+      example: an example dict in the shared layout.
+      fmt: a name in PROMPT_FORMATS.
+      system: a system message to put first (None: none, so the chat template's default applies).
+      **options: format options (topk: k).
+    """
+    messages = get_format(fmt)(example, **options)
+    return ([{"role": "system", "content": system}] if system is not None else []) + messages
 
 
-def build_prompt_ids(tokenizer, example: Mapping[str, Any], fmt: str = "plain", **options: Any):
+def build_prompt_ids(
+    tokenizer, example: Mapping[str, Any], fmt: str = "plain", **options: Any
+) -> list[int]:
     """[length] token ids of the chat-templated prompt, ending with the assistant header.
 
     Args:
       tokenizer: an `introspect.models.Tokenizer` (anything with `apply_chat_template`).
       example: an example dict in the shared layout.
       fmt: a name in PROMPT_FORMATS.
-      **options: format options (top-k: k).
+      **options: `system` and format options (topk: k), as for `build_messages`.
     Returns:
       list of int ids.
     """
@@ -162,7 +181,9 @@ def build_prompt_ids(tokenizer, example: Mapping[str, Any], fmt: str = "plain", 
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True)
 
 
-def build_prompt_text(tokenizer, example: Mapping[str, Any], fmt: str = "plain", **options: Any):
+def build_prompt_text(
+    tokenizer, example: Mapping[str, Any], fmt: str = "plain", **options: Any
+) -> str:
     """The chat-templated prompt as a string (what `build_prompt_ids` tokenizes)."""
     messages = build_messages(example, fmt, **options)
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -205,7 +226,7 @@ def extract_answer_text(response: str, fmt: str = "plain") -> str:
     if fmt == "verbalized":
         head = _CONFIDENCE.split(response, maxsplit=1)[0]
         found = _ANSWER_LINE.findall(head)
-        return (found[-1] if found else head).strip()
+        return (found[-1] if found else head).strip().rstrip("([{,;:-").strip()
     if fmt == "rlcr":
         found = re.findall(r"<answer>(.*?)</answer>", response, flags=re.DOTALL | re.I)
         return found[-1].strip() if found else ""
