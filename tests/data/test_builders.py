@@ -149,6 +149,20 @@ def test_synthetic_builder_reads_back_through_data_source(synthetic_dir):
     assert "tensorflow" not in sys.modules
 
 
+def test_custom_synthetic_config_builds(tmp_path):
+    config = SyntheticConfig(
+        name="tiny_seed7", seed=7, num_train=8, num_calibration=4, num_test=3, tasks=("word_count",)
+    )
+    source = tfds.data_source(
+        "introspect_synthetic", data_dir=str(tmp_path), builder_kwargs={"config": config}
+    )
+    assert {k: len(v) for k, v in source.items()} == {"train": 8, "calibration": 4, "test": 3}
+    got = sorted(
+        (builders.decode_record(source["train"][i]) for i in range(8)), key=lambda e: e["id"]
+    )
+    assert got == synthetic_suite(config)["train"]
+
+
 def _version_dir(data_dir):
     from pathlib import Path
 

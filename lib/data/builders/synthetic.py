@@ -74,6 +74,11 @@ class SyntheticConfig(tfds.core.BuilderConfig):
       word_problem_steps: changes to the starting quantity in a word problem.
       word_problem_multiply: word problems may buy "p packs of q" (a product).
       max_quantity: largest quantity in a word-problem step.
+
+    A custom level is built like a registered one; give it its own name, since the prepared
+    files live under it:
+      tfds.data_source("introspect_synthetic", data_dir=...,
+                       builder_kwargs={"config": SyntheticConfig(name="seed3", seed=3)})
     """
 
     seed: int = 0

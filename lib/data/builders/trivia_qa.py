@@ -20,7 +20,7 @@ from introspect.data.builders.common import (
     qa_features,
 )
 
-URL = "https://nlp.cs.washington.edu/triviaqa/data/triviaqa-unfiltered.tar.gz"
+URL = "http://nlp.cs.washington.edu/triviaqa/data/triviaqa-unfiltered.tar.gz"
 FILES = {
     "train": os.path.join("triviaqa-unfiltered", "unfiltered-web-train.json"),
     "validation": os.path.join("triviaqa-unfiltered", "unfiltered-web-dev.json"),
