@@ -37,8 +37,26 @@ def _max_key(udt):
     return jnp.array(jnp.iinfo(udt).max, dtype=udt)
 
 
+SIGN_MODES = ("auto", "nonneg", "nonpos", "general")
+
+
+def sign_mode(scores, valid) -> str:
+    """The sorting path for concrete scores ("auto" for tracers): one host pass over min/max."""
+    if isinstance(scores, jax.core.Tracer) or isinstance(valid, jax.core.Tracer):
+        return "auto"
+    import numpy as np
+
+    s = np.asarray(scores)
+    if valid is not None:
+        s = s[np.asarray(valid)]
+    if s.size == 0:
+        return "auto"
+    lo, hi = s.min(), s.max()
+    return "nonneg" if lo >= 0 else ("nonpos" if hi <= 0 else "general")
+
+
 def sort_binary_ascending(
-    scores: jax.Array, labels: jax.Array, valid: jax.Array
+    scores: jax.Array, labels: jax.Array, valid: jax.Array, mode: str = "auto"
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Sorts by score, ascending; within tied scores negatives (0) come before positives (1).
 
@@ -46,6 +64,8 @@ def sort_binary_ascending(
       scores: [n] floating scores (float32 or float64).
       labels: [n] binary labels (nonzero = positive).
       valid: [n] bool; invalid entries are moved to the end.
+      mode: the sorting path if known ("nonneg", "nonpos", "general", see `sign_mode`), or
+        "auto" to choose it on device with lax.switch.
     Returns:
       (tie_key [n], label [n] int32, valid [n] bool), all in sorted order. Equal `tie_key` means
       equal score; invalid entries have label 0 and valid False.
@@ -69,7 +89,8 @@ def sort_binary_ascending(
     def nonpos(_):
         # Sort -s ascending with the label inverted, then reverse the valid prefix: this gives s
         # ascending with negatives first inside each tie.
-        key = (lax.bitcast_convert_type(-s, udt) << one) | (one - lab)
+        neg = jnp.where(s == 0, jnp.zeros_like(s), -s)  # -(+0) would be -0 (sign bit set)
+        key = (lax.bitcast_convert_type(neg, udt) << one) | (one - lab)
         k = jnp.sort(jnp.where(valid, key, top))
         k = k[jnp.where(in_front, n_valid - 1 - idx, idx)]
         return k >> one, one - (k & one)
@@ -79,10 +100,13 @@ def sort_binary_ascending(
         k, lb = lax.sort((key, lab), num_keys=2)
         return k, lb
 
-    all_nonneg = jnp.all((s >= 0) | ~valid)
-    all_nonpos = jnp.all((s <= 0) | ~valid)
-    branch = jnp.where(all_nonneg, 0, jnp.where(all_nonpos, 1, 2))
-    tie_key, lab_sorted = lax.switch(branch, (nonneg, nonpos, general), None)
+    if mode == "auto":
+        all_nonneg = jnp.all((s >= 0) | ~valid)
+        all_nonpos = jnp.all((s <= 0) | ~valid)
+        branch = jnp.where(all_nonneg, 0, jnp.where(all_nonpos, 1, 2))
+        tie_key, lab_sorted = lax.switch(branch, (nonneg, nonpos, general), None)
+    else:
+        tie_key, lab_sorted = {"nonneg": nonneg, "nonpos": nonpos, "general": general}[mode](None)
     lab_sorted = jnp.where(in_front, lab_sorted.astype(jnp.int32), 0)
     return tie_key, lab_sorted, in_front
 

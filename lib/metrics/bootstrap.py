@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -34,6 +35,24 @@ class BootstrapResult(NamedTuple):
 def _default_batch(num_resamples: int, n: int) -> int:
     # Keep about 2^24 resampled entries alive at a time.
     return max(1, min(num_resamples, (1 << 24) // max(n, 1)))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5, 6))
+def _resampled(metric, xs, seed, num_resamples: int, batch_size: int, dtype, level: float):
+    """(samples [R], low, high, std, number of NaN samples) of the metric on R resamples."""
+    n = xs[0].shape[0]
+
+    def one(key):
+        idx = jax.random.randint(key, (n,), 0, n)
+        return jnp.asarray(metric(*[x[idx] for x in xs]), dtype=dtype)
+
+    keys = jax.random.split(jax.random.key(seed), num_resamples)
+    samples = jax.lax.map(one, keys, batch_size=batch_size)
+    ok = jnp.isfinite(samples)
+    kept = jnp.where(ok, samples, jnp.nan)
+    alpha = (1.0 - level) / 2.0
+    low, high = jnp.nanquantile(kept, jnp.asarray([alpha, 1.0 - alpha], dtype=samples.dtype))
+    return samples, low, high, jnp.nanstd(kept), jnp.sum(~ok)
 
 
 def bootstrap_ci(
@@ -97,22 +116,14 @@ def bootstrap_ci(
     if estimate.ndim != 0:
         raise ValueError(f"metric: returned shape {estimate.shape}; expected a scalar")
 
-    def one(key):
-        idx = jax.random.randint(key, (n,), 0, n)
-        return jnp.asarray(metric(*[x[idx] for x in xs]), dtype=estimate.dtype)
-
-    keys = jax.random.split(jax.random.key(seed), r)
-    samples = jax.jit(lambda k: jax.lax.map(one, k, batch_size=bs))(keys)
-    ok = jnp.isfinite(samples)
-    alpha = (1.0 - level) / 2.0
-    low, high = jnp.nanquantile(
-        jnp.where(ok, samples, jnp.nan), jnp.asarray([alpha, 1.0 - alpha], dtype=samples.dtype)
+    samples, low, high, std, num_invalid = _resampled(
+        metric, tuple(xs), jnp.asarray(seed % (1 << 32), jnp.uint32), r, bs, estimate.dtype, level
     )
     return BootstrapResult(
         estimate=estimate,
         low=low,
         high=high,
-        std=jnp.nanstd(jnp.where(ok, samples, jnp.nan)),
+        std=std,
         samples=samples,
-        num_invalid=jnp.sum(~ok),
+        num_invalid=num_invalid,
     )

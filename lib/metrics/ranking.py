@@ -23,6 +23,7 @@ from introspect.metrics import _validation as V
 from introspect.metrics._sorting import (
     from_order_key,
     group_sum,
+    sign_mode,
     sort_binary_ascending,
     sort_payload,
     tie_groups,
@@ -112,11 +113,11 @@ def _host_values(x, mask):
 # ----------------------------------------------------------------------------- AUROC / AUPRC
 
 
-@jax.jit
-def _auroc(scores: jax.Array, labels: jax.Array, valid: jax.Array) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("mode",))
+def _auroc(scores: jax.Array, labels: jax.Array, valid: jax.Array, mode: str = "auto"):
     valid = V.valid_or_ones(valid, scores.shape)
     fdt = scores.dtype
-    tie_key, lab, in_front = sort_binary_ascending(scores, labels, valid)
+    tie_key, lab, in_front = sort_binary_ascending(scores, labels, valid, mode)
     gid, _ = tie_groups(tie_key, in_front)
     n = scores.shape[0]
     pos = jnp.sum(lab).astype(fdt)
@@ -152,14 +153,14 @@ def auroc(scores: Any, labels: Any, *, mask: Any = None, validate: bool = True) 
     )
     if validate:
         _check_both_classes(y, m, "labels", "AUROC")
-    return _auroc(s, y, m)
+    return _auroc(s, y, m, sign_mode(s, m))
 
 
-@jax.jit
-def _auprc(scores: jax.Array, labels: jax.Array, valid: jax.Array) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("mode",))
+def _auprc(scores: jax.Array, labels: jax.Array, valid: jax.Array, mode: str = "auto"):
     valid = V.valid_or_ones(valid, scores.shape)
     fdt = scores.dtype
-    tie_key, lab, in_front = sort_binary_ascending(scores, labels, valid)
+    tie_key, lab, in_front = sort_binary_ascending(scores, labels, valid, mode)
     gid, _ = tie_groups(tie_key, in_front)
     pos_g = group_sum(lab, gid).astype(fdt)
     cnt_g = group_sum(in_front.astype(jnp.int32), gid).astype(fdt)
@@ -191,7 +192,7 @@ def auprc(scores: Any, labels: Any, *, mask: Any = None, validate: bool = True) 
     )
     if validate and V.is_concrete(y, m) and _count_positive(y, m) == 0:
         raise ValueError("labels: no positive label; average precision needs at least one 1")
-    return _auprc(s, y, m)
+    return _auprc(s, y, m, sign_mode(s, m))
 
 
 # ----------------------------------------------------------------------------- selective prediction
