@@ -77,6 +77,9 @@ def feature_stats(source, *, column: str = "features", chunk: int = 65536, eps: 
     Returns:
       {"mean": [features] float32, "scale": [features] float32}.
     """
+    from introspect.train.data import as_source
+
+    source = as_source(source)
     n = len(source)
     if n == 0:
         raise ValueError("cannot compute feature statistics of an empty source")
