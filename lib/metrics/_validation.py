@@ -28,7 +28,7 @@ def default_float() -> Any:
     return jnp.result_type(float)
 
 
-def as_float(x: jax.Array) -> jax.Array:
+def as_float(x: Any) -> Any:
     """`x` unchanged when floating (float16/bfloat16 upcast to float32), else the default float."""
     if jnp.issubdtype(x.dtype, jnp.floating):
         if jnp.finfo(x.dtype).bits < 32:
@@ -37,28 +37,42 @@ def as_float(x: jax.Array) -> jax.Array:
     return x.astype(default_float())
 
 
-def as_array(x: Any, name: str) -> jax.Array:
-    """Converts `x` to a jax array of a numeric or boolean dtype, or raises ValueError."""
+def as_array(x: Any, name: str) -> Any:
+    """`x` as an array of a numeric or boolean dtype, or a ValueError naming `name`.
+
+    Jax arrays (and tracers) are returned as they are. Anything else becomes a numpy array that
+    stays on the host until a jitted computation receives it (value checks then run on the host
+    without a transfer); 64-bit numpy input is narrowed to 32 bits when x64 is off, as
+    `jnp.asarray` would do, so the dtype seen here is the dtype of the computation.
+    """
     if x is None:
         raise ValueError(f"{name}: got None; expected an array")
     if isinstance(x, jax.Array):
         arr = x
     else:
         try:
-            if isinstance(x, np.ndarray) and x.dtype.itemsize == 8 and not _x64_enabled():
-                # Narrow 64-bit numpy input on the host: much faster than jnp's conversion.
-                if np.issubdtype(x.dtype, np.integer):
-                    x = x.astype(np.int32)
-                elif np.issubdtype(x.dtype, np.floating):
-                    x = x.astype(np.float32)
-            arr = jnp.asarray(x)
+            arr = np.asarray(x)
         except (TypeError, ValueError) as e:
             raise ValueError(f"{name}: cannot be converted to a numeric array ({e})") from None
+        if arr.dtype == object:
+            raise ValueError(f"{name}: cannot be converted to a numeric array (dtype object)")
+        if arr.dtype.itemsize == 8 and not _x64_enabled():
+            if np.issubdtype(arr.dtype, np.integer):
+                arr = arr.astype(np.int32)
+            elif np.issubdtype(arr.dtype, np.floating):
+                arr = arr.astype(np.float32)
     if not (jnp.issubdtype(arr.dtype, jnp.number) or arr.dtype == jnp.bool_):
         raise ValueError(f"{name}: dtype {arr.dtype} is not numeric; expected numbers")
     if jnp.issubdtype(arr.dtype, jnp.complexfloating):
         raise ValueError(f"{name}: dtype {arr.dtype} is complex; expected real numbers")
     return arr
+
+
+def compact_binary(y: Any) -> Any:
+    """Validated 0/1 labels as bool (a quarter of int32's transfer); jax arrays unchanged."""
+    if isinstance(y, np.ndarray) and y.dtype != np.bool_:
+        return y != 0
+    return y
 
 
 def _x64_enabled() -> bool:

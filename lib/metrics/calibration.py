@@ -176,6 +176,7 @@ def _prepare_binary(
             V.check_any_valid(m)
         V.check_probabilities(c, "confidences", m)
         V.check_binary(y, "correct", m)
+        y = V.compact_binary(y)
     return V.as_float(c), y, m
 
 

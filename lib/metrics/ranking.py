@@ -76,6 +76,7 @@ def _prepare_pair(
             V.check_finite(s, s_name, m)
         if labels_kind == "binary":
             V.check_binary(y, l_name, m)
+            y = V.compact_binary(y)
         elif labels_kind == "unit":
             V.check_range(y, l_name, 0.0, 1.0, m, what="values in [0, 1] (1 = correct)")
         else:
