@@ -33,6 +33,9 @@ setup(
         "tqdm==4.70.1",
         "matplotlib==3.11.2",
         "absl-py==2.5.1",
+        "tensorflow-datasets==4.9.10",
+        "array-record==0.8.6",
+        "importlib_resources==7.1.0",
     ],
     extras_require={
         "dev": [

@@ -1,8 +1,10 @@
 """Tasks, answer extraction and grading.
 
-So far: a seeded arithmetic question generator and graders (numeric, \\boxed{}, SQuAD exact
-match / F1, multiple-choice letters), each returning (extracted, correct). The full task suite and
-TFDS builders are not implemented yet (see README).
+A seeded arithmetic generator; graders (numeric, \\boxed{}, SQuAD exact match / F1,
+multiple-choice letters), each returning (extracted, correct); TFDS builders (TF-less,
+array_record + tfds.data_source) for a synthetic verifiable task suite and for GSM8K, MATH-500,
+TriviaQA, HotpotQA and CommonsenseQA (`introspect.data.builders`); a task registry
+(`load_task`, `grader_for`, `grade`) and prompt formats (plain, cot, verbalized, rlcr, topk).
 """
 
 from introspect.data.arithmetic import arithmetic_questions
