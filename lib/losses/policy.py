@@ -237,7 +237,7 @@ def ucas_token_certainty(*, logits: Any, validate: bool = True) -> jax.Array:
       logits: [..., vocab] logits z_t of the next-token distribution.
       validate: check the input.
     Returns:
-      [...] certainty >= log(vocab) - ... (0 for a uniform distribution).
+      [...] certainty >= log(vocab), with equality for uniform logits.
     """
     z = V.as_array(logits, "logits")
     if validate:

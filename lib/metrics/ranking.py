@@ -53,7 +53,6 @@ def _prepare_pair(
     names: tuple[str, str],
     validate: bool,
     labels_kind: str,
-    scores_unit: bool = False,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Arrays (scores as float [n], labels [n], valid [n] bool) after the boundary checks.
 
@@ -70,10 +69,7 @@ def _prepare_pair(
     if validate:
         if m is not None:
             V.check_any_valid(m)
-        if scores_unit:
-            V.check_probabilities(s, s_name, m)
-        else:
-            V.check_finite(s, s_name, m)
+        V.check_finite(s, s_name, m)
         if labels_kind == "binary":
             V.check_binary(y, l_name, m)
             y = V.compact_binary(y)

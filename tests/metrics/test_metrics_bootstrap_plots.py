@@ -85,7 +85,6 @@ def test_plots_write_png(tmp_path):
         M.plot_reliability_diagram(conf, correct, num_bins=10, path=paths["rel"]),
         M.plot_risk_coverage(conf, correct, path=paths["rc"]),
         M.plot_confidence_histogram(conf, correct, path=paths["hist"]),
-        M.plot_reliability_diagram(conf, correct, binning="quantile", title="q"),
     ]
     assert all(isinstance(f, Figure) for f in figs)
     for p in paths.values():
