@@ -93,6 +93,24 @@ def as_float_array(x: Any, name: str, *, ndim: int | None = None, min_ndim: int 
     return arr
 
 
+def host_view(x) -> np.ndarray | None:
+    """A NumPy view of a concrete array when that costs no device transfer, else None.
+
+    Value checks then run in NumPy (no XLA compilation per input shape); arrays that live on an
+    accelerator are checked with a small jitted reduction instead.
+    """
+    if isinstance(x, np.ndarray):
+        return x
+    if isinstance(x, jax.Array) and is_concrete(x):
+        try:
+            on_cpu = all(d.platform == "cpu" for d in x.devices())
+        except Exception:  # noqa: BLE001 -- deleted / exotic arrays: fall back to the jit path
+            return None
+        if on_cpu:
+            return np.asarray(x)
+    return None
+
+
 def as_int_array(x: Any, name: str, *, ndim: int | None = None):
     """`jnp.asarray` for integer ids (bools are accepted as 0/1)."""
     arr = jnp.asarray(x)
@@ -101,7 +119,8 @@ def as_int_array(x: Any, name: str, *, ndim: int | None = None):
     if arr.dtype == jnp.bool_:
         arr = arr.astype(jnp.int32)
     if not jnp.issubdtype(arr.dtype, jnp.integer):
-        if is_concrete(arr) and arr.size and not bool(jnp.all(arr == jnp.round(arr))):
+        h = host_view(arr)
+        if h is not None and h.size and not np.all(h == np.round(h)):
             raise ValueError(f"{name} must hold integer ids; got non-integer values.")
         arr = arr.astype(jnp.int32)
     return arr
@@ -123,11 +142,19 @@ def check_same_shape(a, b, name_a: str, name_b: str) -> None:
         )
 
 
+@jax.jit
+def _nan_mask(x):
+    return jnp.isnan(x)
+
+
 def check_no_nan(x, name: str) -> None:
     """Raise ValueError if a concrete `x` holds NaN (names the first offending index)."""
-    if not is_concrete(x) or x.size == 0:
+    if not is_concrete(x) or np.size(x) == 0:
         return
-    bad = np.asarray(jnp.isnan(x))
+    h = host_view(x)
+    if h is not None and not jnp.issubdtype(h.dtype, jnp.floating):
+        return
+    bad = np.isnan(h) if h is not None else np.asarray(_nan_mask(x))
     if bad.any():
         first = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValueError(
@@ -145,7 +172,12 @@ def check_probs(probs, name: str = "probs", *, normalized: bool = True) -> None:
     """Concrete probabilities must be finite, in [0, 1] and (if `normalized`) sum to 1 per row."""
     if not is_concrete(probs) or probs.size == 0:
         return
-    lo, hi, dev = (float(v) for v in _prob_stats(probs))
+    h = host_view(probs)
+    if h is not None:
+        lo, hi = float(h.min()), float(h.max())
+        dev = float(np.abs(h.sum(-1, dtype=np.float64) - 1.0).max()) if normalized else 0.0
+    else:
+        lo, hi, dev = (float(v) for v in _prob_stats(probs))
     if math.isnan(lo) or math.isnan(hi):
         check_no_nan(probs, name)
     if lo < 0.0 or hi > 1.0:
@@ -162,11 +194,25 @@ def check_labels(labels, num_classes: int, name: str = "labels") -> None:
     """Concrete labels must be integer ids in [0, num_classes)."""
     if not is_concrete(labels) or labels.size == 0:
         return
-    lo, hi = int(jnp.min(labels)), int(jnp.max(labels))
+    h = host_view(labels)
+    lo, hi = (
+        (int(h.min()), int(h.max()))
+        if h is not None
+        else (
+            int(jnp.min(labels)),
+            int(jnp.max(labels)),
+        )
+    )
     if lo < 0 or hi >= num_classes:
         raise ValueError(
             f"{name} must be integer ids in [0, {num_classes}); got values in [{lo}, {hi}]."
         )
+
+
+def any_true(x) -> bool:
+    """bool(any(x)) for a concrete array, through NumPy when the array is on the host."""
+    h = host_view(x)
+    return bool(h.any()) if h is not None else bool(jnp.any(x))
 
 
 # ----------------------------------------------------------------------------------------------

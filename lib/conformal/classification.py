@@ -42,21 +42,34 @@ _CPU_ROW_CHUNK = 512
 # evaluate the same floating-point expression).
 
 
-def _above(p, t):
-    """[..., K] indicator p_j > t as 0./1. (t is [...]); needs 0 <= p <= 1 and t >= -tiny.
+# APS / RAPS work on probabilities rounded down to the grid 2^-m (m = 23 in float32, 52 in
+# float64; `_quantize`). Every partial sum of grid values below 2 is then exact, so a mass is the
+# same float whatever order a backend reduces in: a score computed for one row in
+# `nonconformity`, in `label_scores` and inside the set bisection agree bit for bit, and sets are
+# exactly {k: s(x, k) <= qhat}. The helpers take probabilities transposed, pT = [K, B].
+
+
+def _quantize(p):
+    """Round probabilities down to multiples of 2^-m (m = mantissa bits); exact, idempotent."""
+    scale = float(2 ** jnp.finfo(p.dtype).nmant)
+    return jnp.floor(p * scale) * (1.0 / scale)
+
+
+def _above(pT, t):
+    """[K, B] indicator p_j > t as 0./1. (t is [B]); needs 0 <= p <= 1 and t >= -tiny.
 
     ceil(max(p - t, 0)) is 1 for p - t in (0, 1] and 0 otherwise. It fuses into a vectorised
     reduction on CPU, where a select-based mask does not.
     """
-    return jnp.ceil(jnp.maximum(p - t[..., None], 0))
+    return jnp.ceil(jnp.maximum(pT - t[None, :], 0))
 
 
-def _mass_above(p, t):
-    return jnp.sum(p * _above(p, t), axis=-1)
+def _mass_above(pT, t):
+    return jnp.sum(pT * _above(pT, t), axis=0)
 
 
-def _count_above(p, t):
-    return jnp.sum(_above(p, t), axis=-1)
+def _count_above(pT, t):
+    return jnp.sum(_above(pT, t), axis=0)
 
 
 def _penalty(count, k_reg, lam):
@@ -79,71 +92,64 @@ def _prev_float(x):
     return jnp.where(x > 0, prev, _below_all(x.dtype))
 
 
-def _g(p, t, *, raps: bool, k_reg, lam):
-    """G(t) = A(t) + lam (C(t) - k_reg)^+, non-increasing in t."""
-    g = _mass_above(p, t)
+def _g(pT, t, *, raps: bool, k_reg, lam):
+    """G(t) = A(t) + lam (C(t) - k_reg)^+, non-increasing in t. pT [K, B], t [B] -> [B]."""
+    g = _mass_above(pT, t)
     if raps:
-        g = g + _penalty(_count_above(p, t), k_reg, lam)
+        g = g + _penalty(_count_above(pT, t), k_reg, lam)
     return g
 
 
-def _label_score(p, py, u, *, kind: str, k_reg, lam):
-    """Score of the label whose probability is `py` ([N]) in rows p ([N, K])."""
+def _label_score(pT, py, u, *, kind: str, k_reg, lam):
+    """Score of the label whose probability is `py` ([B]) in the rows of pT ([K, B])."""
     if kind == "lac":
         return 1.0 - py
     raps = kind == "raps"
     if u is None:  # deterministic, tie-inclusive
-        return _g(p, _prev_float(py), raps=raps, k_reg=k_reg, lam=lam)
-    s = _mass_above(p, py) + u * py
+        return _g(pT, _prev_float(py), raps=raps, k_reg=k_reg, lam=lam)
+    s = _mass_above(pT, py) + u * py
     if raps:
-        s = s + _penalty(_count_above(p, py) + 1, k_reg, lam)
+        s = s + _penalty(_count_above(pT, py) + 1, k_reg, lam)
     return s
 
 
-def _bisect_threshold(p, q, *, raps: bool, k_reg, lam):
+def _bisect_threshold(pT, q, *, raps: bool, k_reg, lam):
     """Smallest t in [0, 1] (as a float) with G(t) <= q, per row; exact (bit-pattern bisection)."""
-    idt = _int_like(p.dtype)
-    one = int(np.ones((), p.dtype).view(np.dtype(idt)))
+    idt = _int_like(pT.dtype)
+    one = int(np.ones((), pT.dtype).view(np.dtype(idt)))
     steps = one.bit_length()  # interval (lo, hi] = (-1, one] shrinks to length 1
-    n = p.shape[0]
+    n = pT.shape[1]
     lo = jnp.full((n,), -1, idt)
     hi = jnp.full((n,), one, idt)
 
     def body(_, carry):
         lo, hi = carry
         mid = lo + (hi - lo) // 2
-        t = jax.lax.bitcast_convert_type(jnp.maximum(mid, 0), p.dtype)
-        ok = _g(p, t, raps=raps, k_reg=k_reg, lam=lam) <= q
+        t = jax.lax.bitcast_convert_type(jnp.maximum(mid, 0), pT.dtype)
+        ok = _g(pT, t, raps=raps, k_reg=k_reg, lam=lam) <= q
         # Invariant: G(lo) > q >= G(hi) (lo = -1 stands for "below every probability"). Once
         # hi = lo + 1, mid == lo and nothing moves.
         return jnp.where(ok, lo, mid), jnp.where(ok & (mid > lo), mid, hi)
 
     _, hi = jax.lax.fori_loop(0, steps, body, (lo, hi))
-    return jax.lax.bitcast_convert_type(hi, p.dtype)
+    return jax.lax.bitcast_convert_type(hi, pT.dtype)
 
 
 def _sets_scalar_threshold(p, q, u, *, raps, k_reg, lam, include_last):
-    """Sets for one threshold per row. p [N, K], q [N], u [N] or None -> [N, K] bool."""
-    t = _bisect_threshold(p, q, raps=raps, k_reg=k_reg, lam=lam)
+    """Sets for one threshold per row. p [N, K] (quantized), q [N], u [N] or None -> [N, K]."""
+    pT = p.T
+    t = _bisect_threshold(pT, q, raps=raps, k_reg=k_reg, lam=lam)
     in_set = p > t[:, None]
     boundary = p == t[:, None]
     if include_last:
         in_set = in_set | boundary
     elif u is not None:
-        s_b = _mass_above(p, t) + u * t
+        s_b = _mass_above(pT, t) + u * t
         if raps:
-            s_b = s_b + _penalty(_count_above(p, t) + 1, k_reg, lam)
+            s_b = s_b + _penalty(_count_above(pT, t) + 1, k_reg, lam)
         in_set = in_set | (boundary & (s_b <= q)[:, None])
-    everything = _g(p, jnp.full_like(q, _below_all(p.dtype)), raps=raps, k_reg=k_reg, lam=lam)
+    everything = _g(pT, jnp.full_like(q, _below_all(p.dtype)), raps=raps, k_reg=k_reg, lam=lam)
     return in_set | (everything <= q)[:, None]
-
-
-@partial(jax.jit, static_argnames=("raps", "include_last", "chunk"))
-def _sets_per_row(probs, q, u, k_reg, lam, *, raps, include_last, chunk):
-    fn = lambda p, qq, uu: _sets_scalar_threshold(
-        p, qq, uu, raps=raps, k_reg=k_reg, lam=lam, include_last=include_last
-    )
-    return _map_rows(fn, chunk, probs, q, u)
 
 
 def _map_rows(fn, row_chunk, *arrays):
@@ -203,11 +209,10 @@ def _check_probs(probs, score):
     return probs
 
 
-def _uniforms(n, dtype, rng, u, validate):
+def _check_u(n, rng, u, validate):
+    """Validate the randomisation inputs (the uniforms themselves are drawn inside jit)."""
     if rng is not None and u is not None:
         raise ValueError("pass rng or u for a randomised score, not both.")
-    if rng is not None:
-        return jax.random.uniform(rng, (n,), dtype)
     if u is None:
         return None
     if validate:
@@ -215,9 +220,17 @@ def _uniforms(n, dtype, rng, u, validate):
         if u.shape[0] != n:
             raise ValueError(f"u must have shape [N] = ({n},); got {tuple(u.shape)}.")
         C.check_no_nan(u, "u")
-        if C.is_concrete(u) and (bool(jnp.any(u < 0)) or bool(jnp.any(u > 1))):
+        h = C.host_view(u)
+        if h is not None and ((h < 0).any() or (h > 1).any()):
             raise ValueError("u must hold uniforms in [0, 1].")
-    return jnp.asarray(u, dtype)
+    return jnp.asarray(u)
+
+
+def _draw_u(n, dtype, rng, u):
+    """Inside jit: the per-row uniforms as `dtype` (from rng or u), or None."""
+    if rng is not None:
+        return jax.random.uniform(rng, (n,), dtype)
+    return None if u is None else u.astype(dtype)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -262,14 +275,17 @@ def nonconformity(
     probs, labels = jnp.asarray(probs), jnp.asarray(labels)
     if score == "lac" and (rng is not None or u is not None):
         raise ValueError("LAC has no randomised form; drop rng / u.")
-    u = _uniforms(probs.shape[0], probs.dtype, rng, u, validate)
-    return _nonconformity(probs, labels, u, k_reg, lam, kind=score)
+    u = _check_u(probs.shape[0], rng, u, validate)
+    return _nonconformity(probs, labels, u, rng, k_reg, lam, kind=score)
 
 
 @partial(jax.jit, static_argnames=("kind",))
-def _nonconformity(probs, labels, u, k_reg, lam, *, kind):
+def _nonconformity(probs, labels, u, rng, k_reg, lam, *, kind):
+    u = _draw_u(probs.shape[0], probs.dtype, rng, u)
+    if kind != "lac":
+        probs = _quantize(probs)
     py = jnp.take_along_axis(probs, labels[:, None].astype(jnp.int32), axis=1)[:, 0]
-    return _label_score(probs, py, u, kind=kind, k_reg=k_reg, lam=lam)
+    return _label_score(probs.T, py, u, kind=kind, k_reg=k_reg, lam=lam)
 
 
 def label_scores(
@@ -301,20 +317,28 @@ def label_scores(
     probs = jnp.asarray(probs)
     if score == "lac" and (rng is not None or u is not None):
         raise ValueError("LAC has no randomised form; drop rng / u.")
-    u = _uniforms(probs.shape[0], probs.dtype, rng, u, validate)
-    return _all_label_scores(probs, u, score, k_reg, lam, _resolve_chunk(row_chunk))
+    u = _check_u(probs.shape[0], rng, u, validate)
+    return _label_scores_jit(
+        probs, u, rng, k_reg, lam, score=score, row_chunk=_resolve_chunk(row_chunk)
+    )
 
 
 @partial(jax.jit, static_argnames=("score", "row_chunk"))
+def _label_scores_jit(probs, u, rng, k_reg, lam, *, score, row_chunk):
+    u = _draw_u(probs.shape[0], probs.dtype, rng, u)
+    return _all_label_scores(probs, u, score, k_reg, lam, row_chunk)
+
+
 def _all_label_scores(probs, u, score, k_reg, lam, row_chunk):
     if score == "lac":
         return 1.0 - probs
 
+    probs = _quantize(probs)
+
     def rows(p, uu):
-        # One [rows, K] reduction per candidate label (lax.map, not vmap): the same reduction
-        # shape as in `nonconformity` and the set bisection, so all three round identically.
-        f = lambda pk: _label_score(p, pk, uu, kind=score, k_reg=k_reg, lam=lam)
-        return jax.lax.map(f, p.T).T
+        pT = p.T
+        f = lambda pk: _label_score(pT, pk, uu, kind=score, k_reg=k_reg, lam=lam)
+        return jax.lax.map(f, pT).T
 
     return _map_rows(rows, row_chunk, probs, u)
 
@@ -364,11 +388,11 @@ def prediction_sets(
         if include_last and score == "lac":
             raise ValueError("include_last applies to score='aps' or 'raps'.")
     probs = jnp.asarray(probs)
-    qhat = jnp.asarray(qhat, probs.dtype)
+    qhat = jnp.asarray(qhat)
     n, k = probs.shape
     shape = tuple(qhat.shape)
     per_row = shape in ((), (1,), (n, 1), (1, 1))
-    per_label = len(shape) >= 1 and shape[-1] == k and shape in ((k,), (1, k), (n, k))
+    per_label = shape in ((k,), (1, k), (n, k))
     if not (per_row or per_label):
         raise ValueError(
             f"qhat must have shape (), ({k},) [per class], ({n}, 1) [per row] or ({n}, {k}) "
@@ -377,17 +401,42 @@ def prediction_sets(
     if score == "lac":
         if rng is not None or u is not None:
             raise ValueError("LAC has no randomised form; drop rng / u.")
-        return (1.0 - probs) <= qhat
-    u = _uniforms(n, probs.dtype, rng, u, validate)
-    chunk = _resolve_chunk(row_chunk)
+        return _lac_sets(probs, qhat)
+    u = _check_u(n, rng, u, validate)
+    if per_label and include_last:
+        raise ValueError("include_last needs a scalar or [N, 1] qhat, not per-class thresholds.")
+    return _sets_jit(
+        probs,
+        qhat,
+        u,
+        rng,
+        k_reg,
+        lam,
+        raps=score == "raps",
+        include_last=include_last,
+        chunk=_resolve_chunk(row_chunk),
+        per_row=per_row,
+    )
+
+
+@jax.jit
+def _lac_sets(probs, qhat):
+    return (1.0 - probs) <= qhat.astype(probs.dtype)
+
+
+@partial(jax.jit, static_argnames=("raps", "include_last", "chunk", "per_row"))
+def _sets_jit(probs, qhat, u, rng, k_reg, lam, *, raps, include_last, chunk, per_row):
+    n = probs.shape[0]
+    u = _draw_u(n, probs.dtype, rng, u)
+    qhat = qhat.astype(probs.dtype)
     if per_row:
         q = jnp.broadcast_to(qhat.reshape(-1), (n,))
-        return _sets_per_row(
-            probs, q, u, k_reg, lam, raps=score == "raps", include_last=include_last, chunk=chunk
+        fn = lambda p, qq, uu: _sets_scalar_threshold(
+            p, qq, uu, raps=raps, k_reg=k_reg, lam=lam, include_last=include_last
         )
-    if include_last:
-        raise ValueError("include_last needs a scalar or [N, 1] qhat, not per-class thresholds.")
-    return _all_label_scores(probs, u, score, k_reg, lam, chunk) <= qhat
+        return _map_rows(fn, chunk, _quantize(probs), q, u)
+    kind = "raps" if raps else "aps"
+    return _all_label_scores(probs, u, kind, k_reg, lam, chunk) <= qhat
 
 
 def calibrate(

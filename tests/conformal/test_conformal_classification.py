@@ -68,29 +68,57 @@ def test_scores_match_reference(x64, score, randomized, kw):
     np.testing.assert_array_equal(all_s[np.arange(400), y], np.asarray(s))
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("score,randomized,kw", SCORE_CASES)
+SET_CASES = [
+    ("aps", False, {}, np.float32),
+    ("aps", True, {}, np.float32),
+    ("raps", False, {"k_reg": 2, "lam": 0.05}, np.float32),
+    ("raps", True, {"k_reg": 2, "lam": 0.05}, np.float32),
+    ("aps", True, {}, np.float64),
+    ("raps", False, {"k_reg": 2, "lam": 0.05}, np.float64),
+]
+
+
+@pytest.mark.parametrize("score,randomized,kw,dtype", SET_CASES)
 def test_sets_are_exactly_the_score_sublevel_set(score, randomized, kw, dtype):
-    """prediction_sets (bisection, no sort) == {k: s(x, k) <= qhat}, ties and edge rows included."""
+    """prediction_sets (bisection, no sort) == {k: s(x, k) <= qhat}, ties and edge rows included.
+
+    Each row gets its own threshold ([N, 1] qhat), cycling through edge values (0, 1, just below
+    1, above every score, +inf) and thresholds equal to one of the row's own scores.
+    """
     with jax.enable_x64(dtype == np.float64):
         rng = np.random.default_rng(1)
-        p = _probs(rng, 300, 7, dtype=dtype)
-        u = rng.random(300).astype(dtype) if randomized else None
+        n = 300
+        p = _probs(rng, n, 7, dtype=dtype)
+        u = rng.random(n).astype(dtype) if randomized else None
         s = np.asarray(cf.label_scores(p, score=score, u=u, **kw))
-        qs = [0.0, 0.7, 0.999999, 1.0, 1.3, np.inf]
-        qs += list(np.sort(s.ravel())[[300, 1000, 2000]])  # thresholds equal to scores
-        for i, q in enumerate(qs):
-            ref = s <= dtype(q)
-            for chunk in (None, 64) if i == 1 else (None,):
-                got = cf.prediction_sets(p, q, score=score, u=u, row_chunk=chunk, **kw)
-                np.testing.assert_array_equal(np.asarray(got), ref, err_msg=f"q={q} c={chunk}")
-        # Per-row and per-class thresholds.
-        q_row = rng.random((300, 1)).astype(dtype)
-        got = cf.prediction_sets(p, q_row, score=score, u=u, **kw)
-        np.testing.assert_array_equal(np.asarray(got), s <= q_row)
-        q_cls = rng.random(7).astype(dtype)
-        got = cf.prediction_sets(p, q_cls, score=score, u=u, **kw)
-        np.testing.assert_array_equal(np.asarray(got), s <= q_cls[None, :])
+        edge = np.array([0.0, 0.7, 0.999999, 1.0, 1.3, np.inf], dtype)
+        q = np.where(
+            np.arange(n) % 2 == 0,
+            edge[np.arange(n) % len(edge)],
+            s[np.arange(n), rng.integers(0, 7, n)],  # a threshold equal to a score
+        ).astype(dtype)[:, None]
+        got = cf.prediction_sets(p, q, score=score, u=u, row_chunk=None, **kw)
+        np.testing.assert_array_equal(np.asarray(got), s <= q)
+        # A scalar threshold equal to some score.
+        q0 = dtype(np.median(s[:, 2]))
+        got = cf.prediction_sets(p, q0, score=score, u=u, **kw)
+        np.testing.assert_array_equal(np.asarray(got), s <= q0)
+
+
+def test_sets_row_blocks_and_per_class_thresholds():
+    """Row blocking changes nothing; [K] thresholds (class-conditional) use the same scores."""
+    rng = np.random.default_rng(8)
+    p = _probs(rng, 300, 7)
+    u = rng.random(300).astype(np.float32)
+    kw = {"k_reg": 2, "lam": 0.05}
+    q = rng.random((300, 1)).astype(np.float32)
+    a = cf.prediction_sets(p, q, score="raps", u=u, row_chunk=None, **kw)
+    b = cf.prediction_sets(p, q, score="raps", u=u, row_chunk=64, **kw)
+    np.testing.assert_array_equal(a, b)
+    s = np.asarray(cf.label_scores(p, score="raps", u=u, row_chunk=64, **kw))
+    q_cls = rng.random(7).astype(np.float32)
+    got = cf.prediction_sets(p, q_cls, score="raps", u=u, **kw)
+    np.testing.assert_array_equal(np.asarray(got), s <= q_cls[None, :])
 
 
 @pytest.mark.parametrize("score,kw", [("aps", {}), ("raps", {"k_reg": 1, "lam": 0.1})])
