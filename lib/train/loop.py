@@ -53,7 +53,7 @@ from introspect.models.sharding import DATA, batch_sharding
 from introspect.train import partition
 from introspect.train.checkpoint import Checkpointer
 from introspect.train.config import check_batch_divisible, make_optimizer, resolve_config
-from introspect.train.data import Batcher
+from introspect.train.data import Batcher, as_source
 from introspect.train.writers import MetricWriter
 
 LossFn = Callable[[Any, Any, jax.Array], tuple[jax.Array, Mapping[str, jax.Array]]]
@@ -210,7 +210,13 @@ def train(
     if _is_iterator(data):
         batches = data
     else:
-        batches = Batcher(data, cfg.batch_size, seed=cfg.seed, shuffle=cfg.shuffle)
+        source = as_source(data)
+        if len(source) < cfg.batch_size:
+            raise ValueError(
+                f"{name}.batch_size={cfg.batch_size} is larger than the training data "
+                f"({len(source)} examples)"
+            )
+        batches = Batcher(source, cfg.batch_size, seed=cfg.seed, shuffle=cfg.shuffle)
     local_batch = cfg.batch_size // jax.process_count()
 
     tx, schedule = make_optimizer(cfg)

@@ -200,3 +200,8 @@ def test_bad_batch_shape_from_iterator_is_a_clear_error(tmp_path):
 
     with pytest.raises(ValueError, match=r"expected \[64, ...\]"):
         run(tmp_path, data=Iterator())
+
+
+def test_batch_larger_than_data_names_the_field(tmp_path):
+    with pytest.raises(ValueError, match=r"train\.batch_size=64 is larger than the training data"):
+        run(tmp_path, data={k: v[:40] for k, v in task.make_data().items()})
