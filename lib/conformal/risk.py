@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import math
 import warnings
+from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 from jax.scipy.special import betainc, xlogy
 
@@ -31,10 +33,13 @@ def _check_table(losses, lambdas, *, lo, hi):
         )
     C.check_no_nan(losses, "losses")
     C.check_no_nan(lambdas, "lambdas")
-    if C.is_concrete(losses):
-        mn, mx = float(jnp.min(losses)), float(jnp.max(losses))
+    h = C.host_view(losses)
+    if h is not None:
+        mn, mx = float(h.min()), float(h.max())
         if mn < lo or mx > hi:
-            raise ValueError(f"losses must lie in [{lo}, {hi}]; got values in [{mn}, {mx}].")
+            raise ValueError(
+                f"losses must lie in [{lo:g}, {hi:g}]; got values in [{mn:g}, {mx:g}]."
+            )
     return losses, lambdas
 
 
@@ -86,23 +91,19 @@ def crc_threshold(
         losses, lambdas = _check_table(losses, lambdas, lo=0.0, hi=bound)
         if C.is_concrete(alpha) and not (0.0 < float(alpha) < bound):
             raise ValueError(f"alpha must be in (0, bound) = (0, {bound}); got {alpha!r}.")
-        if C.is_concrete(lambdas) and bool(jnp.any(jnp.diff(lambdas) <= 0)):
+        hl, hx = C.host_view(lambdas), C.host_view(losses)
+        if hl is not None and bool(np.any(np.diff(hl) <= 0)):
             raise ValueError("lambdas must be strictly increasing.")
-        if C.is_concrete(losses) and losses.shape[1] > 1:
-            worst = float(jnp.max(jnp.diff(losses, axis=1)))
+        if hx is not None and hx.shape[1] > 1:
+            worst = float(np.max(np.diff(hx, axis=1)))
             if worst > 1e-6 * bound:
                 raise ValueError(
                     "CRC needs losses non-increasing in lambda (losses[:, j + 1] <= losses[:, j]); "
                     f"found an increase of {worst:.3g}."
                 )
     losses, lambdas = jnp.asarray(losses), jnp.asarray(lambdas)
-    n, L = losses.shape
-    total = jnp.sum(losses, axis=0)
-    dtype = total.dtype
-    slack = 16 * jnp.finfo(dtype).eps * (n + 1) * max(1.0, float(bound))
-    ok = total + bound <= jnp.asarray(alpha, dtype) * (n + 1) + slack
-    feasible = jnp.any(ok)
-    index = jnp.where(feasible, jnp.argmax(ok), L - 1)
+    n = losses.shape[0]
+    total, feasible, index = _crc_core(losses, jnp.asarray(alpha), jnp.asarray(bound))
     if validate and C.is_concrete(feasible) and not bool(feasible):
         warnings.warn(
             "crc_threshold: no lambda in the grid meets the bound; returning the largest lambda "
@@ -116,6 +117,17 @@ def crc_threshold(
         feasible=feasible,
         risk_bound=(total + bound) / (n + 1),
     )
+
+
+@jax.jit
+def _crc_core(losses, alpha, bound):
+    n, L = losses.shape
+    total = jnp.sum(losses, axis=0)
+    dtype = total.dtype
+    slack = 16 * jnp.finfo(dtype).eps * (n + 1) * jnp.maximum(1.0, bound)
+    ok = total + bound <= alpha.astype(dtype) * (n + 1) + slack
+    feasible = jnp.any(ok)
+    return total, feasible, jnp.where(feasible, jnp.argmax(ok), L - 1)
 
 
 def hoeffding_pvalue(risk: jax.Array, *, n: int, alpha: float) -> jax.Array:
@@ -134,10 +146,24 @@ def hoeffding_pvalue(risk: jax.Array, *, n: int, alpha: float) -> jax.Array:
 
 
 def binomial_cdf(k: jax.Array, *, n: int, p: float) -> jax.Array:
-    """P(Binomial(n, p) <= k) for real k (floored), via the regularised incomplete beta."""
-    k = jnp.floor(jnp.asarray(k))
-    kk = jnp.clip(k, 0, n - 1)
-    val = betainc(n - kk, kk + 1, jnp.asarray(1.0 - p, kk.dtype))
+    """P(Binomial(n, p) <= k) for real k (floored), via the regularised incomplete beta.
+
+    Args:
+      k: [...] counts (any real; floored); n: number of trials (static); p: success probability.
+    Returns:
+      [...] probabilities.
+    """
+    k = jnp.asarray(k)
+    k = k.astype(jnp.result_type(k.dtype, float))
+    return _binomial_cdf(k, jnp.asarray(p, k.dtype), jnp.asarray(n, k.dtype))
+
+
+@jax.jit
+def _binomial_cdf(k, p, n):
+    # n is traced (one compilation for every sample size).
+    k = jnp.floor(k)
+    kk = jnp.clip(k, 0, jnp.maximum(n - 1, 0))
+    val = betainc(n - kk, kk + 1, (1.0 - p).astype(kk.dtype))
     return jnp.where(k < 0, 0.0, jnp.where(k >= n, 1.0, val))
 
 
@@ -153,14 +179,18 @@ def hoeffding_bentkus_pvalue(risk: jax.Array, *, n: int, alpha: float) -> jax.Ar
       [...] p-values in (0, 1].
     """
     risk = jnp.asarray(risk)
-    dtype = jnp.result_type(risk.dtype, float)
-    risk = risk.astype(dtype)
+    risk = risk.astype(jnp.result_type(risk.dtype, float))
+    return _hb_pvalue(risk, jnp.asarray(alpha, risk.dtype), jnp.asarray(n, risk.dtype))
+
+
+@jax.jit
+def _hb_pvalue(risk, alpha, n):
     a = jnp.minimum(risk, alpha)
     h1 = xlogy(a, a / alpha) + xlogy(1.0 - a, (1.0 - a) / (1.0 - alpha))
     hoeff = jnp.exp(-n * h1)
     # ceil(n R_hat) with a few ulps of slack: n R_hat is an integer for 0/1 losses.
-    k = jnp.ceil(n * risk - 16 * jnp.finfo(dtype).eps * n)
-    bentkus = math.e * binomial_cdf(k, n=n, p=alpha)
+    k = jnp.ceil(n * risk - 16 * jnp.finfo(risk.dtype).eps * n)
+    bentkus = math.e * _binomial_cdf(k, alpha, n)
     return jnp.minimum(jnp.minimum(hoeff, bentkus), 1.0)
 
 
@@ -235,14 +265,9 @@ def learn_then_test(
         C.check_level(alpha, "alpha")
         C.check_level(delta, "delta")
     losses, lambdas = jnp.asarray(losses), jnp.asarray(lambdas)
-    n, L = losses.shape
-    risk = jnp.mean(losses, axis=0)
-    pfn = hoeffding_pvalue if pvalue == "hoeffding" else hoeffding_bentkus_pvalue
-    pv = pfn(risk, n=n, alpha=alpha)
-    valid = (fixed_sequence if fwer == "fixed_sequence" else bonferroni)(pv, delta=delta)
-    found = jnp.any(valid)
-    index = jnp.where(found, L - 1 - jnp.argmax(valid[::-1]), -1)
-    threshold = jnp.where(found, lambdas[jnp.maximum(index, 0)], jnp.nan)
+    valid, pv, index, threshold, found = _ltt_core(
+        losses, lambdas, jnp.asarray(alpha), jnp.asarray(delta), pvalue=pvalue, fwer=fwer
+    )
     if validate and C.is_concrete(found) and not bool(found):
         warnings.warn(
             "learn_then_test: no lambda certified at this (alpha, delta); threshold is NaN. "
@@ -251,3 +276,18 @@ def learn_then_test(
             stacklevel=2,
         )
     return LTTResult(valid=valid, pvalues=pv, index=index, threshold=threshold, found=found)
+
+
+@partial(jax.jit, static_argnames=("pvalue", "fwer"))
+def _ltt_core(losses, lambdas, alpha, delta, *, pvalue, fwer):
+    n, L = losses.shape
+    risk = jnp.mean(losses, axis=0)
+    if pvalue == "hoeffding":
+        pv = hoeffding_pvalue(risk, n=n, alpha=alpha)
+    else:
+        pv = _hb_pvalue(risk, alpha.astype(risk.dtype), jnp.asarray(n, risk.dtype))
+    valid = (fixed_sequence if fwer == "fixed_sequence" else bonferroni)(pv, delta=delta)
+    found = jnp.any(valid)
+    index = jnp.where(found, L - 1 - jnp.argmax(valid[::-1]), -1)
+    threshold = jnp.where(found, lambdas[jnp.maximum(index, 0)], jnp.nan)
+    return valid, pv, index, threshold, found
