@@ -49,23 +49,23 @@ def test_logistic_probe_matches_sklearn(tmp_path):
 
 @pytest.fixture(scope="module")
 def planted():
-    """x [3000, 64] (offset and scaled): the label is a noisy function of a linear direction
+    """x [5000, 64] (offset and scaled): the label is a noisy function of a linear direction
     plus a product of two features."""
     rng = np.random.default_rng(1)
-    n, d = 3000, 64
+    n, d = 5000, 64
     z = rng.standard_normal((n, d))
     w = rng.standard_normal(d) / np.sqrt(d)
-    signal = z @ w + 0.5 * z[:, 3] * z[:, 17]
-    y = (signal + 0.2 * rng.standard_normal(n) > 0).astype(np.float32)
+    signal = z @ w + 0.3 * z[:, 3] * z[:, 17]
+    y = (signal + 0.1 * rng.standard_normal(n) > 0).astype(np.float32)
     x = (z * 2 + 5).astype(np.float32)
     return x, y
 
 
 def auroc_of(tmp_path, x, y):
-    tr, va = np.arange(2400), np.arange(2400, 3000)
+    tr, va = np.arange(4000), np.arange(4000, 5000)
     fit = probes.fit_probe(
         {"name": "mlp", "hidden": (64, 32)},
-        train_config(600, 128, 3e-3),
+        train_config(400, 128, 5e-3),
         {"features": x[tr], "label": y[tr]},
         workdir=str(tmp_path),
         val_source={"features": x[va], "label": y[va]},
