@@ -327,6 +327,8 @@ def train(
                     donate_argnums=0,
                 )
             state, step_metrics = jstep(state, batch)
+            if done == start + 1:  # the first call compiled; time-based saves count from here
+                last_save_time = time.monotonic()
             pending.append(step_metrics)
             bar.update(1)
 
