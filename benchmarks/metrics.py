@@ -3,9 +3,10 @@
     python benchmarks/metrics.py [--n 10000000] [--repeats 5]
 
 Prints one JSON object: median wall-clock seconds per call (inputs are numpy arrays for every
-library; introspect's first, compiling call is reported separately as compile_s), the ratios,
-whether the goals are met (AUROC >= 5x scikit-learn, ECE >= 2x torchmetrics), and the metric
-values next to a float64 numpy reference. Not a test: timings depend on the machine.
+library; repetitions are interleaved across libraries so load changes hit all alike;
+introspect's first, compiling call is reported separately as compile_s), the ratios, whether
+the goals are met (AUROC >= 5x scikit-learn, ECE >= 2x torchmetrics), and the metric values
+next to a float64 numpy reference. Not a test: timings depend on the machine and its load.
 """
 
 from __future__ import annotations
@@ -26,17 +27,23 @@ from torchmetrics.functional.classification import binary_auroc, binary_calibrat
 import introspect.metrics as M
 
 
-def _timed(fn, repeats: int) -> tuple[float, float, object]:
-    """(median seconds, first-call seconds, value) over `repeats` calls after a first call."""
-    t0 = time.perf_counter()
-    value = jax.block_until_ready(fn())
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
+def _timed(fns: dict, repeats: int) -> dict:
+    """Median seconds per call of each function, after one first (compiling) call each.
+
+    The repetitions are interleaved (a, b, c, a, b, c, ...) so that a change in machine load
+    during the run affects every library alike. Returns {name: (median, first, value)}.
+    """
+    first, value, times = {}, {}, {k: [] for k in fns}
+    for name, fn in fns.items():
         t0 = time.perf_counter()
-        value = jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), first, value
+        value[name] = jax.block_until_ready(fn())
+        first[name] = time.perf_counter() - t0
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn())
+            times[name].append(time.perf_counter() - t0)
+    return {k: (statistics.median(times[k]), first[k], value[k]) for k in fns}
 
 
 def _ece_reference(conf: np.ndarray, correct: np.ndarray, num_bins: int) -> float:
@@ -61,21 +68,34 @@ def main() -> None:
     conf_t, correct_t = torch.from_numpy(conf), torch.from_numpy(correct)
     r = args.repeats
 
-    ece_ours, ece_compile, ece_val = _timed(lambda: M.ece(conf, correct, num_bins=15), r)
-    ece_ours_nv, _, _ = _timed(lambda: M.ece(conf, correct, num_bins=15, validate=False), r)
-    ece_tm, _, ece_tm_val = _timed(
-        lambda: binary_calibration_error(conf_t, correct_t, n_bins=15, norm="l1"), r
-    )
-    ece_tm_nv, _, _ = _timed(
-        lambda: binary_calibration_error(
-            conf_t, correct_t, n_bins=15, norm="l1", validate_args=False
-        ),
+    ece = _timed(
+        {
+            "ours": lambda: M.ece(conf, correct, num_bins=15),
+            "ours_nv": lambda: M.ece(conf, correct, num_bins=15, validate=False),
+            "tm": lambda: binary_calibration_error(conf_t, correct_t, n_bins=15, norm="l1"),
+            "tm_nv": lambda: binary_calibration_error(
+                conf_t, correct_t, n_bins=15, norm="l1", validate_args=False
+            ),
+        },
         r,
     )
-    auc_ours, auc_compile, auc_val = _timed(lambda: M.auroc(conf, correct), r)
-    auc_ours_nv, _, _ = _timed(lambda: M.auroc(conf, correct, validate=False), r)
-    auc_sk, _, auc_sk_val = _timed(lambda: roc_auc_score(correct, conf), r)
-    auc_tm, _, auc_tm_val = _timed(lambda: binary_auroc(conf_t, correct_t), r)
+    auc = _timed(
+        {
+            "ours": lambda: M.auroc(conf, correct),
+            "ours_nv": lambda: M.auroc(conf, correct, validate=False),
+            "sk": lambda: roc_auc_score(correct, conf),
+            "tm": lambda: binary_auroc(conf_t, correct_t),
+        },
+        r,
+    )
+    ece_ours, ece_compile, ece_val = ece["ours"]
+    ece_ours_nv = ece["ours_nv"][0]
+    ece_tm, _, ece_tm_val = ece["tm"]
+    ece_tm_nv = ece["tm_nv"][0]
+    auc_ours, auc_compile, auc_val = auc["ours"]
+    auc_ours_nv = auc["ours_nv"][0]
+    auc_sk, _, auc_sk_val = auc["sk"]
+    auc_tm, _, auc_tm_val = auc["tm"]
 
     ece_ratio = ece_tm / ece_ours
     auc_ratio = auc_sk / auc_ours
