@@ -281,14 +281,7 @@ def generate(
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         batch = gen_lib.next_power_of_two(len(chunk))
-        plen = gen_lib.length_bucket(max(len(prompts[i]) for i in chunk))
-        tokens = np.full((batch, plen), pad_id, np.int32)
-        valid = np.zeros((batch, plen), bool)
-        ids = np.zeros((batch,), np.int32)
-        for r, i in enumerate(chunk):
-            tokens[r, plen - len(prompts[i]) :] = prompts[i]
-            valid[r, plen - len(prompts[i]) :] = True
-            ids[r] = i
+        tokens, valid, ids = gen_lib.left_pad(prompts, chunk, batch=batch, pad_id=pad_id)
         keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(base, jnp.asarray(ids))
         out = _cntp_decode(
             lm.params,

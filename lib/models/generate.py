@@ -15,6 +15,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from introspect.models.config import ModelConfig
 from introspect.models.llama import KVCache, Steering, apply
@@ -30,6 +31,24 @@ def length_bucket(n: int, minimum: int = 16) -> int:
     padding, and few enough buckets that compiled programs are reused."""
     p = next_power_of_two(n, minimum)
     return p * 3 // 4 if p * 3 // 4 >= max(n, minimum) else p
+
+
+def left_pad(seqs, chunk, *, batch: int, pad_id: int):
+    """Left-pad `seqs[i] for i in chunk` into a bucketed batch.
+
+    Returns:
+      tokens [batch, length_bucket(longest)] int32, valid [same] bool, and row_ids [batch] int32
+      (the index into `seqs` of each row; 0 for the rows that only fill the batch bucket).
+    """
+    length = length_bucket(max(len(seqs[i]) for i in chunk))
+    tokens = np.full((batch, length), pad_id, np.int32)
+    valid = np.zeros((batch, length), bool)
+    row_ids = np.zeros((batch,), np.int32)
+    for r, i in enumerate(chunk):
+        tokens[r, length - len(seqs[i]) :] = seqs[i]
+        valid[r, length - len(seqs[i]) :] = True
+        row_ids[r] = i
+    return tokens, valid, row_ids
 
 
 @dataclasses.dataclass(frozen=True)

@@ -425,15 +425,7 @@ class LM:
         n_tokens = 0
         for chunk in chunks:
             batch = self._batch_bucket(len(chunk))
-            plen = gen_lib.length_bucket(max(len(prompts[i]) for i in chunk))
-            tokens = np.full((batch, plen), pad_id, np.int32)
-            valid = np.zeros((batch, plen), bool)
-            rows = np.zeros((batch,), np.int32)
-            for r, i in enumerate(chunk):
-                p = prompts[i]
-                tokens[r, plen - len(p) :] = p
-                valid[r, plen - len(p) :] = True
-                rows[r] = i
+            tokens, valid, rows = gen_lib.left_pad(prompts, chunk, batch=batch, pad_id=pad_id)
             active = np.arange(batch) < len(chunk)
             row_keys = _row_keys(base_key, jnp.asarray(rows))
             tokens_d, valid_d, row_keys, active_d = self._place(tokens, valid, row_keys, active)
@@ -531,15 +523,11 @@ class LM:
         show = len(chunks) > 1 if progress is None else progress
         for chunk in tqdm(chunks, desc="score", disable=not show, leave=False):
             batch = self._batch_bucket(len(chunk))
-            length = gen_lib.length_bucket(max(len(seqs[i]) for i in chunk))
-            tokens = np.zeros((batch, length), np.int32)
-            valid = np.zeros((batch, length), bool)
+            tokens, valid, _ = gen_lib.left_pad(seqs, chunk, batch=batch, pad_id=0)
+            length = tokens.shape[1]
             target = np.zeros((batch, length), bool)
             for r, i in enumerate(chunk):
-                s, c = seqs[i], len(continuations[i])
-                tokens[r, length - len(s) :] = s
-                valid[r, length - len(s) :] = True
-                target[r, length - c :] = True
+                target[r, length - len(continuations[i]) :] = True
             out = gen_lib.score_tokens(
                 self.params,
                 *self._place(tokens, valid, target),
