@@ -5,7 +5,7 @@ from the per-token statistics that generation and `lm.score` compute inside thei
 `signals.compute("self_certainty", stats, mask, vocab_size=V)`. Text-based (`text.py`):
 verbalized confidence, linguistic hedges, sampling consistency. Model-querying (`model.py`):
 `score_pairs`/`score_jsonl` (every logit signal for pre-generated answers by teacher forcing) and
-`p_true`.
+`p_true`, `context_gain` (CK-PLUG, with vs without a passage).
 """
 
 from introspect.signals.logit import (
@@ -26,7 +26,7 @@ from introspect.signals.logit import (
     self_certainty,
     token_stats,
 )
-from introspect.signals.model import p_true, score_jsonl, score_pairs
+from introspect.signals.model import context_gain, p_true, score_jsonl, score_pairs
 from introspect.signals.stats import STAT_NAMES, step_statistics
 from introspect.signals.text import (
     consistency,
@@ -46,6 +46,7 @@ __all__ = [
     "confidence_gain",
     "from_ragged",
     "consistency",
+    "context_gain",
     "hedge_score",
     "load_hedge_lexicon",
     "max_token_prob",

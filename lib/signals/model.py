@@ -1,4 +1,4 @@
-"""Signals that query a model: scoring given (prompt, answer) pairs, and P(True).
+"""Signals that query a model: scoring given (prompt, answer) pairs, P(True), context gain.
 
 These take any object with the `introspect.models.LM` interface (`tokenizer`, `score`,
 `config.vocab_size`); this module does not import `introspect.models`.
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from introspect.signals.logit import SIGNALS, compute, from_ragged
+from introspect.signals.logit import SIGNALS, compute, confidence_gain, from_ragged
 
 
 def _prompt_ids(tokenizer, prompt) -> list[int]:
@@ -125,3 +125,41 @@ def p_true(
     lp = sc.sum_logprobs
     lt, lf = lp[: len(ids)], lp[len(ids) :]
     return 1.0 / (1.0 + np.exp(lf - lt))
+
+
+def context_gain(
+    lm,
+    prompts_without: Sequence,
+    prompts_with: Sequence,
+    answers: Sequence[str],
+    *,
+    batch_size: int = 16,
+) -> np.ndarray:
+    """CK-PLUG confidence gain of each answer: mean over its tokens of the entropy without the
+    context passage minus the entropy with it (teacher-forced twice).
+
+    Args:
+      prompts_without: [n] prompts (strings or chat messages) without the passage.
+      prompts_with: [n] the same prompts with the retrieved passage.
+      answers: [n] answer strings.
+    Returns:
+      [n]; higher = the passage made the model more confident; negative flags a knowledge
+      conflict between the passage and what the model believes.
+    """
+    if not len(prompts_without) == len(prompts_with) == len(answers):
+        raise ValueError(
+            f"got {len(prompts_without)} prompts without context, "
+            f"{len(prompts_with)} with, and {len(answers)} answers"
+        )
+    conts = [lm.tokenizer.encode(a) for a in answers]
+    if any(not c for c in conts):
+        raise ValueError("every answer needs at least one token")
+    without = lm.score(
+        [_prompt_ids(lm.tokenizer, p) for p in prompts_without], conts, batch_size=batch_size
+    )
+    with_ctx = lm.score(
+        [_prompt_ids(lm.tokenizer, p) for p in prompts_with], conts, batch_size=batch_size
+    )
+    s0, mask = from_ragged(without.logprobs, without.stats)
+    s1, _ = from_ragged(with_ctx.logprobs, with_ctx.stats)
+    return np.asarray(confidence_gain(s0["entropy"], s1["entropy"], mask))

@@ -73,3 +73,24 @@ def test_p_true_is_the_renormalised_two_way_probability(tiny_lm):
     t = tiny_lm.score(ids, [tiny_lm.tokenizer.encode("True")] * 2).sum_logprobs
     f = tiny_lm.score(ids, [tiny_lm.tokenizer.encode("False")] * 2).sum_logprobs
     np.testing.assert_allclose(p, np.exp(t) / (np.exp(t) + np.exp(f)), rtol=1e-5)
+
+
+def test_context_gain_is_entropy_difference(tiny_lm):
+    q = ["Who wrote Hamlet?", "What is 2 + 2?"]
+    ctx = ["Passage: Hamlet is a play by William Shakespeare.\n" + x for x in q]
+    answers = ["Shakespeare", "4"]
+    gain = signals.context_gain(tiny_lm, q, ctx, answers)
+    conts = [tiny_lm.tokenizer.encode(a) for a in answers]
+
+    def ent(prompts):
+        ids = [
+            tiny_lm.tokenizer.apply_chat_template(
+                [{"role": "user", "content": p}], add_generation_prompt=True
+            )
+            for p in prompts
+        ]
+        return [e.mean() for e in tiny_lm.score(ids, conts).stats["entropy"]]
+
+    np.testing.assert_allclose(gain, np.array(ent(q)) - np.array(ent(ctx)), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="answers"):
+        signals.context_gain(tiny_lm, q, ctx, answers[:1])
