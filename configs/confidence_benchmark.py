@@ -45,6 +45,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Black-box elicitation table (verbalized prompt format vs consistency vs hybrid).
     c.blackbox = True
     c.verbalized_max_new_tokens = 48
+    # Selective answering / cascade: answer when `cascade_signal` >= the calibration-split
+    # quantile for each target coverage; below it abstain, or defer to `cascade_model` if set.
+    c.cascade_signal = "mean_token_prob"
+    c.cascade_coverages = (0.25, 0.5, 0.75, 1.0)
+    c.cascade_model = ""
     # ECE bins.
     c.num_bins = 10
     c.run_name = ""

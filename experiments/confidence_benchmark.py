@@ -270,6 +270,7 @@ def run(config) -> dict:
 
     bon = best_of_n_table(test_ex, test, config) if "samples" in test else []
     blackbox = blackbox_table(lm, test_ex, test, config)
+    cascade = cascade_table(test_ex, cal, test, config)
     cntp_rows = cntp_table(lm, test_ex, test, config)
     for r in table.values():
         r.pop("_p_iso", None)
@@ -284,6 +285,7 @@ def run(config) -> dict:
         "best_of_n": bon,
         "cntp": cntp_rows,
         "blackbox": blackbox,
+        "cascade": cascade,
         "seconds": round(time.perf_counter() - t0, 1),
     }
     md = render_table(summary)
@@ -355,6 +357,43 @@ def blackbox_table(lm, examples, test, config) -> list[dict]:
     row("consistency", test["values"]["consistency"], test["correct"], "greedy answers")
     hybrid = np.where(np.isfinite(verbal), 0.5 * (verbal + consist_v), consist_v)
     row("hybrid", hybrid, v_correct, "verbalized answers; unparsed -> consistency")
+    return rows
+
+
+def cascade_table(examples, cal, test, config) -> list[dict]:
+    """Selective answering and a cascade: the small model answers when its confidence (signal
+    `cascade_signal`) reaches a threshold set on the calibration split for a target coverage;
+    otherwise it abstains, or defers to `cascade_model` when one is configured."""
+    name = config.cascade_signal
+    if not config.cascade_coverages or name not in cal["values"]:
+        return []
+    large = None
+    if config.cascade_model:
+        big = models.load(config.cascade_model, dtype=config.dtype)
+        ids = [data.build_prompt_ids(big.tokenizer, ex, config.prompt_format) for ex in examples]
+        gen = big.generate(
+            ids, max_new_tokens=config.max_new_tokens, batch_size=config.batch_size, progress=True
+        )
+        large = np.array(
+            [
+                data.grade(ex, t, fmt=config.prompt_format)[1]
+                for ex, t in zip(examples, gen.texts, strict=True)
+            ],
+            np.float64,
+        )
+    rows = []
+    for coverage in config.cascade_coverages:
+        threshold = float(np.quantile(cal["values"][name], 1.0 - coverage))
+        keep = decoding.selective_answer(test["values"][name], threshold=threshold)
+        row = {
+            "target_coverage": coverage,
+            "threshold": threshold,
+            "coverage": float(keep.mean()),
+            "selective_accuracy": float(test["correct"][keep].mean()) if keep.any() else None,
+        }
+        if large is not None:
+            row["cascade_accuracy"] = float(np.where(keep, test["correct"], large).mean())
+        rows.append(row)
     return rows
 
 
@@ -452,6 +491,22 @@ def render_table(summary) -> str:
             f"{_fmt(r['auroc'])} | {_fmt(r['ece'])} | {r['note']} |"
             for r in summary["blackbox"]
         ]
+    if summary.get("cascade"):
+        large = "cascade_accuracy" in summary["cascade"][0]
+        lines += [
+            "",
+            "## Selective answering" + (" and cascade" if large else ""),
+            "",
+            "| target coverage | threshold | coverage | selective accuracy |"
+            + (" cascade accuracy |" if large else ""),
+            "|---|---|---|---|" + ("---|" if large else ""),
+        ]
+        for r in summary["cascade"]:
+            lines.append(
+                f"| {r['target_coverage']:.2f} | {r['threshold']:.3f} | "
+                f"{r['coverage']:.2f} | {_fmt(r['selective_accuracy'])} |"
+                + (f" {_fmt(r['cascade_accuracy'])} |" if large else "")
+            )
     if summary["cntp"]:
         lines += ["", "## Cautious next-token prediction", "", "| method | accuracy |", "|---|---|"]
         lines += [f"| {r['method']} | {_fmt(r['accuracy'])} |" for r in summary["cntp"]]

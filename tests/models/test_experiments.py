@@ -35,6 +35,7 @@ def test_confidence_benchmark_experiment(tiny_dirs, tmp_path):
     c.best_of_n = (1, 2)
     c.cntp_trials = 2
     c.max_new_tokens = c.verbalized_max_new_tokens = 4
+    c.cascade_model = tiny_dirs["qwen2"][0]  # a second model to defer to
     c.results_root = str(tmp_path)
     c.run_name = "t"
     summary = confidence_benchmark.run(c)
@@ -47,6 +48,8 @@ def test_confidence_benchmark_experiment(tiny_dirs, tmp_path):
     assert {"p_true", "consistency", "hedge"} <= set(summary["signals"])
     assert [r["N"] for r in summary["best_of_n"]] == [1, 2]
     assert [r["method"].split()[0] for r in summary["cntp"]] == ["greedy", "nucleus", "CNTP"]
+    assert [r["target_coverage"] for r in summary["cascade"]] == [0.25, 0.5, 0.75, 1.0]
+    assert all(0 <= r["cascade_accuracy"] <= 1 for r in summary["cascade"])
     table = (out / "table.md").read_text()
     assert "| self_certainty |" in table and "Best-of-N" in table
 
