@@ -1,5 +1,6 @@
 # introspect — every target sets up what it needs, idempotently, then runs.
-#   make demo   the embedded model answers arithmetic questions (results/answer/<run>/)
+#   make demo   the embedded model answers arithmetic questions (results/answer/<run>/), then the
+#               smoke confidence benchmark prints its tables (results/confidence_benchmark/<run>/)
 #   make test   the whole suite, real-model parity tests included
 #   make bench  side-by-side benchmarks (JSON on stdout)
 #   make lint   ruff
@@ -29,6 +30,7 @@ $(VENV)/.dev: $(VENV)/.base
 
 demo: $(VENV)/.base
 	$(PY) -m experiments.answer --config configs/answer.py:smoke
+	$(PY) -m experiments.confidence_benchmark --config configs/confidence_benchmark.py:smoke
 
 test: $(VENV)/.dev
 	$(PY) -m pytest -q tests
