@@ -32,6 +32,7 @@ setup(
         "jinja2==3.1.6",
         "tqdm==4.70.1",
         "matplotlib==3.11.2",
+        "scipy==1.17.1",
         "absl-py==2.5.1",
         "tensorflow-datasets==4.9.10",
         "array-record==0.8.6",
@@ -43,6 +44,7 @@ setup(
             "ruff==0.17.6",
             "chex==0.1.92",
             "scikit-learn==1.9.1",
+            "tensorboardX==2.6.5",
         ],
         "parity": [
             "torch==2.13.0",
