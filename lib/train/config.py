@@ -40,6 +40,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.batch_size = 256
     # Shuffle the training data (a fresh permutation per epoch, a pure function of seed + epoch).
     c.shuffle = True
+    # In-memory arrays (a dict or ArraySource) up to this many MiB are put on the devices once
+    # (replicated) and each step gathers its rows inside the jitted step, so only the row
+    # indices travel per step (single-process runs; 0 = always feed batches from the host).
+    c.device_data_max_mb = 4096
 
     c.optimizer = ml_collections.ConfigDict()
     # One of OPTIMIZERS: sgd, momentum, adam, adamw, lamb, lion, rmsprop, adafactor.
@@ -302,6 +306,12 @@ def resolve_config(
         k.every_seconds,
     )
     _check(_is_int(k.keep) and k.keep >= 1, f("checkpoint.keep"), "must be an int >= 1", k.keep)
+    _check(
+        _is_number(out.device_data_max_mb) and out.device_data_max_mb >= 0,
+        f("device_data_max_mb"),
+        "must be >= 0",
+        out.device_data_max_mb,
+    )
     _check(
         _is_int(out.log_every) and out.log_every >= 1,
         f("log_every"),

@@ -47,13 +47,15 @@ import numpy as np
 import optax
 from absl import logging
 from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
 from introspect.models.sharding import DATA, batch_sharding
 from introspect.train import partition
 from introspect.train.checkpoint import Checkpointer
 from introspect.train.config import check_batch_divisible, make_optimizer, resolve_config
-from introspect.train.data import Batcher, as_source
+from introspect.train.data import ArraySource, Batcher, as_source
 from introspect.train.writers import MetricWriter
 
 LossFn = Callable[[Any, Any, jax.Array], tuple[jax.Array, Mapping[str, jax.Array]]]
@@ -218,6 +220,11 @@ def train(
             )
         batches = Batcher(source, cfg.batch_size, seed=cfg.seed, shuffle=cfg.shuffle)
     local_batch = cfg.batch_size // jax.process_count()
+    device_data = None
+    if isinstance(batches, Batcher) and isinstance(batches.source, ArraySource):
+        nbytes = sum(a.nbytes for a in batches.source.arrays.values())
+        if jax.process_count() == 1 and nbytes <= cfg.device_data_max_mb * 2**20:
+            device_data = jax.device_put(batches.source.arrays, NamedSharding(mesh, P()))
 
     tx, schedule = make_optimizer(cfg)
     init_key, step_key = jax.random.split(jax.random.PRNGKey(cfg.seed))
@@ -256,6 +263,14 @@ def train(
 
     def jitted_body(state, batch):
         return step_fn(state, batch, jax.random.fold_in(state.rng, state.step))
+
+    def jitted_gather_body(state, rows, arrays):
+        # rows [batch] (split over "data"): each device gathers its rows of the replicated data
+        batch = jax.tree.map(lambda a: a[rows], arrays)
+        batch = jax.lax.with_sharding_constraint(
+            batch, jax.tree.map(lambda x: batch_sharding(mesh, x.ndim), batch)
+        )
+        return jitted_body(state, batch)
 
     jstep = None
     start = int(jax.device_get(state.step))
@@ -310,23 +325,36 @@ def train(
     done = start
     try:
         for done in range(start + 1, cfg.num_steps + 1):
-            host_batch = next(batches)
-            for leaf in jax.tree.leaves(host_batch):
-                if np.shape(leaf)[:1] != (local_batch,):
-                    raise ValueError(
-                        f"the data yielded a batch leaf of shape {np.shape(leaf)}; expected "
-                        f"[{local_batch}, ...] (batch_size / processes)"
+            if device_data is not None:
+                rows = batches.indices(batches.step).astype(np.int32)
+                batches.step += 1
+                rows = partition.global_batch(rows, mesh)
+                if jstep is None:
+                    jstep = jax.jit(
+                        jitted_gather_body,
+                        in_shardings=(shardings, batch_sharding(mesh, 1), None),
+                        out_shardings=(shardings, None),
+                        donate_argnums=0,
                     )
-            batch = partition.global_batch(host_batch, mesh)
-            if jstep is None:
-                batch_shardings = jax.tree.map(lambda x: batch_sharding(mesh, x.ndim), batch)
-                jstep = jax.jit(
-                    jitted_body,
-                    in_shardings=(shardings, batch_shardings),
-                    out_shardings=(shardings, None),
-                    donate_argnums=0,
-                )
-            state, step_metrics = jstep(state, batch)
+                state, step_metrics = jstep(state, rows, device_data)
+            else:
+                host_batch = next(batches)
+                for leaf in jax.tree.leaves(host_batch):
+                    if np.shape(leaf)[:1] != (local_batch,):
+                        raise ValueError(
+                            f"the data yielded a batch leaf of shape {np.shape(leaf)}; expected "
+                            f"[{local_batch}, ...] (batch_size / processes)"
+                        )
+                batch = partition.global_batch(host_batch, mesh)
+                if jstep is None:
+                    batch_shardings = jax.tree.map(lambda x: batch_sharding(mesh, x.ndim), batch)
+                    jstep = jax.jit(
+                        jitted_body,
+                        in_shardings=(shardings, batch_shardings),
+                        out_shardings=(shardings, None),
+                        donate_argnums=0,
+                    )
+                state, step_metrics = jstep(state, batch)
             if done == start + 1:  # the first call compiled; time-based saves count from here
                 last_save_time = time.monotonic()
             pending.append(step_metrics)

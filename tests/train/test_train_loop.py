@@ -205,3 +205,9 @@ def test_bad_batch_shape_from_iterator_is_a_clear_error(tmp_path):
 def test_batch_larger_than_data_names_the_field(tmp_path):
     with pytest.raises(ValueError, match=r"train\.batch_size=64 is larger than the training data"):
         run(tmp_path, data={k: v[:40] for k, v in task.make_data().items()})
+
+
+def test_device_resident_and_host_fed_data_give_identical_params(tmp_path):
+    on_device = run(tmp_path / "device", tiny_config(num_steps=30))
+    from_host = run(tmp_path / "host", tiny_config(num_steps=30, device_data_max_mb=0))
+    assert_bitwise_equal(on_device.state.params, from_host.state.params)
