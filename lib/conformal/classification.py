@@ -46,7 +46,7 @@ _CPU_ROW_CHUNK = 512
 # float64; `_quantize`). Every partial sum of grid values below 2 is then exact, so a mass is the
 # same float whatever order a backend reduces in: a score computed for one row in
 # `nonconformity`, in `label_scores` and inside the set bisection agree bit for bit, and sets are
-# exactly {k: s(x, k) <= qhat}. The helpers take probabilities transposed, pT = [K, B].
+# exactly {k: s(x, k) <= qhat}. The helpers take probabilities p = [B, K] and thresholds t = [B].
 
 
 def _quantize(p):
@@ -55,21 +55,21 @@ def _quantize(p):
     return jnp.floor(p * scale) * (1.0 / scale)
 
 
-def _above(pT, t):
-    """[K, B] indicator p_j > t as 0./1. (t is [B]); needs 0 <= p <= 1 and t >= -tiny.
+def _above(p, t):
+    """[B, K] indicator p_j > t as 0./1. (t is [B]); needs 0 <= p <= 1 and t >= -tiny.
 
     ceil(max(p - t, 0)) is 1 for p - t in (0, 1] and 0 otherwise. It fuses into a vectorised
     reduction on CPU, where a select-based mask does not.
     """
-    return jnp.ceil(jnp.maximum(pT - t[None, :], 0))
+    return jnp.ceil(jnp.maximum(p - t[:, None], 0))
 
 
-def _mass_above(pT, t):
-    return jnp.sum(pT * _above(pT, t), axis=0)
+def _mass_above(p, t):
+    return jnp.sum(p * _above(p, t), axis=-1)
 
 
-def _count_above(pT, t):
-    return jnp.sum(_above(pT, t), axis=0)
+def _count_above(p, t):
+    return jnp.sum(_above(p, t), axis=-1)
 
 
 def _penalty(count, k_reg, lam):
@@ -92,91 +92,107 @@ def _prev_float(x):
     return jnp.where(x > 0, prev, _below_all(x.dtype))
 
 
-def _g(pT, t, *, raps: bool, k_reg, lam):
-    """G(t) = A(t) + lam (C(t) - k_reg)^+, non-increasing in t. pT [K, B], t [B] -> [B]."""
-    g = _mass_above(pT, t)
+def _g(p, t, *, raps: bool, k_reg, lam):
+    """G(t) = A(t) + lam (C(t) - k_reg)^+, non-increasing in t. p [B, K], t [B] -> [B]."""
+    g = _mass_above(p, t)
     if raps:
-        g = g + _penalty(_count_above(pT, t), k_reg, lam)
+        g = g + _penalty(_count_above(p, t), k_reg, lam)
     return g
 
 
-def _label_score(pT, py, u, *, kind: str, k_reg, lam):
-    """Score of the label whose probability is `py` ([B]) in the rows of pT ([K, B])."""
+def _label_score(p, py, u, *, kind: str, k_reg, lam):
+    """Score of the label whose probability is `py` ([B]) in the rows of p ([B, K])."""
     if kind == "lac":
         return 1.0 - py
     raps = kind == "raps"
     if u is None:  # deterministic, tie-inclusive
-        return _g(pT, _prev_float(py), raps=raps, k_reg=k_reg, lam=lam)
-    s = _mass_above(pT, py) + u * py
+        return _g(p, _prev_float(py), raps=raps, k_reg=k_reg, lam=lam)
+    s = _mass_above(p, py) + u * py
     if raps:
-        s = s + _penalty(_count_above(pT, py) + 1, k_reg, lam)
+        s = s + _penalty(_count_above(p, py) + 1, k_reg, lam)
     return s
 
 
-def _bisect_threshold(pT, q, *, raps: bool, k_reg, lam):
+def _bisect_threshold(p, q, *, raps: bool, k_reg, lam):
     """Smallest t in [0, 1] (as a float) with G(t) <= q, per row; exact (bit-pattern bisection)."""
-    idt = _int_like(pT.dtype)
-    one = int(np.ones((), pT.dtype).view(np.dtype(idt)))
+    idt = _int_like(p.dtype)
+    one = int(np.ones((), p.dtype).view(np.dtype(idt)))
     steps = one.bit_length()  # interval (lo, hi] = (-1, one] shrinks to length 1
-    n = pT.shape[1]
+    n = p.shape[0]
     lo = jnp.full((n,), -1, idt)
     hi = jnp.full((n,), one, idt)
 
     def body(_, carry):
         lo, hi = carry
         mid = lo + (hi - lo) // 2
-        t = jax.lax.bitcast_convert_type(jnp.maximum(mid, 0), pT.dtype)
-        ok = _g(pT, t, raps=raps, k_reg=k_reg, lam=lam) <= q
+        t = jax.lax.bitcast_convert_type(jnp.maximum(mid, 0), p.dtype)
+        ok = _g(p, t, raps=raps, k_reg=k_reg, lam=lam) <= q
         # Invariant: G(lo) > q >= G(hi) (lo = -1 stands for "below every probability"). Once
         # hi = lo + 1, mid == lo and nothing moves.
         return jnp.where(ok, lo, mid), jnp.where(ok & (mid > lo), mid, hi)
 
     _, hi = jax.lax.fori_loop(0, steps, body, (lo, hi))
-    return jax.lax.bitcast_convert_type(hi, pT.dtype)
+    return jax.lax.bitcast_convert_type(hi, p.dtype)
 
 
-def _sets_scalar_threshold(p, q, u, *, raps, k_reg, lam, include_last):
-    """Sets for one threshold per row. p [N, K] (quantized), q [N], u [N] or None -> [N, K]."""
-    pT = p.T
-    t = _bisect_threshold(pT, q, raps=raps, k_reg=k_reg, lam=lam)
-    in_set = p > t[:, None]
-    boundary = p == t[:, None]
+def _next_float(t):
+    """Smallest float above t >= 0; above 0 it is the smallest normal float (a subnormal cut
+    could be flushed to zero on CPU, and subnormal probabilities count as 0 there anyway)."""
+    bits = jax.lax.bitcast_convert_type(t, _int_like(t.dtype))
+    nxt = jax.lax.bitcast_convert_type(bits + 1, t.dtype)
+    return jnp.where(t > 0, nxt, jnp.finfo(t.dtype).tiny)
+
+
+def _row_thresholds(p, q, u, *, raps, k_reg, lam, include_last):
+    """Per-row cut t_eff such that the set is {k: p_k >= t_eff}.
+
+    p [B, K] quantized probabilities, q [B], u [B] or None -> [B]. The labels strictly above t*
+    always enter; the tie group at t* enters for include_last, or (randomised) when its own
+    score is <= q; every label enters when even the full mass (and rank penalty) is <= q.
+    """
+    t = _bisect_threshold(p, q, raps=raps, k_reg=k_reg, lam=lam)
     if include_last:
-        in_set = in_set | boundary
+        cut = t
     elif u is not None:
-        s_b = _mass_above(pT, t) + u * t
+        s_b = _mass_above(p, t) + u * t
         if raps:
-            s_b = s_b + _penalty(_count_above(pT, t) + 1, k_reg, lam)
-        in_set = in_set | (boundary & (s_b <= q)[:, None])
-    everything = _g(pT, jnp.full_like(q, _below_all(p.dtype)), raps=raps, k_reg=k_reg, lam=lam)
-    return in_set | (everything <= q)[:, None]
+            s_b = s_b + _penalty(_count_above(p, t) + 1, k_reg, lam)
+        cut = jnp.where(s_b <= q, t, _next_float(t))
+    else:
+        cut = _next_float(t)
+    # G just below every probability: the whole mass (exact on the grid) and rank K.
+    everything = jnp.sum(p, axis=-1)
+    if raps:
+        everything = everything + _penalty(p.shape[-1], k_reg, lam)
+    return jnp.where(everything <= q, -jnp.inf, cut)
 
 
 def _map_rows(fn, row_chunk, *arrays):
-    """fn over row blocks of size row_chunk (lax.map), or in one go when row_chunk is None."""
+    """fn over row blocks of size row_chunk (lax.map), or in one go when row_chunk is None.
+
+    The whole blocks are a free reshape of the inputs; a last partial block runs separately (no
+    padded copy of the inputs).
+    """
     n = arrays[0].shape[0]
     if row_chunk is None or n <= row_chunk:
         return fn(*arrays)
-    nb = -(-n // row_chunk)
-    pad = nb * row_chunk - n
+    nb, rest = divmod(n, row_chunk)
+    present = [i for i, a in enumerate(arrays) if a is not None]
 
-    def blocks(a):
-        if a is None:
-            return None
-        a = jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1))
-        return a.reshape((nb, row_chunk) + a.shape[1:])
-
-    bl = [blocks(a) for a in arrays]
-    present = [i for i, a in enumerate(bl) if a is not None]
-
-    def one(xs):
-        args = [None] * len(bl)
-        for i, x in zip(present, xs, strict=True):
+    def call(sub):
+        args = [None] * len(arrays)
+        for i, x in zip(present, sub, strict=True):
             args[i] = x
         return fn(*args)
 
-    out = jax.lax.map(one, [bl[i] for i in present])
-    return out.reshape((nb * row_chunk,) + out.shape[2:])[:n]
+    bulk = [arrays[i][: nb * row_chunk] for i in present]
+    bulk = [a.reshape((nb, row_chunk) + a.shape[1:]) for a in bulk]
+    out = jax.lax.map(call, bulk)
+    out = out.reshape((nb * row_chunk,) + out.shape[2:])
+    if rest:
+        tail = call([arrays[i][nb * row_chunk :] for i in present])
+        out = jnp.concatenate([out, tail], axis=0)
+    return out
 
 
 def _resolve_chunk(row_chunk):
@@ -285,7 +301,7 @@ def _nonconformity(probs, labels, u, rng, k_reg, lam, *, kind):
     if kind != "lac":
         probs = _quantize(probs)
     py = jnp.take_along_axis(probs, labels[:, None].astype(jnp.int32), axis=1)[:, 0]
-    return _label_score(probs.T, py, u, kind=kind, k_reg=k_reg, lam=lam)
+    return _label_score(probs, py, u, kind=kind, k_reg=k_reg, lam=lam)
 
 
 def label_scores(
@@ -333,12 +349,10 @@ def _all_label_scores(probs, u, score, k_reg, lam, row_chunk):
     if score == "lac":
         return 1.0 - probs
 
-    probs = _quantize(probs)
-
     def rows(p, uu):
-        pT = p.T
-        f = lambda pk: _label_score(pT, pk, uu, kind=score, k_reg=k_reg, lam=lam)
-        return jax.lax.map(f, pT).T
+        p = _quantize(p)
+        f = lambda pk: _label_score(p, pk, uu, kind=score, k_reg=k_reg, lam=lam)
+        return jax.lax.map(f, p.T).T
 
     return _map_rows(rows, row_chunk, probs, u)
 
@@ -431,10 +445,12 @@ def _sets_jit(probs, qhat, u, rng, k_reg, lam, *, raps, include_last, chunk, per
     qhat = qhat.astype(probs.dtype)
     if per_row:
         q = jnp.broadcast_to(qhat.reshape(-1), (n,))
-        fn = lambda p, qq, uu: _sets_scalar_threshold(
-            p, qq, uu, raps=raps, k_reg=k_reg, lam=lam, include_last=include_last
+        fn = lambda p, qq, uu: _row_thresholds(
+            _quantize(p), qq, uu, raps=raps, k_reg=k_reg, lam=lam, include_last=include_last
         )
-        return _map_rows(fn, chunk, _quantize(probs), q, u)
+        # Blocks return one cut per row; the [N, K] set is then a single fused comparison.
+        cut = _map_rows(fn, chunk, probs, q, u)
+        return _quantize(probs) >= cut[:, None]
     kind = "raps" if raps else "aps"
     return _all_label_scores(probs, u, kind, k_reg, lam, chunk) <= qhat
 
