@@ -88,7 +88,8 @@ def resolve(name_or_path: str) -> str:
 
 @dataclasses.dataclass
 class ForwardOutput:
-    """logits: [batch, length, vocab] float32; hidden_states: [layers, batch, length, hidden]
+    """logits: [batch, length, vocab] float32 (None with return_logits=False);
+    hidden_states: [layers, batch, length, hidden]
     (layers = `hidden_layers` in the order given; all = num_layers + 1) or None."""
 
     logits: jax.Array
@@ -145,7 +146,9 @@ class Scores:
 # The handle
 # ----------------------------------------------------------------------------------------------
 
-_forward = jax.jit(apply, static_argnames=("config", "capture", "last_only", "dtype"))
+_forward = jax.jit(
+    apply, static_argnames=("config", "capture", "last_only", "with_logits", "dtype")
+)
 
 
 class LM:
@@ -256,7 +259,15 @@ class LM:
 
     # -- forward --------------------------------------------------------------------------------
 
-    def forward(self, tokens, *, mask=None, hidden_layers="all", steering: Steering | None = None):
+    def forward(
+        self,
+        tokens,
+        *,
+        mask=None,
+        hidden_layers="all",
+        steering: Steering | None = None,
+        return_logits: bool = True,
+    ):
         """Full-sequence forward pass.
 
         Args:
@@ -266,6 +277,7 @@ class LM:
             (0 = embeddings, i = after block i - 1, num_layers = final-norm output; negative ok).
           steering: optional residual-stream intervention (applied at all positions unless its
             mask says otherwise).
+          return_logits: False skips the LM head (logits is None): hidden-state features only.
         Returns:
           ForwardOutput(logits [batch, length, vocab] float32,
                         hidden_states [layers, batch, length, hidden] or None).
@@ -294,6 +306,7 @@ class LM:
             valid=valid,
             capture=capture,
             steering=self._check_steering(steering),
+            with_logits=return_logits,
             dtype=self.dtype,
         )
         return ForwardOutput(logits, hs, capture)

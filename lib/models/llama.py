@@ -183,7 +183,16 @@ class Decoder(nn.Module):
 
     @nn.compact
     def __call__(
-        self, tokens, positions, valid, cache=None, *, capture=None, steering=None, last_only=False
+        self,
+        tokens,
+        positions,
+        valid,
+        cache=None,
+        *,
+        capture=None,
+        steering=None,
+        last_only=False,
+        with_logits=True,
     ):
         cfg = self.config
         embed = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=self.dtype, name="embed")
@@ -211,7 +220,9 @@ class Decoder(nn.Module):
             x = x[:, -1:]
         x = RMSNorm(cfg.rms_norm_eps, self.dtype, name="final_norm")(x)
         hidden.append(x)
-        if cfg.tie_embeddings:
+        if not with_logits:  # features only: skip the [batch, length, vocab] head
+            logits = None
+        elif cfg.tie_embeddings:
             logits = embed.attend(x)
         else:
             logits = nn.Dense(cfg.vocab_size, use_bias=False, dtype=self.dtype, name="lm_head")(x)
@@ -225,7 +236,7 @@ class Decoder(nn.Module):
             if last_only:
                 hidden = [h[:, -1:] for h in hidden]
             hs = jnp.stack([hidden[i] for i in capture])
-        return logits.astype(jnp.float32), hs, new_cache
+        return None if logits is None else logits.astype(jnp.float32), hs, new_cache
 
 
 def _steering_delta(steering: Steering, x: Array) -> Array:
@@ -250,6 +261,7 @@ def apply(
     capture: tuple[int, ...] | None = None,
     steering: Steering | None = None,
     last_only: bool = False,
+    with_logits: bool = True,
     dtype=jnp.float32,
 ):
     """Pure forward pass.
@@ -265,6 +277,7 @@ def apply(
         return, or None for none.
       steering: an optional residual-stream intervention.
       last_only: compute logits (and captured states) for the last position only.
+      with_logits: False skips the LM head (logits None), for hidden-state features.
       dtype: compute dtype of activations.
     Returns:
       (logits [batch, length or 1, vocab] float32,
@@ -282,6 +295,7 @@ def apply(
         capture=capture,
         steering=steering,
         last_only=last_only,
+        with_logits=with_logits,
     )
 
 

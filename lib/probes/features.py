@@ -164,7 +164,9 @@ def extract_forward(
         for r, i in enumerate(chunk):
             tokens[r, : len(sequences[i])] = sequences[i]
             mask[r, : len(sequences[i])] = True
-        hs = lm.forward(tokens, mask=mask, hidden_layers=list(layers)).hidden_states
+        hs = lm.forward(
+            tokens, mask=mask, hidden_layers=list(layers), return_logits=False
+        ).hidden_states
         hs = np.asarray(hs)  # [layers, batch, length, hidden]
         for r, i in enumerate(chunk):
             h = hs[:, r, pos[i], :]  # [layers, positions, hidden]

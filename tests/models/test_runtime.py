@@ -45,6 +45,14 @@ def test_left_padding_does_not_change_outputs(tiny_lm):
     np.testing.assert_allclose(padded, alone, atol=1e-5)
 
 
+def test_forward_without_logits_gives_the_same_hidden_states(tiny_lm):
+    ids = random_ids(np.random.default_rng(13), 2, 9)
+    full = tiny_lm.forward(ids, hidden_layers=[1, 2])
+    feats = tiny_lm.forward(ids, hidden_layers=[1, 2], return_logits=False)
+    assert feats.logits is None
+    np.testing.assert_array_equal(np.asarray(feats.hidden_states), np.asarray(full.hidden_states))
+
+
 def test_generation_matches_full_forward(tiny_lm):
     """KV-cache decoding == recomputing the whole sequence: tokens, log-probs, stats, hidden."""
     rng = np.random.default_rng(2)
