@@ -64,7 +64,7 @@ class FakeLM:
         self.config = types.SimpleNamespace(hidden_size=2)
         self.calls = []
 
-    def forward(self, tokens, *, mask=None, hidden_layers=None):
+    def forward(self, tokens, *, mask=None, hidden_layers=None, return_logits=True):
         tokens = np.asarray(tokens)
         self.calls.append(tokens.shape)
         b, n = tokens.shape
