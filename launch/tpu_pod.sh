@@ -10,4 +10,4 @@ tpu="${1:?TPU name}"; zone="${2:?zone}"; exp="${3:?experiment}"; shift 3
 repo="${REPO:-~/introspect}"
 args=$(printf ' %q' "$@")
 gcloud compute tpus tpu-vm ssh "$tpu" --zone "$zone" --worker=all --command \
-  "cd ${repo} && make -s .venv/.base >/dev/null && INTROSPECT_DISTRIBUTED=1 .venv/bin/python -m experiments.${exp}${args}"
+  "cd ${repo} && make -s .venv/.base >/dev/null && .venv/bin/python -m pip install -q 'jax[tpu]==0.10.2' && INTROSPECT_DISTRIBUTED=1 .venv/bin/python -m experiments.${exp}${args}"
