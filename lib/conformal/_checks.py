@@ -175,7 +175,7 @@ def check_probs(probs, name: str = "probs", *, normalized: bool = True) -> None:
     h = host_view(probs)
     if h is not None:
         lo, hi = float(h.min()), float(h.max())
-        dev = float(np.abs(h.sum(-1, dtype=np.float64) - 1.0).max()) if normalized else 0.0
+        dev = float(np.abs(h.sum(-1) - 1.0).max()) if normalized else 0.0
     else:
         lo, hi, dev = (float(v) for v in _prob_stats(probs))
     if math.isnan(lo) or math.isnan(hi):

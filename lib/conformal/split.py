@@ -13,9 +13,15 @@ import jax.numpy as jnp
 
 from introspect.conformal import _checks as C
 
+# Above this many scores the k-th smallest is found by bisection on the floats' bit patterns
+# (32 counting passes in float32) instead of a sort, which is slow on CPU for large n.
+_SELECT_MIN_N = 1 << 15
+
 
 def _kth_smallest_static(scores, k: int):
     """k-th smallest (1-based, 1 <= k <= n) along the last axis."""
+    if scores.shape[-1] >= _SELECT_MIN_N:
+        return _kth_smallest_select(scores, jnp.asarray(k, jnp.int32))
     return _kth_smallest(scores, jnp.asarray(k - 1, jnp.int32))
 
 
@@ -23,6 +29,32 @@ def _kth_smallest_static(scores, k: int):
 def _kth_smallest(scores, index):
     # The index is traced so that one compilation serves every alpha.
     return jnp.take(jnp.sort(scores, axis=-1), index, axis=-1)
+
+
+def _order_keys(x):
+    """Signed integers ordered like the floats x (no NaN): negatives get their magnitude flipped."""
+    idt = {2: jnp.int16, 4: jnp.int32, 8: jnp.int64}[x.dtype.itemsize]
+    b = jax.lax.bitcast_convert_type(x, idt)
+    return jnp.where(b < 0, b ^ jnp.array(jnp.iinfo(idt).max, idt), b)
+
+
+@jax.jit
+def _kth_smallest_select(scores, k):
+    """Exact k-th smallest along the last axis: the smallest key m with #{key <= m} >= k."""
+    keys = _order_keys(scores)
+    lo = jnp.min(keys, axis=-1) - 1  # count(<= lo) = 0 < k
+    hi = jnp.max(keys, axis=-1)  # count(<= hi) = n >= k
+
+    def body(_, carry):
+        lo, hi = carry
+        mid = (lo >> 1) + (hi >> 1) + (lo & hi & 1)  # floor((lo + hi) / 2) without overflow
+        ok = jnp.sum(keys <= mid[..., None], axis=-1) >= k
+        return jnp.where(ok, lo, mid), jnp.where(ok, mid, hi)
+
+    _, hi = jax.lax.fori_loop(0, 8 * keys.dtype.itemsize, body, (lo, hi))
+    # Back from key to float: the key of an actual score, so this is one of the scores.
+    b = jnp.where(hi < 0, hi ^ jnp.array(jnp.iinfo(hi.dtype).max, hi.dtype), hi)
+    return jax.lax.bitcast_convert_type(b, scores.dtype)
 
 
 def quantile(

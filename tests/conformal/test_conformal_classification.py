@@ -19,8 +19,8 @@ def _ref_scores(p, y, score, u=None, k_reg=1, lam=0.0):
     py = p[np.arange(len(y)), y][:, None]
     if score == "lac":
         return 1.0 - py[:, 0]
-    # APS / RAPS are defined on probabilities rounded down to the float64 grid 2^-52.
-    p = np.floor(p * 2.0**52) / 2.0**52
+    # APS / RAPS are defined on probabilities rounded to the float64 grid 2^-52.
+    p = np.round(p * 2.0**52) / 2.0**52
     py = p[np.arange(len(y)), y][:, None]
     if u is None:
         s = (p * (p >= py)).sum(1)

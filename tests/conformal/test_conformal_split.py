@@ -47,6 +47,28 @@ def test_quantile_is_the_order_statistic():
             assert q == (np.sort(s)[k - 1] if k <= n else np.inf)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_large_n_selection_matches_sort(dtype):
+    """The bisection selection used for n >= 2^15 returns exactly the sorted order statistic."""
+    from introspect.conformal import split
+
+    rng = np.random.default_rng(5)
+    with jax.enable_x64(dtype == np.float64):
+        for n in (1, 2, 7, 5000):
+            x = (rng.normal(size=(3, n)) * 10).astype(dtype)
+            x[0, : n // 2] = x[0, 0]  # ties
+            if n > 3:
+                x[1, :3] = [-np.inf, np.inf, -0.0]
+                x[2] = 0.0
+            for k in sorted({1, n, (n + 1) // 2, max(1, n - 3)}):
+                got = split._kth_smallest_select(jnp.asarray(x), jnp.asarray(k, jnp.int32))
+                np.testing.assert_array_equal(np.asarray(got), np.sort(x, -1)[:, k - 1])
+        big = rng.normal(size=40_000).astype(dtype)
+        np.testing.assert_array_equal(
+            cf.quantile(big, alpha=0.1), np.sort(big)[cf.conformal_rank(40_000, alpha=0.1) - 1]
+        )
+
+
 def test_quantile_batched_masked_and_traced_alpha_agree():
     rng = np.random.default_rng(1)
     s = rng.normal(size=(4, 50)).astype(np.float32)
