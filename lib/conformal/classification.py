@@ -13,16 +13,17 @@ Scores (larger = stranger):
 Labels tied in probability share a score, so ties enter or leave a set together and the set is
 exactly {k: s(x, k) <= qhat} -- the guarantee needs nothing more.
 
-APS / RAPS read the probabilities rounded to the grid 2^-m (m = 23 in float32, 52 in float64):
-a change of at most K 2^-(m+1) in a score, which makes every mass an exact sum (the same
-float whatever order a backend reduces in). Scores computed in `nonconformity`, in
-`label_scores` and inside the set search therefore agree bit for bit.
+APS / RAPS order the labels by the probabilities as given, but add up their values rounded to
+the grid 2^-m (m = 23 in float32, 52 in float64): a change of at most K 2^-(m+1) in a score,
+which makes every mass an exact sum (the same float whatever order a backend reduces in).
+Scores computed in `nonconformity`, in `label_scores` and inside the set search therefore agree
+bit for bit.
 
 A set for a scalar (or per-row) threshold is found without sorting the K classes: the included
 labels are {k: p_k > t*} (plus the boundary tie group for the randomised / include-last rules),
-where t* is the smallest grid point with A(t*) + lam (C(t*) - k_reg)^+ <= qhat. t* is found
-exactly by bisection on the grid (m + 1 = 24 steps in float32), each step one pass over a
-cache-sized block of rows; much faster than a per-row sort on CPU, and exact on every backend.
+where t* is the smallest probability with A(t*) + lam (C(t*) - k_reg)^+ <= qhat. t* is found
+exactly by bisection on the floats' bit patterns (30 steps in float32), each step one pass over
+a cache-sized block of rows; much faster than a per-row sort on CPU, and exact everywhere.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from introspect.conformal import _checks as C
 from introspect.conformal.split import quantile
@@ -42,9 +44,10 @@ _CPU_ROW_CHUNK = 256
 
 
 # ----------------------------------------------------------------------------------------------
-# Building blocks. They take probabilities p = [B, K] (on the grid, see `_quantize`) and
-# thresholds t = [B]; every partial sum of grid values below 2 is exact, so the calibration score
-# of (x, k) and the set rule evaluate the same float.
+# Building blocks. They take probabilities p = [B, K] for the order (which labels are above a
+# threshold t = [B]) and their grid values pq = _quantize(p) as the summands of every mass: a
+# partial sum of grid values below 2 is exact, so the calibration score of (x, k) and the set rule
+# evaluate the same float.
 
 
 def _quantize(p):
@@ -56,18 +59,17 @@ def _quantize(p):
 def _above(p, t):
     """[B, K] indicator p_j > t as 0./1. (t is [B]); needs 0 <= p <= 1 and t >= -tiny.
 
-    ceil(max(p - t, 0)) is 1 for p - t in (0, 1] and 0 otherwise. It fuses into a vectorised
-    reduction on CPU, where a select-based mask does not.
+    ceil(max(p - t, 0)) is 1 for p - t in (0, 1] and 0 otherwise. On large arrays it fuses into
+    a vectorised CPU reduction where a select does not (on cache-sized blocks `select` wins).
     """
     return jnp.ceil(jnp.maximum(p - t[:, None], 0))
 
 
-def _mass_above(p, t, *, select: bool = False):
-    """sum_j p_j [p_j > t] -> [B]. Exact on the grid, so both forms give the same float;
-    `select` (jnp.where) is faster on cache-sized blocks, the ceil form on large arrays."""
+def _mass_above(p, pq, t, *, select: bool = False):
+    """sum_j pq_j [p_j > t] -> [B]; both forms give the same (exact) float."""
     if select:
-        return jnp.sum(jnp.where(p > t[:, None], p, 0.0), axis=-1)
-    return jnp.sum(p * _above(p, t), axis=-1)
+        return jnp.sum(jnp.where(p > t[:, None], pq, 0.0), axis=-1)
+    return jnp.sum(pq * _above(p, t), axis=-1)
 
 
 def _count_above(p, t, *, select: bool = False):
@@ -96,53 +98,6 @@ def _prev_float(x):
     return jnp.where(x > 0, prev, _below_all(x.dtype))
 
 
-def _g(p, t, *, raps: bool, k_reg, lam, select: bool = False):
-    """G(t) = A(t) + lam (C(t) - k_reg)^+, non-increasing in t. p [B, K], t [B] -> [B]."""
-    g = _mass_above(p, t, select=select)
-    if raps:
-        g = g + _penalty(_count_above(p, t, select=select), k_reg, lam)
-    return g
-
-
-def _label_score(p, py, u, *, kind: str, k_reg, lam):
-    """Score of the label whose probability is `py` ([B]) in the rows of p ([B, K])."""
-    if kind == "lac":
-        return 1.0 - py
-    raps = kind == "raps"
-    if u is None:  # deterministic, tie-inclusive
-        return _g(p, _prev_float(py), raps=raps, k_reg=k_reg, lam=lam)
-    s = _mass_above(p, py) + u * py
-    if raps:
-        s = s + _penalty(_count_above(p, py) + 1, k_reg, lam)
-    return s
-
-
-def _bisect_threshold(p, q, *, raps: bool, k_reg, lam):
-    """Smallest grid point t = k 2^-m in [0, 1] with G(t) <= q, per row (exact bisection).
-
-    p [B, K] holds grid values (`_quantize`), so G only changes at grid points and m + 1 steps
-    (24 in float32, 53 in float64) pin t* down exactly. lo = -1 stands for "below every
-    probability", where G is the full mass (rows where even that is <= q are handled by the caller).
-    """
-    m = int(jnp.finfo(p.dtype).nmant)
-    idt = jnp.int32 if m < 31 else jnp.int64
-    inv = 1.0 / float(2**m)
-    n = p.shape[0]
-    lo = jnp.full((n,), -1, idt)
-    hi = jnp.full((n,), 2**m, idt)  # t = 1: G(1) = 0 <= q for any q >= 0
-
-    def body(_, carry):
-        lo, hi = carry
-        mid = lo + (hi - lo) // 2
-        t = jnp.maximum(mid, 0).astype(p.dtype) * inv
-        ok = _g(p, t, raps=raps, k_reg=k_reg, lam=lam, select=True) <= q
-        # Invariant: G(lo) > q >= G(hi). Once hi = lo + 1, mid == lo and nothing moves.
-        return jnp.where(ok, lo, mid), jnp.where(ok & (mid > lo), mid, hi)
-
-    _, hi = jax.lax.fori_loop(0, (2**m + 1).bit_length(), body, (lo, hi))
-    return hi.astype(p.dtype) * inv
-
-
 def _next_float(t):
     """Smallest float above t >= 0; above 0 it is the smallest normal float (a subnormal cut
     could be flushed to zero on CPU, and subnormal probabilities count as 0 there anyway)."""
@@ -151,25 +106,78 @@ def _next_float(t):
     return jnp.where(t > 0, nxt, jnp.finfo(t.dtype).tiny)
 
 
+def _g(p, pq, t, *, raps: bool, k_reg, lam, select: bool = False):
+    """G(t) = A(t) + lam (C(t) - k_reg)^+, non-increasing in t. [B, K], [B, K], [B] -> [B]."""
+    g = _mass_above(p, pq, t, select=select)
+    if raps:
+        g = g + _penalty(_count_above(p, t, select=select), k_reg, lam)
+    return g
+
+
+def _label_score(p, pq, py, u, *, kind: str, k_reg, lam):
+    """Score of the label whose probability is `py` ([B]) in the rows of p ([B, K])."""
+    if kind == "lac":
+        return 1.0 - py
+    raps = kind == "raps"
+    if u is None:  # deterministic, tie-inclusive
+        return _g(p, pq, _prev_float(py), raps=raps, k_reg=k_reg, lam=lam)
+    s = _mass_above(p, pq, py) + u * _quantize(py)
+    if raps:
+        s = s + _penalty(_count_above(p, py) + 1, k_reg, lam)
+    return s
+
+
+def _bisect_threshold(p, pq, q, *, raps: bool, k_reg, lam):
+    """Smallest float t in [0, 1] with G(t) <= q, per row: exact bisection on the bit pattern.
+
+    G only changes at the probabilities, so t* is one of them (or 0); for t >= 0 the bit
+    patterns of floats are ordered like the floats, and 30 steps (float32; 62 in float64) pin t*
+    down. lo = -1 stands for "below every probability", where G is the full mass (rows where
+    even that is <= q are handled by the caller).
+    """
+    idt = _int_like(p.dtype)
+    one = _one_bits(p.dtype)
+    n = p.shape[0]
+    lo = jnp.full((n,), -1, idt)
+    hi = jnp.full((n,), one, idt)  # t = 1: G(1) = 0 <= q for any q >= 0
+
+    def body(_, carry):
+        lo, hi = carry
+        mid = lo + (hi - lo) // 2
+        t = jax.lax.bitcast_convert_type(jnp.maximum(mid, 0), p.dtype)
+        ok = _g(p, pq, t, raps=raps, k_reg=k_reg, lam=lam, select=True) <= q
+        # Invariant: G(lo) > q >= G(hi). Once hi = lo + 1, mid == lo and nothing moves.
+        return jnp.where(ok, lo, mid), jnp.where(ok & (mid > lo), mid, hi)
+
+    _, hi = jax.lax.fori_loop(0, one.bit_length(), body, (lo, hi))
+    return jax.lax.bitcast_convert_type(hi, p.dtype)
+
+
+def _one_bits(dtype) -> int:
+    """The bit pattern of 1.0 in `dtype`, as a Python int (static)."""
+    return int(np.ones((), jnp.dtype(dtype)).view(np.dtype(_int_like(dtype))))
+
+
 def _row_thresholds(p, q, u, *, raps, k_reg, lam, include_last):
     """Per-row cut t_eff such that the set is {k: p_k >= t_eff}.
 
-    p [B, K] quantized probabilities, q [B], u [B] or None -> [B]. The labels strictly above t*
-    always enter; the tie group at t* enters for include_last, or (randomised) when its own
-    score is <= q; every label enters when even the full mass (and rank penalty) is <= q.
+    p [B, K] probabilities, q [B], u [B] or None -> [B]. The labels strictly above t* always
+    enter; the tie group at t* enters for include_last, or (randomised) when its own score is
+    <= q; every label enters when even the full mass (and rank penalty) is <= q.
     """
-    t = _bisect_threshold(p, q, raps=raps, k_reg=k_reg, lam=lam)
+    pq = _quantize(p)
+    t = _bisect_threshold(p, pq, q, raps=raps, k_reg=k_reg, lam=lam)
     if include_last:
         cut = t
     elif u is not None:
-        s_b = _mass_above(p, t, select=True) + u * t
+        s_b = _mass_above(p, pq, t, select=True) + u * _quantize(t)
         if raps:
             s_b = s_b + _penalty(_count_above(p, t, select=True) + 1, k_reg, lam)
         cut = jnp.where(s_b <= q, t, _next_float(t))
     else:
         cut = _next_float(t)
     # G just below every probability: the whole mass (exact on the grid) and rank K.
-    everything = jnp.sum(p, axis=-1)
+    everything = jnp.sum(pq, axis=-1)
     if raps:
         everything = everything + _penalty(p.shape[-1], k_reg, lam)
     return jnp.where(everything <= q, -jnp.inf, cut)
@@ -306,10 +314,9 @@ def nonconformity(
 @partial(jax.jit, static_argnames=("kind",))
 def _nonconformity(probs, labels, u, rng, k_reg, lam, *, kind):
     u = _draw_u(probs.shape[0], probs.dtype, rng, u)
-    if kind != "lac":
-        probs = _quantize(probs)
     py = jnp.take_along_axis(probs, labels[:, None].astype(jnp.int32), axis=1)[:, 0]
-    return _label_score(probs, py, u, kind=kind, k_reg=k_reg, lam=lam)
+    pq = None if kind == "lac" else _quantize(probs)
+    return _label_score(probs, pq, py, u, kind=kind, k_reg=k_reg, lam=lam)
 
 
 def label_scores(
@@ -331,7 +338,7 @@ def label_scores(
     Args:
       probs: [N, K] class probabilities.
       score, k_reg, lam, rng, u: as in `nonconformity` (u is [N], shared by a row's labels).
-      row_chunk: rows per block ("auto": 512 on CPU, unblocked elsewhere).
+      row_chunk: rows per block ("auto": 256 on CPU, unblocked elsewhere).
     Returns:
       [N, K] scores.
     """
@@ -358,8 +365,8 @@ def _all_label_scores(probs, u, score, k_reg, lam, row_chunk):
         return 1.0 - probs
 
     def rows(p, uu):
-        p = _quantize(p)
-        f = lambda pk: _label_score(p, pk, uu, kind=score, k_reg=k_reg, lam=lam)
+        pq = _quantize(p)
+        f = lambda pk: _label_score(p, pq, pk, uu, kind=score, k_reg=k_reg, lam=lam)
         return jax.lax.map(f, p.T).T
 
     return _map_rows(rows, row_chunk, probs, u)
@@ -396,7 +403,7 @@ def prediction_sets(
         `include_last_label=True`). Never smaller than the exact set, so the guarantee still
         holds, conservatively; needs a scalar or [N, 1] threshold.
       validate: shape / value checks; False skips them.
-      row_chunk: rows per bisection block ("auto": 512 on CPU, unblocked on accelerators).
+      row_chunk: rows per bisection block ("auto": 256 on CPU, unblocked on accelerators).
     Returns:
       [N, K] bool, True where the label is in the set.
     """
@@ -454,11 +461,11 @@ def _sets_jit(probs, qhat, u, rng, k_reg, lam, *, raps, include_last, chunk, per
     if per_row:
         q = jnp.broadcast_to(qhat.reshape(-1), (n,))
         fn = lambda p, qq, uu: _row_thresholds(
-            _quantize(p), qq, uu, raps=raps, k_reg=k_reg, lam=lam, include_last=include_last
+            p, qq, uu, raps=raps, k_reg=k_reg, lam=lam, include_last=include_last
         )
         # Blocks return one cut per row; the [N, K] set is then a single fused comparison.
         cut = _map_rows(fn, chunk, probs, q, u)
-        return _quantize(probs) >= cut[:, None]
+        return probs >= cut[:, None]
     kind = "raps" if raps else "aps"
     return _all_label_scores(probs, u, kind, k_reg, lam, chunk) <= qhat
 
