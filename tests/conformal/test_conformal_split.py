@@ -126,7 +126,7 @@ def test_weighted_quantile_heavy_test_weight_is_infinite():
     assert np.isfinite(q[0]) and np.isinf(q[1])
 
 
-def test_weighted_coverage_under_covariate_shift(x64):
+def test_weighted_coverage_under_covariate_shift():
     """Weighted conformal keeps coverage under a known covariate shift; unweighted does not.
 
     x_cal ~ N(0, 1), x_test ~ N(1, 1), so w(x) = exp(x - 1/2); y = x + (0.3 + |x|) eps. The weighted
@@ -134,13 +134,13 @@ def test_weighted_coverage_under_covariate_shift(x64):
     empirical standard error of the per-split coverage (CLT over independent splits).
     """
     sims, n, m, alpha = 1000, 200, 100, 0.1
+    rng = np.random.default_rng(0)
+    xc = rng.standard_normal((sims, n)).astype(np.float32)
+    xt = (1.0 + rng.standard_normal((sims, m))).astype(np.float32)
+    yc = xc + (0.3 + np.abs(xc)) * rng.standard_normal((sims, n)).astype(np.float32)
+    yt = xt + (0.3 + np.abs(xt)) * rng.standard_normal((sims, m)).astype(np.float32)
 
-    def one(key):
-        k1, k2, k3, k4 = jax.random.split(key, 4)
-        xc = jax.random.normal(k1, (n,))
-        xt = 1.0 + jax.random.normal(k2, (m,))
-        yc = xc + (0.3 + jnp.abs(xc)) * jax.random.normal(k3, (n,))
-        yt = xt + (0.3 + jnp.abs(xt)) * jax.random.normal(k4, (m,))
+    def one(xc, xt, yc, yt):
         s = cf.residual_scores(yc, xc, validate=False)
         qw = cf.weighted_quantile(
             s, jnp.exp(xc - 0.5), test_weight=jnp.exp(xt - 0.5), alpha=alpha, validate=False
@@ -149,7 +149,7 @@ def test_weighted_coverage_under_covariate_shift(x64):
         st = jnp.abs(yt - xt)
         return jnp.mean(st <= qw), jnp.mean(st <= q)
 
-    cw, cu = jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(0), sims))
+    cw, cu = jax.jit(jax.vmap(one))(xc, xt, yc, yt)
     tol_w = 4.5 * float(jnp.std(cw)) / math.sqrt(sims)
     assert float(jnp.mean(cw)) >= 1 - alpha - tol_w
     tol_u = 4.5 * float(jnp.std(cu)) / math.sqrt(sims)
@@ -168,14 +168,14 @@ def test_conformal_pvalues_are_valid_and_match_quantile(x64, btol):
     np.testing.assert_allclose(p, ref)
     # Validity by simulation: P(p <= t) <= t (smoothed: = t), 4000 exchangeable draws.
     sims = 4000
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((sims, 51))
+    u = rng.random(sims)
 
-    def one(key):
-        k1, k2 = jax.random.split(key)
-        x = jax.random.normal(k1, (51,))
-        u = jax.random.uniform(k2, ())
+    def one(x, u):
         return cf.conformal_pvalues(x[:50], x[50], u=u, validate=False)
 
-    ps = jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(1), sims))
+    ps = jax.jit(jax.vmap(one))(x, u)
     for t in (0.05, 0.1, 0.5):
         assert abs(float(jnp.mean(ps <= t)) - t) <= btol(t, sims)
 
