@@ -283,7 +283,8 @@ def nonconformity(
     """Nonconformity scores s(x_i, y_i) of labelled examples (the calibration scores).
 
     Args:
-      probs: [n, K] class probabilities (rows sum to 1 for "aps" / "raps").
+      probs: [n, K] class probabilities in [0, 1] (rows sum to 1 for "aps" / "raps"; checked
+        when `validate`, assumed otherwise).
       labels: [n] int labels in [0, K).
       score: "lac" | "aps" | "raps" (see the module docstring for the formulas).
       k_reg, lam: RAPS regularisation (rank allowance and penalty per extra rank).
@@ -336,7 +337,7 @@ def label_scores(
     scalar threshold when only sets are needed.
 
     Args:
-      probs: [N, K] class probabilities.
+      probs: [N, K] class probabilities in [0, 1].
       score, k_reg, lam, rng, u: as in `nonconformity` (u is [N], shared by a row's labels).
       row_chunk: rows per block ("auto": 256 on CPU, unblocked elsewhere).
     Returns:
@@ -393,7 +394,7 @@ def prediction_sets(
     With per-class thresholds from `class_conditional_quantiles` the bound holds per class.
 
     Args:
-      probs: [N, K] class probabilities.
+      probs: [N, K] class probabilities in [0, 1].
       qhat: threshold(s): scalar; [N, 1] one per row (e.g. Mondrian groups known at test time:
         `q[groups][:, None]`); [K] one per class (class-conditional); or [N, K].
       score, k_reg, lam: as in `nonconformity`.
