@@ -39,9 +39,11 @@ def make_data(n: int, k: int, seed: int):
 def run_introspect(p_cal, y_cal, p_test, *, alpha, key=None, u=None):
     from introspect.conformal import nonconformity, prediction_sets, quantile
 
-    scores = nonconformity(jnp.asarray(p_cal), jnp.asarray(y_cal), score="aps", rng=key, u=u)
+    # jax.device_put is a no-op for arrays already on the device, a host copy for NumPy ones.
+    p_cal, y_cal, p_test = jax.device_put((p_cal, y_cal, p_test))
+    scores = nonconformity(p_cal, y_cal, score="aps", rng=key, u=u)
     qhat = quantile(scores, alpha=alpha)
-    sets = prediction_sets(jnp.asarray(p_test), qhat, score="aps", include_last=True)
+    sets = prediction_sets(p_test, qhat, score="aps", include_last=True)
     return jax.block_until_ready((qhat, sets))
 
 
