@@ -20,6 +20,7 @@ format or a grader never special-cases a dataset:
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -64,6 +65,37 @@ class ArrayRecordBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
 
     def __init__(self, *, file_format: str | None = None, **kwargs: Any):
         super().__init__(file_format=file_format or "array_record", **kwargs)
+
+
+class RemoteQABuilder(ArrayRecordBuilder, skip_registration=True):
+    """A published QA set converted to the shared layout. Subclasses set HOMEPAGE and URLS
+    ({split: url}) and implement `_examples(path, split)` (the parsed examples of one downloaded
+    file); sources other than one file per split override `_split_sources`."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    HOMEPAGE = ""
+    URLS: dict[str, str] = {}
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        doc = sys.modules[type(self).__module__].__doc__ or ""
+        return self.dataset_info_from_configs(
+            description=doc.split("\n\n")[0], features=qa_features(), homepage=self.HOMEPAGE
+        )
+
+    def _split_sources(self, dl_manager) -> dict[str, Any]:
+        return dl_manager.download(self.URLS)
+
+    def _split_generators(self, dl_manager):
+        sources = self._split_sources(dl_manager)
+        return {split: self._generate_examples(path, split) for split, path in sources.items()}
+
+    def _generate_examples(self, path, split):
+        for ex in self._examples(path, split):
+            yield ex["id"], ex
+
+    def _examples(self, path, split) -> Iterator[dict[str, Any]]:
+        raise NotImplementedError
 
 
 def make_example(

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import tensorflow_datasets as tfds
-
 from introspect.data.builders.common import (
-    ArrayRecordBuilder,
+    RemoteQABuilder,
     iter_jsonl,
     make_example,
-    qa_features,
 )
 
 _BASE = "https://s3.amazonaws.com/commensenseqa"
@@ -43,24 +40,12 @@ def parse_commonsense_qa(record: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-class IntrospectCommonsenseQa(ArrayRecordBuilder):
+class IntrospectCommonsenseQa(RemoteQABuilder):
     """CommonsenseQA in the shared introspect layout."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    HOMEPAGE = "https://www.tau-nlp.org/commonsenseqa"
+    URLS = URLS
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            description=__doc__.split("\n\n")[0],
-            features=qa_features(),
-            homepage="https://www.tau-nlp.org/commonsenseqa",
-        )
-
-    def _split_generators(self, dl_manager):
-        paths = dl_manager.download(URLS)
-        return {split: self._generate_examples(paths[split]) for split in URLS}
-
-    def _generate_examples(self, path):
+    def _examples(self, path, split):
         for record in iter_jsonl(path):
-            ex = parse_commonsense_qa(record)
-            yield ex["id"], ex
+            yield parse_commonsense_qa(record)

@@ -10,13 +10,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import tensorflow_datasets as tfds
-
 from introspect.data.builders.common import (
-    ArrayRecordBuilder,
+    RemoteQABuilder,
     iter_jsonl,
     make_example,
-    qa_features,
 )
 
 _BASE = "https://raw.githubusercontent.com/openai/grade-school-math/master/grade_school_math/data"
@@ -43,24 +40,12 @@ def parse_gsm8k(record: dict[str, Any], *, id: str) -> dict[str, Any]:
     )
 
 
-class IntrospectGsm8k(ArrayRecordBuilder):
+class IntrospectGsm8k(RemoteQABuilder):
     """GSM8K in the shared introspect layout."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    HOMEPAGE = "https://github.com/openai/grade-school-math"
+    URLS = URLS
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            description=__doc__.split("\n\n")[0],
-            features=qa_features(),
-            homepage="https://github.com/openai/grade-school-math",
-        )
-
-    def _split_generators(self, dl_manager):
-        paths = dl_manager.download(URLS)
-        return {split: self._generate_examples(paths[split], split) for split in URLS}
-
-    def _generate_examples(self, path, split):
+    def _examples(self, path, split):
         for i, record in enumerate(iter_jsonl(path)):
-            ex = parse_gsm8k(record, id=f"{split}-{i:05d}")
-            yield ex["id"], ex
+            yield parse_gsm8k(record, id=f"{split}-{i:05d}")

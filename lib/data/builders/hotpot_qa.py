@@ -11,13 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import tensorflow_datasets as tfds
-
 from introspect.data.builders.common import (
-    ArrayRecordBuilder,
+    RemoteQABuilder,
     iter_json_array,
     make_example,
-    qa_features,
 )
 
 _BASE = "http://curtis.ml.cmu.edu/datasets/hotpot"
@@ -47,24 +44,12 @@ def parse_hotpot_qa(record: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-class IntrospectHotpotQa(ArrayRecordBuilder):
+class IntrospectHotpotQa(RemoteQABuilder):
     """HotpotQA (distractor) in the shared introspect layout."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    HOMEPAGE = "https://hotpotqa.github.io/"
+    URLS = URLS
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            description=__doc__.split("\n\n")[0],
-            features=qa_features(),
-            homepage="https://hotpotqa.github.io/",
-        )
-
-    def _split_generators(self, dl_manager):
-        paths = dl_manager.download(URLS)
-        return {split: self._generate_examples(paths[split]) for split in URLS}
-
-    def _generate_examples(self, path):
+    def _examples(self, path, split):
         for record in iter_json_array(path):
-            ex = parse_hotpot_qa(record)
-            yield ex["id"], ex
+            yield parse_hotpot_qa(record)

@@ -10,13 +10,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import tensorflow_datasets as tfds
-
 from introspect.data.builders.common import (
-    ArrayRecordBuilder,
+    RemoteQABuilder,
     iter_jsonl,
     make_example,
-    qa_features,
 )
 from introspect.data.grading import extract_boxed
 
@@ -50,24 +47,12 @@ def parse_math(record: dict[str, Any], *, id: str | None = None) -> dict[str, An
     )
 
 
-class IntrospectMath500(ArrayRecordBuilder):
+class IntrospectMath500(RemoteQABuilder):
     """MATH-500 in the shared introspect layout."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    HOMEPAGE = "https://github.com/openai/prm800k"
+    URLS = URLS
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            description=__doc__.split("\n\n")[0],
-            features=qa_features(),
-            homepage="https://github.com/openai/prm800k",
-        )
-
-    def _split_generators(self, dl_manager):
-        paths = dl_manager.download(URLS)
-        return {"test": self._generate_examples(paths["test"])}
-
-    def _generate_examples(self, path):
+    def _examples(self, path, split):
         for i, record in enumerate(iter_jsonl(path)):
-            ex = parse_math(record, id=record.get("unique_id") or f"test-{i:04d}")
-            yield ex["id"], ex
+            yield parse_math(record, id=record.get("unique_id") or f"{split}-{i:04d}")

@@ -11,13 +11,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import tensorflow_datasets as tfds
-
 from introspect.data.builders.common import (
-    ArrayRecordBuilder,
+    RemoteQABuilder,
     iter_json_array,
     make_example,
-    qa_features,
 )
 
 URL = "http://nlp.cs.washington.edu/triviaqa/data/triviaqa-unfiltered.tar.gz"
@@ -47,24 +44,15 @@ def parse_trivia_qa(record: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-class IntrospectTriviaQa(ArrayRecordBuilder):
+class IntrospectTriviaQa(RemoteQABuilder):
     """TriviaQA (unfiltered, no context) in the shared introspect layout."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    HOMEPAGE = "https://nlp.cs.washington.edu/triviaqa/"
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            description=__doc__.split("\n\n")[0],
-            features=qa_features(),
-            homepage="https://nlp.cs.washington.edu/triviaqa/",
-        )
-
-    def _split_generators(self, dl_manager):
+    def _split_sources(self, dl_manager):
         root = dl_manager.download_and_extract(URL)
-        return {split: self._generate_examples(root / path) for split, path in FILES.items()}
+        return {split: root / path for split, path in FILES.items()}
 
-    def _generate_examples(self, path):
+    def _examples(self, path, split):
         for record in iter_json_array(path, key="Data"):
-            ex = parse_trivia_qa(record)
-            yield ex["id"], ex
+            yield parse_trivia_qa(record)
