@@ -39,7 +39,7 @@ test-fast: $(VENV)/.dev
 	$(PY) -m pytest -q -m "not slow" tests
 
 bench: $(VENV)/.dev
-	@for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+	@for f in benchmarks/[!_]*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check lib tests experiments configs benchmarks
