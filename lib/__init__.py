@@ -8,8 +8,17 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "models", "data", "metrics", "losses", "calibrators", "conformal", "signals", "decoding",
-    "probes", "train", "results",
+    "models",
+    "data",
+    "metrics",
+    "losses",
+    "calibrators",
+    "conformal",
+    "signals",
+    "decoding",
+    "probes",
+    "train",
+    "results",
 )
 
 
