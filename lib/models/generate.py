@@ -27,10 +27,14 @@ def next_power_of_two(n: int, minimum: int = 1) -> int:
 
 
 def length_bucket(n: int, minimum: int = 16) -> int:
-    """Smallest of {2^k, 3 * 2^(k-1)} >= n (and >= minimum): at most 1/3 of a prompt bucket is
-    padding, and few enough buckets that compiled programs are reused."""
-    p = next_power_of_two(n, minimum)
-    return p * 3 // 4 if p * 3 // 4 >= max(n, minimum) else p
+    """Bucketed sequence length: a multiple of 8 up to 128 (prefill FLOPs grow with padding, and
+    prompts are short), then the smallest of {2^k, 3 * 2^(k-1)} >= n (at most 1/3 padding, few
+    programs to compile for long inputs)."""
+    n = max(int(n), minimum)
+    if n <= 128:
+        return -(-n // 8) * 8
+    p = next_power_of_two(n)
+    return p * 3 // 4 if p * 3 // 4 >= n else p
 
 
 def left_pad(seqs, chunk, *, batch: int, pad_id: int):
