@@ -42,6 +42,19 @@ def prepare_logits(
     return z, y, m, binary
 
 
+def prepare_affine_fit(
+    logits: Any, labels: Any, mask: Any, l2: Any, max_iter: Any, validate: bool, what: str
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, int]:
+    """Shared input handling of the multiclass affine calibrators (vector / matrix scaling):
+    (logits [n, K], labels [n], mask [n], l2 as a scalar of the logits' dtype, max_iter)."""
+    reg = V.check_float_option(l2, "l2", 0.0)
+    it = V.check_int_option(max_iter, "max_iter", 1)
+    if validate and getattr(logits, "ndim", jnp.ndim(logits)) != 2:
+        raise ValueError(f"logits: expected [n, num_classes] multiclass logits for {what}")
+    z, y, m, _ = prepare_logits(logits, labels, mask, validate)
+    return z, y, m, jnp.asarray(reg, z.dtype), it
+
+
 def check_apply_logits(logits: Any, num_classes: int | None, validate: bool) -> jax.Array:
     z = V.as_array(logits, "logits")
     if validate:

@@ -11,7 +11,6 @@ from flax import struct
 
 from introspect.calibrators import _common as C
 from introspect.calibrators._optim import lbfgs_minimize
-from introspect.metrics import _validation as V
 
 __all__ = ["VectorScalingParams", "fit", "apply"]
 
@@ -59,12 +58,10 @@ def fit(
     Returns:
       VectorScalingParams.
     """
-    reg = V.check_float_option(l2, "l2", 0.0)
-    it = V.check_int_option(max_iter, "max_iter", 1)
-    if validate and getattr(logits, "ndim", jnp.ndim(logits)) != 2:
-        raise ValueError("logits: expected [n, num_classes] multiclass logits for vector scaling")
-    z, y, m, _ = C.prepare_logits(logits, labels, mask, validate)
-    w, b = _fit(z, y, m, jnp.asarray(reg, z.dtype), it)
+    z, y, m, reg, it = C.prepare_affine_fit(
+        logits, labels, mask, l2, max_iter, validate, "vector scaling"
+    )
+    w, b = _fit(z, y, m, reg, it)
     return VectorScalingParams(weight=w, bias=b)
 
 
