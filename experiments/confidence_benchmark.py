@@ -142,12 +142,9 @@ def score_split(lm, examples, config, *, with_samples: bool, rng_seed: int) -> d
     extracted = [g[0] for g in graded]
     correct = np.array([g[1] for g in graded], np.float64)
     stats, mask = signals.from_ragged(gen.logprobs, gen.stats)
-    values = {}
-    for name in signals.SIGNALS:
-        if name == "answer_confidence":
-            continue
-        kw = {"vocab_size": lm.config.vocab_size} if name == "self_certainty" else {}
-        values[name] = np.asarray(signals.compute(name, stats, mask, **kw))
+    values = signals.compute_all(
+        stats, mask, vocab_size=lm.config.vocab_size, exclude=("answer_confidence",)
+    )
     span = np.zeros_like(mask)
     for i, (toks, ans) in enumerate(zip(gen.tokens, extracted, strict=True)):
         span[i, : len(toks)] = answer_span_mask(lm.tokenizer, toks, ans)

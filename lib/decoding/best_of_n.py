@@ -66,14 +66,12 @@ def sample(
         progress=progress,
     )
     stats, mask = signals_lib.from_ragged(gen.logprobs, gen.stats)
-    values = {}
-    for name in signals_lib.SIGNALS:
-        if name == "answer_confidence":
-            continue
-        kw = {"vocab_size": lm.config.vocab_size} if name == "self_certainty" else {}
-        values[name] = np.asarray(signals_lib.compute(name, stats, mask, **kw)).reshape(
-            len(prompts), n
-        )
+    values = {
+        name: v.reshape(len(prompts), n)
+        for name, v in signals_lib.compute_all(
+            stats, mask, vocab_size=lm.config.vocab_size, exclude=("answer_confidence",)
+        ).items()
+    }
     return Samples(
         texts=[gen.texts[i * n : (i + 1) * n] for i in range(len(prompts))],
         tokens=[gen.tokens[i * n : (i + 1) * n] for i in range(len(prompts))],

@@ -10,9 +10,11 @@ verbalized confidence, linguistic hedges, sampling consistency. Model-querying (
 
 from introspect.signals.logit import (
     NEEDS_TOKENS,
+    NEEDS_VOCAB,
     SIGNALS,
     answer_confidence,
     compute,
+    compute_all,
     confidence_gain,
     from_ragged,
     max_token_prob,
@@ -39,10 +41,12 @@ from introspect.signals.text import (
 
 __all__ = [
     "NEEDS_TOKENS",
+    "NEEDS_VOCAB",
     "SIGNALS",
     "STAT_NAMES",
     "answer_confidence",
     "compute",
+    "compute_all",
     "confidence_gain",
     "from_ragged",
     "consistency",

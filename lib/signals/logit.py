@@ -162,6 +162,10 @@ NEEDS_TOKENS = {
 }
 
 
+# Signals that need the vocabulary size (passed as `vocab_size=`).
+NEEDS_VOCAB = {"self_certainty"}
+
+
 def register(name: str, fn: Callable) -> None:
     """Add a statistics-based signal `fn(stats, mask, **options) -> [batch]` under `name`."""
     if name in SIGNALS:
@@ -180,6 +184,23 @@ def compute(name: str, stats: Stats, mask, **options) -> jax.Array:
     if name in NEEDS_TOKENS and "logprob" not in stats:
         raise ValueError(f"signal {name!r} needs the chosen tokens' log-probs (stats['logprob'])")
     return SIGNALS[name](stats, mask, **options)
+
+
+def compute_all(stats: Stats, mask, *, vocab_size: int, exclude=()) -> dict[str, np.ndarray]:
+    """Every registered signal (but `exclude`) on the same statistics: {name: [batch] array}.
+
+    `vocab_size` goes to the signals in NEEDS_VOCAB; "answer_confidence" uses the whole mask as
+    the answer span (exclude it and call `compute` with an answer mask to do better).
+    """
+    return {
+        name: np.asarray(
+            compute(
+                name, stats, mask, **({"vocab_size": vocab_size} if name in NEEDS_VOCAB else {})
+            )
+        )
+        for name in SIGNALS
+        if name not in exclude
+    }
 
 
 # ---------------------------------------------------------------------------------------------

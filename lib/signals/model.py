@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from introspect.signals.logit import SIGNALS, compute, confidence_gain, from_ragged
+from introspect.signals.logit import compute_all, confidence_gain, from_ragged
 
 
 def _prompt_ids(tokenizer, prompt) -> list[int]:
@@ -47,11 +47,7 @@ def score_pairs(lm, prompts: Sequence, answers: Sequence[str], *, batch_size: in
         conts.append(lm.tokenizer.encode(a))
     sc = lm.score(ids, conts, batch_size=batch_size)
     stats, mask = from_ragged(sc.logprobs, sc.stats)
-    out = {}
-    for name in SIGNALS:
-        kw = {"vocab_size": lm.config.vocab_size} if name == "self_certainty" else {}
-        out[name] = np.asarray(compute(name, stats, mask, **kw))
-    return out
+    return compute_all(stats, mask, vocab_size=lm.config.vocab_size)
 
 
 def score_jsonl(
