@@ -262,18 +262,12 @@ def generate(
         raise ValueError(f"h_high ({h_high}) must exceed h_low ({h_low})")
     if max_segment < 1 or max_new_tokens < 1:
         raise ValueError("max_segment and max_new_tokens must be >= 1")
-    ctx = lm.config.max_position_embeddings
-    for i, p in enumerate(prompts):
-        if len(p) + max_new_tokens > ctx:
-            raise ValueError(f"prompts[{i}] + max_new_tokens exceeds the context length {ctx}")
+    lm._check_context(prompts, max_new_tokens)
     num_new = gen_lib.next_power_of_two(max_new_tokens, 8)
     steps = gen_lib.next_power_of_two(max_steps or 2 * max_new_tokens, 8)
     spec = CNTPSpec(lm.config, num_new, steps, max_trials, top_k > 0 or top_p < 1.0, lm.dtype)
     is_punct = _punct_cache(lm.tokenizer, lm.config.vocab_size)
-    stop_ids = np.array(sorted(set(lm.tokenizer.eos_token_ids)) or [-1], np.int32)
-    pad_id = int(
-        lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else stop_ids[0]
-    )
+    stop_ids, pad_id = lm._stop_and_pad()
     base = jax.random.PRNGKey(seed)
     t0 = time.perf_counter()
     results = {}

@@ -245,6 +245,23 @@ class LM:
             vec, jnp.asarray(steering.scale, jnp.float32), steering.layer, steering.mask
         )
 
+    def _check_context(self, prompts: list[list[int]], max_new_tokens: int) -> None:
+        ctx = self.config.max_position_embeddings
+        for i, p in enumerate(prompts):
+            if len(p) + max_new_tokens > ctx:
+                raise ValueError(
+                    f"prompts[{i}] has {len(p)} tokens; with max_new_tokens={max_new_tokens} that "
+                    f"is {len(p) + max_new_tokens} > the model's context length {ctx}"
+                )
+
+    def _stop_and_pad(self, extra: Sequence[int] = ()) -> tuple[np.ndarray, int]:
+        """(ids that end a row: EOS ids and `extra` ([-1] if none), id written after the end)."""
+        stop_ids = np.array(
+            sorted(set(self.tokenizer.eos_token_ids) | set(extra)) or [-1], np.int32
+        )
+        pad_id = self.tokenizer.pad_token_id
+        return stop_ids, int(stop_ids[0]) if pad_id is None else int(pad_id)
+
     def _place(self, *arrays):
         if self.mesh is None:
             return arrays
@@ -365,13 +382,7 @@ class LM:
             raise ValueError(f"top_k must be >= 0, got {top_k}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        ctx = self.config.max_position_embeddings
-        for i, p in enumerate(prompts):
-            if len(p) + max_new_tokens > ctx:
-                raise ValueError(
-                    f"prompts[{i}] has {len(p)} tokens; with max_new_tokens={max_new_tokens} that "
-                    f"is {len(p) + max_new_tokens} > the model's context length {ctx}"
-                )
+        self._check_context(prompts, max_new_tokens)
         layers = self._hidden_layers(hidden_layers)
         if layers is not None:
             steps = (
@@ -411,13 +422,7 @@ class LM:
             steer_prompt=steer_prompt,
             dtype=self.dtype,
         )
-        stop_ids = np.array(
-            sorted(set(self.tokenizer.eos_token_ids) | set(stop_token_ids)), np.int32
-        )
-        if stop_ids.size == 0:
-            stop_ids = np.array([-1], np.int32)
-        pad_id = self.tokenizer.pad_token_id
-        pad_id = int(stop_ids[0]) if pad_id is None else int(pad_id)
+        stop_ids, pad_id = self._stop_and_pad(stop_token_ids)
         steer_vec = (
             steering.vector
             if steering is not None
