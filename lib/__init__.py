@@ -19,6 +19,7 @@ _SUBMODULES = (
     "probes",
     "train",
     "results",
+    "registry",
 )
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from introspect.metrics import _validation as V
+from introspect import _checks as V
 
 
 def prepare_logits(

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from introspect.calibrators import _common as C
-from introspect.metrics import _validation as V
+from introspect import _checks as V
 from introspect.metrics.calibration import BINNINGS, _bin_stats
 
 __all__ = ["HistogramBinningParams", "fit", "apply"]

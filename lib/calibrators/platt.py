@@ -16,7 +16,7 @@ from flax import struct
 
 from introspect.calibrators import _common as C
 from introspect.calibrators._optim import newton_minimize
-from introspect.metrics import _validation as V
+from introspect import _checks as V
 
 __all__ = ["PlattParams", "fit", "apply"]
 

@@ -17,7 +17,7 @@ from flax import struct
 from jax import lax
 
 from introspect.calibrators import _common as C
-from introspect.metrics import _validation as V
+from introspect import _checks as V
 
 __all__ = ["TemperatureParams", "fit", "apply"]
 

@@ -8,7 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from introspect.metrics import _validation as V
+from introspect import _checks as V
 
 __all__ = ["sequence_logprob", "dpo_loss", "vpo_loss"]
 

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from introspect.metrics import _validation as V
+from introspect import _checks as V
 
 __all__ = [
     "RLCRParse",

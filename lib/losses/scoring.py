@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from introspect.metrics import _validation as V
+from introspect import _checks as V
 
 __all__ = [
     "brier_loss",

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from introspect.metrics import _validation as V
+from introspect import _checks as V
 
 __all__ = [
     "MODES",

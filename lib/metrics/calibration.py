@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from introspect.metrics import _validation as V
+from introspect import _checks as V
 from introspect.metrics._sorting import from_order_key, group_sum, sort_payload, tie_groups
 
 __all__ = [

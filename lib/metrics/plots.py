@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from introspect.metrics import _validation as V
+from introspect import _checks as V
 from introspect.metrics import calibration, ranking
 
 __all__ = ["plot_reliability_diagram", "plot_risk_coverage", "plot_confidence_histogram"]

@@ -1,4 +1,4 @@
-"""Input validation shared by introspect.metrics, introspect.losses and introspect.calibrators.
+"""Input validation shared by every package (metrics, losses, conformal, calibrators, signals).
 
 Every public entry point checks its input here and raises a ValueError that names the argument,
 says what was wrong and what was expected. Shape checks always run (they also work on tracers);
