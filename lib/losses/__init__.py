@@ -9,7 +9,16 @@ Rewards (higher = better): `parse_rlcr` / `parse_rlcr_batch` + `rlcr_reward`, `c
 Advantages and token weights: `grpo_advantages`, `ucas_token_certainty`,
 `ucas_sequence_certainty`, `ucas_advantages`, `empg_advantages`, `steer_weights`,
 `riskpo_advantages`.
-By name: `LOSSES`, `REWARDS`, `ADVANTAGES`, `get_loss`, `register_loss`, ...
+By name: every trainable loss is registered under one contract,
+`loss(*, outputs, batch, **options) -> [batch]`, in `LOSSES`; a new one is
+
+    @losses.register("my_loss")
+    def my_loss(*, outputs, batch, scale=1.0):
+        return scale * (outputs["logits"] - batch["label"]) ** 2
+
+and `config.loss.name = "my_loss"` in any trainer (`objective` builds the trainer's loss
+function, `reduce` is its masked, weighted mean). `REWARDS` and `ADVANTAGES` hold the rewards and
+advantage transforms by name.
 """
 
 from introspect.losses.policy import (
@@ -31,9 +40,13 @@ from introspect.losses.registry import (
     get_advantage,
     get_loss,
     get_reward,
+    objective,
+    reduce,
+    register,
     register_advantage,
     register_loss,
     register_reward,
+    resolve_options,
 )
 from introspect.losses.rewards import (
     RLCRParse,
@@ -86,13 +99,17 @@ __all__ = [
     "hyperclick_spatial_confidence",
     "label_smoothing_cross_entropy",
     "log_loss",
+    "objective",
     "parse_rlcr",
     "parse_rlcr_batch",
     "ppo_c_rewards",
     "register_advantage",
     "register_loss",
     "register_reward",
+    "resolve_options",
     "riskpo_advantages",
+    "reduce",
+    "register",
     "rlcr_reward",
     "sequence_logprob",
     "spherical_loss",
