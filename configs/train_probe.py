@@ -14,7 +14,9 @@ probe) and results/train_probe/<run>/ (config.json, metrics.json, predictions.js
 
 Kill it at any time and run the same command again: the features are not extracted twice and
 training resumes from its last checkpoint. Override fields, e.g. `--config.probe.name=logistic
---config.train.optimizer.lr=3e-4 --config.layers="(15, 30)"`.
+--config.train.optimizer.lr=3e-4 --config.layers="(15, 30)" --config.probe.loss.name=brier`.
+A loss of your own: `@losses.register("my_loss")` in `my_module.py`, then
+`--config.imports=my_module --config.probe.loss.name=my_loss` (README, "Add a loss").
 """
 
 import ml_collections
@@ -25,6 +27,8 @@ from introspect.train import default_config as default_train_config
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
+    # Comma-separated modules imported first, so their @losses.register(...) entries exist.
+    c.imports = ""
     # A registered name ("smollm2-135m-instruct"), a .gguf file or a Hugging Face directory.
     c.model = "smollm2-135m-instruct"
     c.dtype = "float32"
@@ -50,6 +54,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.probe.name = "mlp"
     c.probe.hidden = (256, 64)
     c.probe.l2 = 1e-4
+    # The loss by name (introspect.losses.LOSSES) and its options (float options are traced).
+    c.probe.loss.name = "bce"
 
     c.train = default_train_config()
     c.train.num_steps = 2000

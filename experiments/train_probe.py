@@ -14,7 +14,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from introspect import data, metrics, models, probes, results, train
+from introspect import data, metrics, models, probes, registry, results, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/train_probe.py", "experiment config")
 _WORKDIR = flags.DEFINE_string("workdir", None, "features, checkpoints and the saved probe")
@@ -53,6 +53,7 @@ def split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarra
 def run(config, workdir: str) -> dict:
     """Run the experiment described by `config` in `workdir`; returns the metrics dict."""
     t_start = time.perf_counter()
+    registry.import_modules(config.get("imports"))  # user modules that register losses/probes
     out_dir = results.run_dir("train_probe", config.run_name or None, root=config.results_root)
     results.write_json(f"{out_dir}/config.json", {**config.to_dict(), "workdir": workdir})
     lm = models.load(config.model, dtype=config.dtype)
@@ -142,6 +143,7 @@ def run(config, workdir: str) -> dict:
         "answer_accuracy": float(labels.mean()),
         "layers": layers,
         "probe": config.probe.name,
+        "loss": config.probe.loss.name,
         "num_train": int(train_idx.size),
         "num_val": int(val_idx.size),
         "val_auroc": auroc(p_val, y_val),
@@ -178,7 +180,7 @@ def run(config, workdir: str) -> dict:
     results.write_jsonl(f"{out_dir}/predictions.jsonl", rows)
     results.write_text(
         f"{out_dir}/table.md",
-        f"Correctness probe ({config.probe.name}) on {config.model}, layers {layers}, "
+        f"Correctness probe ({config.probe.name}, loss {config.probe.loss.name}) on {config.model}, layers {layers}, "
         f"last prompt token; answer accuracy {m['answer_accuracy']:.3f}.\n\n{table}",
     )
     print(

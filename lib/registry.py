@@ -180,4 +180,3 @@ def import_modules(modules: str | Sequence[str] | None) -> list[types.ModuleType
                 "the working directory or PYTHONPATH"
             ) from e
     return out
-

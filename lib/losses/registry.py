@@ -153,9 +153,7 @@ def reduce(values: jax.Array, batch: Mapping[str, Any]) -> jax.Array:
     """
     values = jnp.asarray(values)
     if values.ndim != 1:
-        raise ValueError(
-            f"a loss must return per-example values [batch]; got shape {values.shape}"
-        )
+        raise ValueError(f"a loss must return per-example values [batch]; got shape {values.shape}")
     weight = batch.get("weight")
     if weight is not None:
         values = values * jnp.asarray(weight, values.dtype)
@@ -288,9 +286,7 @@ _PAIR_FIELDS = (
 @register("dpo", outputs=_PAIR_FIELDS[:2], batch=_PAIR_FIELDS[2:])
 def _dpo(*, outputs, batch, beta=0.1, label_smoothing=0.0):
     pairs = {k: _field(outputs, batch, k, "dpo") for k in _PAIR_FIELDS}
-    return preference.dpo_loss(
-        **pairs, beta=beta, label_smoothing=label_smoothing, validate=False
-    )
+    return preference.dpo_loss(**pairs, beta=beta, label_smoothing=label_smoothing, validate=False)
 
 
 @register("vpo", outputs=_PAIR_FIELDS[:2], batch=_PAIR_FIELDS[2:])
@@ -324,9 +320,11 @@ def _clipped_policy(
     """
     lp = outputs["logprobs"]
     mask = jnp.asarray(batch["token_mask"], bool)
-    ref = _field(outputs, batch, "ref_logprobs", "clipped_policy") if (
-        "ref_logprobs" in outputs or "ref_logprobs" in batch
-    ) else None
+    ref = (
+        _field(outputs, batch, "ref_logprobs", "clipped_policy")
+        if ("ref_logprobs" in outputs or "ref_logprobs" in batch)
+        else None
+    )
     weights = batch.get("token_weights")
 
     def row(lp_i, old_i, adv_i, m_i, ref_i, w_i):

@@ -8,7 +8,8 @@
 Features: positions (`select_positions`, `cue_positions`), extraction from `lm.forward`
 (`extract_forward`) and `lm.generate` (`generation_features`), the `.npy`-shard store
 (`build_store`, `FeatureStore`, `Subset`). Models: `LogisticProbe`, `MLPProbe` (registry
-`PROBES`), `feature_stats`, `class_weights`, `weighted_bce`, `l2_penalty`. Training:
+`PROBES`), `feature_stats`, `class_weights`, `l2_penalty`. Training (loss by name,
+`probe.loss.name`):
 `fit_probe` (through `introspect.train`), `predict`, `save_probe`/`load_probe` (orbax).
 """
 
@@ -31,7 +32,6 @@ from introspect.probes.models import (
     feature_stats,
     l2_penalty,
     make_probe,
-    weighted_bce,
 )
 from introspect.probes.training import (
     ProbeFit,
@@ -69,5 +69,4 @@ __all__ = [
     "save_probe",
     "select_positions",
     "token_char_ends",
-    "weighted_bce",
 ]

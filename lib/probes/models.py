@@ -7,9 +7,10 @@ Variables of a probe: {"params": trainable Dense kernels/biases, "stats": {"mean
 "stats" collection holds the standardisation x -> (x - mean) / scale computed once from the
 training features (`feature_stats`); the training loop only trains "params".
 
-Losses (pure functions): `weighted_bce` (binary cross-entropy with per-row weights) and `l2_penalty`
-(0.5 * sum of squared kernels; biases are not penalised, as in scikit-learn). Class-balanced weights
-are n / (2 n_c) for a row of class c (`class_weights`), as in LYNX and scikit-learn's "balanced".
+Probes are trained with a loss picked by name from `introspect.losses` (default "bce"); here:
+`l2_penalty` (0.5 * sum of squared kernels; biases are not penalised, as in scikit-learn) and
+class-balanced weights n / (2 n_c) for a row of class c (`class_weights`), as in LYNX and
+scikit-learn's "balanced".
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from introspect.registry import Registry
 
 
 class MLPProbe(nn.Module):
@@ -53,21 +56,23 @@ class LogisticProbe(MLPProbe):
     hidden: Sequence[int] = ()
 
 
-PROBES = {"logistic": LogisticProbe, "mlp": MLPProbe}
+# Probe modules by name; metadata "hidden_layers": whether the `hidden` widths apply.
+PROBES: Registry[type[nn.Module]] = Registry("probe")
+PROBES.register("logistic", LogisticProbe, hidden_layers=False)
+PROBES.register("mlp", MLPProbe, hidden_layers=True)
 
 
 def make_probe(name: str, *, hidden: Sequence[int] | None = None, standardize: bool = True):
     """A probe module by registry name ("logistic", "mlp"); `hidden` overrides the MLP widths."""
-    if name not in PROBES:
-        raise ValueError(f"probe name {name!r} is unknown; choose one of {', '.join(PROBES)}")
-    if name == "logistic":
+    cls = PROBES.get(name)
+    if not PROBES.meta(name, "hidden_layers", True):
         if hidden:
-            raise ValueError(f"a logistic probe has no hidden layers, got hidden={hidden}")
-        return LogisticProbe(standardize=standardize)
+            raise ValueError(f"a {name} probe has no hidden layers, got hidden={hidden}")
+        return cls(standardize=standardize)
     hidden = (256, 64) if hidden is None else tuple(int(h) for h in hidden)
     if any(h < 1 for h in hidden):
         raise ValueError(f"hidden widths must be >= 1, got {hidden}")
-    return MLPProbe(hidden=hidden, standardize=standardize)
+    return cls(hidden=hidden, standardize=standardize)
 
 
 def feature_stats(source, *, column: str = "features", chunk: int = 65536, eps: float = 1e-6):
@@ -109,21 +114,6 @@ def class_weights(labels) -> tuple[float, float]:
             f"class-balanced weights need both classes; got {n0} negatives and {n1} positives"
         )
     return n / (2.0 * n0), n / (2.0 * n1)
-
-
-def weighted_bce(*, logits: jax.Array, labels: jax.Array, weights: jax.Array | None = None):
-    """Binary cross-entropy from logits.
-
-    Args:
-      logits: [batch] logits.
-      labels: [batch] in {0, 1} (or soft labels in [0, 1]).
-      weights: optional [batch] per-row weights.
-    Returns:
-      [batch] loss, -w (y log sigmoid(z) + (1 - y) log sigmoid(-z)).
-    """
-    labels = jnp.asarray(labels, jnp.float32)
-    loss = jnp.logaddexp(0.0, logits) - labels * logits
-    return loss if weights is None else weights * loss
 
 
 def l2_penalty(params) -> jax.Array:

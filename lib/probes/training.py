@@ -7,13 +7,16 @@
     model, variables, spec = probes.load_probe(path)
 
 A source has columns "features" [n, features] and "label" [n] in {0, 1} (a FeatureStore, a
-Subset of one, or a dict of arrays). The objective is
+Subset of one, or a dict of arrays). The loss is picked by name from `introspect.losses.LOSSES`
+(`probe.loss.name`, default "bce"; `probe.loss.options` are its options), so the objective is
 
-    mean_i w_i BCE(sigmoid(probe(x_i)), y_i) + l2 * 0.5 * sum(kernels ** 2)
+    mean_i w_i loss(outputs={"logits": probe(x_i)}, batch={"label": y_i, ...}) + l2 * 0.5 * |K|^2
 
-with w_i = n / (2 n_c) for the class c of row i when `class_balanced`, else 1. With a logistic
-probe this is scikit-learn's LogisticRegression(C=1 / (l2 * n), class_weight="balanced") objective
-divided by n, so both have the same minimiser.
+with w_i = n / (2 n_c) for the class c of row i when `class_balanced`, else 1, and K the Dense
+kernels. With "bce" and a logistic probe this is scikit-learn's
+LogisticRegression(C=1 / (l2 * n), class_weight="balanced") objective divided by n, so both have
+the same minimiser. A loss of your own: `@losses.register("my_loss")` in your module, import it,
+set `probe.loss.name = "my_loss"`.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from introspect import losses
 from introspect import train as train_lib
 from introspect.probes import models
 from introspect.train.data import as_source, epoch_batches
@@ -46,6 +50,12 @@ def default_probe_config() -> ml_collections.ConfigDict:
     c.class_balanced = True
     # L2 strength on the kernels (biases not penalised); sklearn's C = 1 / (l2 * n_train).
     c.l2 = 0.0
+    c.loss = ml_collections.ConfigDict()
+    # A loss registered in introspect.losses.LOSSES (bce, focal, brier, log, spherical, ... or
+    # one of yours, registered with @losses.register("name") in a module you import).
+    c.loss.name = "bce"
+    # Its keyword options, e.g. {"gamma": 2.0} for focal (float options are traced arrays).
+    c.loss.options = ml_collections.ConfigDict()
     # Rows per prediction call.
     c.predict_batch_size = 1024
     return c
@@ -59,10 +69,15 @@ def resolve_probe_config(config, *, name: str = "probe") -> ml_collections.Confi
             raise ValueError(
                 f"unknown probe config field '{name}.{key}'; known: {', '.join(sorted(out))}"
             )
-        out[key] = tuple(value) if key == "hidden" else value
-    if out.name not in models.PROBES:
-        raise ValueError(f"{name}.name: unknown probe {out.name!r}; choose one of "
-                         f"{', '.join(models.PROBES)}")  # fmt: skip
+        if key == "loss":
+            for k, v in (value or {}).items():
+                if k not in out.loss:
+                    raise ValueError(f"unknown field '{name}.loss.{k}'; known: name, options")
+                out.loss[k] = ml_collections.ConfigDict(dict(v or {})) if k == "options" else v
+        else:
+            out[key] = tuple(value) if key == "hidden" else value
+    models.PROBES.check(out.name, field=f"{name}.name")
+    losses.resolve_options(out.loss.name, out.loss.options.to_dict(), field=f"{name}.loss")
     if not (isinstance(out.l2, int | float) and out.l2 >= 0):
         raise ValueError(f"{name}.l2 must be >= 0, got {out.l2!r}")
     if out.predict_batch_size < 1:
@@ -141,15 +156,24 @@ def fit_probe(
     def init_fn(rng):
         return model.init(rng, jnp.zeros((1, dim), jnp.float32))["params"]
 
-    def loss_fn(params, batch, rng):
+    def forward(params, batch, rng):
         del rng
-        logits = model.apply(variables_of(params), batch["features"])
+        return {"logits": model.apply(variables_of(params), batch["features"])}
+
+    def accuracy(outputs, batch):
+        return {"accuracy": jnp.mean((outputs["logits"] > 0) == (batch["label"] > 0.5))}
+
+    named_loss = losses.objective(
+        forward,
+        cfg.loss.to_dict(),
+        penalty=(lambda params: l2 * models.l2_penalty(params)) if l2 else None,
+        metrics=accuracy,
+        field="probe.loss",
+    )
+
+    def loss_fn(params, batch, rng):
         y = jnp.asarray(batch["label"], jnp.float32)
-        w = jnp.where(y > 0.5, w1, w0)
-        data_loss = jnp.mean(models.weighted_bce(logits=logits, labels=y, weights=w))
-        loss = data_loss + l2 * models.l2_penalty(params) if l2 else data_loss
-        accuracy = jnp.mean((logits > 0) == (y > 0.5))
-        return loss, {"bce": data_loss, "accuracy": accuracy}
+        return named_loss(params, {**batch, "label": y, "weight": jnp.where(y > 0.5, w1, w0)}, rng)
 
     eval_fn = None
     if val_source is not None:

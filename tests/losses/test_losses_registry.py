@@ -104,7 +104,12 @@ def test_tokenized_brier_and_preference_adapters():
     np.testing.assert_allclose(
         got, L.tokenized_brier(conf_logits=conf, correct=correct, values=values), rtol=1e-6
     )
-    keys = ("policy_chosen_logps", "policy_rejected_logps", "ref_chosen_logps", "ref_rejected_logps")
+    keys = (
+        "policy_chosen_logps",
+        "policy_rejected_logps",
+        "ref_chosen_logps",
+        "ref_rejected_logps",
+    )
     arrays = {k: jnp.asarray(rng.normal(size=5) - 3, jnp.float32) for k in keys}
     outputs = {k: arrays[k] for k in keys[:2]}
     batch = {k: arrays[k] for k in keys[2:]}  # reference log-probs precomputed in the batch
