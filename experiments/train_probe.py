@@ -180,7 +180,8 @@ def run(config, workdir: str) -> dict:
     results.write_jsonl(f"{out_dir}/predictions.jsonl", rows)
     results.write_text(
         f"{out_dir}/table.md",
-        f"Correctness probe ({config.probe.name}, loss {config.probe.loss.name}) on {config.model}, layers {layers}, "
+        f"Correctness probe ({config.probe.name}, loss {config.probe.loss.name}) on "
+        f"{config.model}, layers {layers}, "
         f"last prompt token; answer accuracy {m['answer_accuracy']:.3f}.\n\n{table}",
     )
     print(

@@ -314,9 +314,9 @@ def _clipped_policy(
     """Per-sequence contributions whose `reduce` mean equals `clipped_policy_loss`.
 
     Token arrays are [batch, length] with `batch["token_mask"]` [batch, length] (the batch's
-    "mask", if any, is the [batch] row mask that `reduce` applies). Each row is scored alone with "sequence_mean" and rescaled so that the
-    batch mean reproduces the chosen `aggregation` ("token_mean": by the row's share of all
-    tokens; "fixed_length": by n_i / length).
+    "mask", if any, is the [batch] row mask that `reduce` applies). Each row is scored alone
+    with "sequence_mean" and rescaled so that the batch mean reproduces `aggregation`
+    ("token_mean": by the row's share of all tokens; "fixed_length": by n_i / length).
     """
     lp = outputs["logprobs"]
     mask = jnp.asarray(batch["token_mask"], bool)
