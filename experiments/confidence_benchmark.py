@@ -23,20 +23,6 @@ from ml_collections import config_flags
 
 from introspect import calibrators, data, decoding, metrics, models, results, signals
 
-# Signals that are already probabilities in [0, 1]: their raw ECE/Brier are meaningful.
-PROBABILITY_SIGNALS = {
-    "mean_token_prob",
-    "min_token_prob",
-    "max_token_prob",
-    "answer_confidence",
-    "p_true",
-    "consistency",
-    "verbalized",
-    "hedge",
-    "hybrid",
-}
-
-
 # ---------------------------------------------------------------------------------------------
 # Data and answers
 # ---------------------------------------------------------------------------------------------
@@ -96,7 +82,8 @@ def evaluate_signal(name, cal_scores, cal_correct, test_scores, test_correct, nu
         "aurc": float(metrics.aurc(t_s, t_y)),
         "prr": float(metrics.prr(t_s, t_y)) if both else None,
     }
-    is_prob = name in PROBABILITY_SIGNALS
+    # Signals that are already probabilities in [0, 1]: their raw ECE/Brier are meaningful.
+    is_prob = bool(signals.SIGNALS.meta(name, "prob"))
     row["ece_raw"] = float(metrics.ece(t_s, t_y, num_bins=num_bins)) if is_prob else None
     row["brier_raw"] = float(metrics.brier_score(t_s, t_y)) if is_prob else None
     cal_ok = c_s is not None and 0 < c_y.sum() < len(c_y)

@@ -6,11 +6,13 @@ from the per-token statistics that generation and `lm.score` compute inside thei
 verbalized confidence, linguistic hedges, sampling consistency. Model-querying (`model.py`):
 `score_pairs`/`score_jsonl` (every logit signal for pre-generated answers by teacher forcing) and
 `p_true`, `context_gain` (CK-PLUG, with vs without a passage).
+
+Every signal is in the registry `SIGNALS` with metadata: `kind` ("stats" = computed from the
+per-token statistics by `compute`; "samples", "text", "model"), `prob` (a probability in [0, 1]),
+`needs_tokens`, `needs_vocab`. `signals.register(...)` adds one of yours.
 """
 
 from introspect.signals.logit import (
-    NEEDS_TOKENS,
-    NEEDS_VOCAB,
     SIGNALS,
     answer_confidence,
     compute,
@@ -26,6 +28,7 @@ from introspect.signals.logit import (
     neg_perplexity,
     register,
     self_certainty,
+    stats_signals,
     token_stats,
 )
 from introspect.signals.model import context_gain, p_true, score_jsonl, score_pairs
@@ -40,8 +43,6 @@ from introspect.signals.text import (
 )
 
 __all__ = [
-    "NEEDS_TOKENS",
-    "NEEDS_VOCAB",
     "SIGNALS",
     "STAT_NAMES",
     "answer_confidence",
@@ -68,6 +69,16 @@ __all__ = [
     "score_jsonl",
     "score_pairs",
     "self_certainty",
+    "stats_signals",
     "step_statistics",
     "token_stats",
 ]
+
+# The signals that are not computed from token statistics, with their metadata.
+register("consistency", consistency, kind="samples", prob=True)
+register("neg_num_distinct", neg_num_distinct, kind="samples")
+register("neg_cluster_entropy", neg_cluster_entropy, kind="samples")
+register("hedge", hedge_score, kind="text", prob=True)
+register("verbalized", parse_verbalized_confidence, kind="text", prob=True)
+register("p_true", p_true, kind="model", prob=True)
+register("context_gain", context_gain, kind="model")

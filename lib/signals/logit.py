@@ -8,7 +8,7 @@ Each signal has two entry points that compute the same number:
   `tokens[b, t]` is that predicted token (only the signals that need p(y) take it). So for a
   forward pass over `prompt + response`, the response is scored at positions
   `len(prompt) - 1 .. len(prompt) + len(response) - 2`.
-* `SIGNALS[name](stats, mask, **options)`: from per-token statistics, the dict that
+* `compute(name, stats, mask, **options)`: from per-token statistics, the dict that
   `token_stats` returns and that generation / `lm.score` produce inside their compiled loops
   (`logprob` of the chosen token and the STAT_NAMES statistics of its distribution, [batch, length]
   each). One generation pass therefore gives every logit-based signal.
@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from introspect.registry import Registry
 from introspect.signals.stats import STAT_NAMES, step_statistics
 
 Stats = dict  # {"logprob", "entropy", "max_prob", "logsumexp", "mean_logit"}: [batch, length]
@@ -140,65 +141,95 @@ def _answer_confidence(stats, mask, *, reduce: str = "mean"):
     raise ValueError(f"reduce must be 'mean' or 'product', got {reduce!r}")
 
 
-SIGNALS: dict[str, Callable] = {
-    "mean_token_prob": _mean_token_prob,
-    "min_token_prob": _min_token_prob,
-    "max_token_prob": _max_token_prob,
-    "neg_mean_entropy": _neg_mean_entropy,
-    "neg_max_entropy": _neg_max_entropy,
-    "neg_perplexity": _neg_perplexity,
-    "mean_logprob": _mean_logprob,
-    "self_certainty": _self_certainty,
-    "answer_confidence": _answer_confidence,
-}
-# Signals that read p(y_t) and so need the chosen tokens (or "logprob" in the stats).
-NEEDS_TOKENS = {
-    "mean_token_prob",
-    "min_token_prob",
-    "max_token_prob",
-    "neg_perplexity",
-    "mean_logprob",
-    "answer_confidence",
-}
+# Every signal by name. Metadata of an entry:
+#   kind: "stats" (fn(stats, mask, **options) on per-token statistics; `compute` runs these),
+#         "samples" / "text" / "model" (other call forms, see each function);
+#   prob: the value is a probability in [0, 1] (raw ECE / Brier are meaningful);
+#   needs_tokens: reads p(y_t), so the chosen tokens (stats["logprob"]) are required;
+#   needs_vocab: takes `vocab_size=` (the full-vocabulary size).
+SIGNALS: Registry[Callable] = Registry(
+    "signal", defaults={"kind": "stats", "prob": False, "needs_tokens": False, "needs_vocab": False}
+)
+SIGNALS.register("mean_token_prob", _mean_token_prob, prob=True, needs_tokens=True)
+SIGNALS.register("min_token_prob", _min_token_prob, prob=True, needs_tokens=True)
+SIGNALS.register("max_token_prob", _max_token_prob, prob=True, needs_tokens=True)
+SIGNALS.register("neg_mean_entropy", _neg_mean_entropy)
+SIGNALS.register("neg_max_entropy", _neg_max_entropy)
+SIGNALS.register("neg_perplexity", _neg_perplexity, needs_tokens=True)
+SIGNALS.register("mean_logprob", _mean_logprob, needs_tokens=True)
+SIGNALS.register("self_certainty", _self_certainty, needs_vocab=True)
+SIGNALS.register("answer_confidence", _answer_confidence, prob=True, needs_tokens=True)
 
 
-# Signals that need the vocabulary size (passed as `vocab_size=`).
-NEEDS_VOCAB = {"self_certainty"}
+def register(
+    name: str,
+    fn: Callable | None = None,
+    *,
+    kind: str = "stats",
+    prob: bool = False,
+    needs_tokens: bool = False,
+    needs_vocab: bool = False,
+    overwrite: bool = False,
+):
+    """Registers a signal; without `fn`, returns a decorator.
+
+    A "stats" signal is `fn(stats, mask, **options) -> [batch]` (higher = more confident) and is
+    then run by `compute` / `compute_all` on what generation already computed. Raises
+    ValueError for a taken name (unless `overwrite`).
+    """
+    if kind not in ("stats", "samples", "text", "model"):
+        raise ValueError(f"kind: expected 'stats', 'samples', 'text' or 'model', got {kind!r}")
+    return SIGNALS.register(
+        name,
+        fn,
+        overwrite=overwrite,
+        kind=kind,
+        prob=prob,
+        needs_tokens=needs_tokens,
+        needs_vocab=needs_vocab,
+    )
 
 
-def register(name: str, fn: Callable) -> None:
-    """Add a statistics-based signal `fn(stats, mask, **options) -> [batch]` under `name`."""
-    if name in SIGNALS:
-        raise ValueError(f"signal {name!r} is already registered")
-    SIGNALS[name] = fn
+def stats_signals() -> tuple[str, ...]:
+    """Names of the signals computed from per-token statistics (what `compute_all` runs)."""
+    return SIGNALS.names(kind="stats")
 
 
 def compute(name: str, stats: Stats, mask, **options) -> jax.Array:
-    """Run the registered signal `name` on statistics. Raises ValueError for unknown names."""
-    if name not in SIGNALS:
-        raise ValueError(f"unknown signal {name!r}; registered: {sorted(SIGNALS)}")
+    """Run the statistics-based signal `name`. Raises ValueError for unknown names."""
+    entry = SIGNALS.info(name)
+    if entry.meta["kind"] != "stats":
+        raise ValueError(
+            f"signal {name!r} is a {entry.meta['kind']!r} signal, not computed from token "
+            f"statistics; call signals.{getattr(entry.obj, '__name__', name)} directly. "
+            f"Statistics-based signals: {', '.join(stats_signals())}"
+        )
     mask = jnp.asarray(mask, bool)
     for key, value in stats.items():
         if jnp.shape(value) != mask.shape:
             raise ValueError(f"stats[{key!r}] has shape {jnp.shape(value)}, mask has {mask.shape}")
-    if name in NEEDS_TOKENS and "logprob" not in stats:
+    if entry.meta["needs_tokens"] and "logprob" not in stats:
         raise ValueError(f"signal {name!r} needs the chosen tokens' log-probs (stats['logprob'])")
-    return SIGNALS[name](stats, mask, **options)
+    return entry.obj(stats, mask, **options)
 
 
 def compute_all(stats: Stats, mask, *, vocab_size: int, exclude=()) -> dict[str, np.ndarray]:
-    """Every registered signal (but `exclude`) on the same statistics: {name: [batch] array}.
+    """Every statistics-based signal (but `exclude`) on the same statistics: {name: [batch]}.
 
-    `vocab_size` goes to the signals in NEEDS_VOCAB; "answer_confidence" uses the whole mask as
-    the answer span (exclude it and call `compute` with an answer mask to do better).
+    `vocab_size` goes to the signals whose metadata says needs_vocab; "answer_confidence" uses
+    the whole mask as the answer span (exclude it and call `compute` with an answer mask to do
+    better).
     """
     return {
         name: np.asarray(
             compute(
-                name, stats, mask, **({"vocab_size": vocab_size} if name in NEEDS_VOCAB else {})
+                name,
+                stats,
+                mask,
+                **({"vocab_size": vocab_size} if SIGNALS.meta(name, "needs_vocab") else {}),
             )
         )
-        for name in SIGNALS
+        for name in stats_signals()
         if name not in exclude
     }
 
@@ -208,8 +239,10 @@ def compute_all(stats: Stats, mask, *, vocab_size: int, exclude=()) -> dict[str,
 # ---------------------------------------------------------------------------------------------
 
 
-def _from_logits(name: str, *, needs_vocab: bool = False):
-    fn = SIGNALS[name]
+def _from_logits(name: str):
+    fn = SIGNALS.get(name)
+    needs_tokens = SIGNALS.meta(name, "needs_tokens")
+    needs_vocab = SIGNALS.meta(name, "needs_vocab")
 
     def signal(logits, mask, *, tokens=None, shifted: bool = False, **options):
         logits = jnp.asarray(logits)
@@ -219,7 +252,7 @@ def _from_logits(name: str, *, needs_vocab: bool = False):
                 f"{name}: logits must be [batch, length, vocab] and mask "
                 f"[batch, length]; got {logits.shape} and {mask.shape}"
             )
-        if name in NEEDS_TOKENS and tokens is None:
+        if needs_tokens and tokens is None:
             raise ValueError(
                 f"{name}: pass tokens=[batch, length], the token each position predicted"
             )
@@ -235,7 +268,7 @@ def _from_logits(name: str, *, needs_vocab: bool = False):
         return fn(stats, mask, **options)
 
     signal.__name__ = name
-    tokens_doc = ", tokens [batch, length]" if name in NEEDS_TOKENS else ""
+    tokens_doc = ", tokens [batch, length]" if needs_tokens else ""
     signal.__doc__ = (
         f"{fn.__doc__}\n\n    From full logits: logits [batch, length, vocab], mask "
         f"[batch, length]{tokens_doc} (see the module docstring for the alignment); shifted=True "
@@ -252,7 +285,7 @@ neg_mean_entropy = _from_logits("neg_mean_entropy")
 neg_max_entropy = _from_logits("neg_max_entropy")
 neg_perplexity = _from_logits("neg_perplexity")
 mean_logprob = _from_logits("mean_logprob")
-self_certainty = _from_logits("self_certainty", needs_vocab=True)
+self_certainty = _from_logits("self_certainty")
 answer_confidence = _from_logits("answer_confidence")
 
 

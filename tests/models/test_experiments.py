@@ -44,7 +44,7 @@ def test_confidence_benchmark_experiment(tiny_dirs, tmp_path):
         assert (out / f).is_file(), f
     from introspect import signals
 
-    assert set(signals.SIGNALS) <= set(summary["signals"])
+    assert set(signals.stats_signals()) <= set(summary["signals"])
     assert {"p_true", "consistency", "hedge"} <= set(summary["signals"])
     assert [r["N"] for r in summary["best_of_n"]] == [1, 2]
     assert [r["method"].split()[0] for r in summary["cntp"]] == ["greedy", "nucleus", "CNTP"]

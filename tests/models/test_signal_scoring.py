@@ -21,11 +21,11 @@ def test_score_pairs_is_teacher_forced_scoring_of_the_chat_turn(tiny_lm):
     logits = [
         np.asarray(tiny_lm.forward([i + c]).logits[0]) for i, c in zip(ids, conts, strict=True)
     ]
-    for name in signals.SIGNALS:
+    for name in signals.stats_signals():
         for r, (i, c) in enumerate(zip(ids, conts, strict=True)):
             span = logits[r][len(i) - 1 : len(i) + len(c) - 1][None]
             mask = np.ones(span.shape[:2], bool)
-            kw = {"tokens": np.array([c])} if name in signals.NEEDS_TOKENS else {}
+            kw = {"tokens": np.array([c])} if signals.SIGNALS.meta(name, "needs_tokens") else {}
             want = getattr(signals, name)(span, mask, **kw)[0]
             np.testing.assert_allclose(values[name][r], want, rtol=1e-4, atol=1e-5, err_msg=name)
 
@@ -39,7 +39,7 @@ def test_score_jsonl_and_errors(tiny_lm, tmp_path):
         + "\n"
     )
     rows = signals.score_jsonl(tiny_lm, str(path))
-    assert rows[0]["id"] == 7 and set(rows[0]["signals"]) == set(signals.SIGNALS)
+    assert rows[0]["id"] == 7 and set(rows[0]["signals"]) == set(signals.stats_signals())
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "x", "answer": "y"}\n{"prompt": oops}\n')
     with pytest.raises(ValueError, match=r"bad.jsonl:2: not valid JSON"):

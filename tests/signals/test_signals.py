@@ -42,7 +42,7 @@ def test_logit_signals_match_numpy(seed):
     }
     for name, want in expect.items():
         fn = getattr(signals, name)
-        kw = {"tokens": tokens} if name in signals.NEEDS_TOKENS else {}
+        kw = {"tokens": tokens} if signals.SIGNALS.meta(name, "needs_tokens") else {}
         got = np.asarray(fn(logits, mask, **kw))
         np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6, err_msg=name)
     prod = np.asarray(signals.answer_confidence(logits, mask, tokens=tokens, reduce="product"))
@@ -69,9 +69,9 @@ def test_confidence_gain_matches_numpy():
 def test_registry_from_stats_equals_full_logits():
     logits, tokens, mask = _case(5)
     stats = signals.token_stats(logits, tokens)
-    for name in signals.SIGNALS:
+    for name in signals.stats_signals():
         kw = {"vocab_size": logits.shape[-1]} if name == "self_certainty" else {}
-        lk = {"tokens": tokens} if name in signals.NEEDS_TOKENS else {}
+        lk = {"tokens": tokens} if signals.SIGNALS.meta(name, "needs_tokens") else {}
         np.testing.assert_allclose(
             signals.compute(name, stats, mask, **kw),
             getattr(signals, name)(logits, mask, **lk),
