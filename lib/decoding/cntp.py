@@ -27,8 +27,10 @@ import numpy as np
 
 from introspect.models import generate as gen_lib
 from introspect.models.config import ModelConfig
-from introspect.models.handle import Generation
 from introspect.models.llama import KVCache, apply
+from introspect.models.lm import Generation
+from introspect.models.runner import next_power_of_two
+from introspect.signals.stats import step_statistics
 
 PUNCTUATION = (".", ",", "\n", "?", "!", ":", ";", ")", "]", "}")
 
@@ -134,7 +136,7 @@ def _cntp_decode(
     def body(s):
         # 1. Prompts outside a segment decide how many trials this step gets (rows identical).
         lead = s["next_logits"][::m]
-        entropy = gen_lib.step_statistics(lead)[:, 0]
+        entropy = step_statistics(lead)[:, 0]
         n = num_trials(entropy, max_trials=m, h_low=h_low, h_high=h_high)
         finished = s["done"] | (s["out_len"] >= max_new)
         start = ~s["seg_active"] & (n > 1) & ~finished[::m]
@@ -234,6 +236,7 @@ def generate(
     max_segment: int = 32,
     max_steps: int | None = None,
     batch_size: int = 8,
+    progress: bool | None = None,
 ) -> Generation:
     """CNTP generation for ragged prompts (see the module docstring).
 
@@ -249,11 +252,14 @@ def generate(
       max_segment: a trial also ends after this many tokens.
       max_steps: loop bound including idle steps (default 2 * max_new_tokens, bucketed).
       batch_size: prompts per compiled call (the batch holds batch_size * max_trials rows).
+        Under the LM's mesh the prompts of a call are split over "data" (each prompt's trials
+        stay on its device) and the parameters keep their tensor-parallel layout.
+      progress: show a progress bar (default: when there is more than one call).
     Returns:
       a `Generation` (tokens, logprobs, texts, finish_reasons); `stats` holds {"segments": [n]
       multi-trial segments per prompt}.
     """
-    prompts = lm._check_ids(prompts, "prompts")
+    prompts = lm.check_ids(prompts, "prompts")
     if temperature <= 0:
         raise ValueError(f"CNTP samples its trials: temperature must be > 0, got {temperature}")
     if max_trials < 1:
@@ -262,27 +268,20 @@ def generate(
         raise ValueError(f"h_high ({h_high}) must exceed h_low ({h_low})")
     if max_segment < 1 or max_new_tokens < 1:
         raise ValueError("max_segment and max_new_tokens must be >= 1")
-    lm._check_context(prompts, max_new_tokens)
-    num_new = gen_lib.next_power_of_two(max_new_tokens, 8)
-    steps = gen_lib.next_power_of_two(max_steps or 2 * max_new_tokens, 8)
+    lm.check_context(prompts, max_new_tokens)
+    num_new = next_power_of_two(max_new_tokens, 8)
+    steps = next_power_of_two(max_steps or 2 * max_new_tokens, 8)
     spec = CNTPSpec(lm.config, num_new, steps, max_trials, top_k > 0 or top_p < 1.0, lm.dtype)
     is_punct = _punct_cache(lm.tokenizer, lm.config.vocab_size)
-    stop_ids, pad_id = lm._stop_and_pad()
+    stop_ids, pad_id = lm.stop_and_pad()
     base = jax.random.PRNGKey(seed)
     t0 = time.perf_counter()
-    results = {}
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        batch = gen_lib.next_power_of_two(len(chunk))
-        tokens, valid, ids = gen_lib.left_pad(prompts, chunk, batch=batch, pad_id=pad_id)
-        keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(base, jnp.asarray(ids))
+
+    def run(chunk):
+        keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(base, jnp.asarray(chunk.row_ids))
         out = _cntp_decode(
             lm.params,
-            tokens,
-            valid,
-            keys,
-            np.arange(batch) < len(chunk),
+            *lm.runner.place(chunk.tokens, chunk.valid, keys, chunk.active),
             np.int32(max_new_tokens),
             np.float32(temperature),
             np.int32(top_k),
@@ -296,21 +295,29 @@ def generate(
             spec=spec,
         )
         out = jax.tree.map(np.asarray, out)
-        for r, i in enumerate(chunk):
+        rows = []
+        for r in range(len(chunk.indices)):
             n = int(out["lengths"][r])
-            results[i] = (
-                out["tokens"][r, :n].tolist(),
-                out["logprobs"][r, :n],
-                int(out["segments"][r]),
-            )
+            rows.append((out["tokens"][r, :n].tolist(), out["logprobs"][r, :n], out["segments"][r]))
+        return rows
+
+    results = lm.runner.map(
+        prompts,
+        run,
+        batch_size=batch_size,
+        pad_id=pad_id,
+        desc="cntp",
+        progress=progress,
+        count=lambda row: len(row[0]),
+    )
     stop_set = set(stop_ids.tolist())
-    toks = [results[i][0] for i in range(len(prompts))]
+    toks = [r[0] for r in results]
     return Generation(
         tokens=toks,
-        logprobs=[results[i][1] for i in range(len(prompts))],
+        logprobs=[r[1] for r in results],
         texts=[lm.tokenizer.decode(t, skip_special_tokens=True) for t in toks],
         finish_reasons=["stop" if t and t[-1] in stop_set else "length" for t in toks],
-        stats={"segments": [np.array([results[i][2]]) for i in range(len(prompts))]},
+        stats={"segments": [np.array([r[2]]) for r in results]},
         seconds=time.perf_counter() - t0,
     )
 

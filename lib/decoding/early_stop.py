@@ -58,7 +58,7 @@ def generate(
         raise ValueError("chunk, max_new_tokens and answer_tokens must be >= 1")
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
-    prompts = lm._check_ids(prompts, "prompts")
+    prompts = lm.check_ids(prompts, "prompts")
     exit_ids = lm.tokenizer.encode(exit_text)
     n = len(prompts)
     traces = [[] for _ in range(n)]

@@ -2,23 +2,20 @@
 
 from introspect.models.config import ModelConfig, rope_inv_freq
 from introspect.models.generate import STAT_NAMES, step_statistics
-from introspect.models.handle import (
-    LM,
-    ForwardOutput,
-    Generation,
-    Scores,
-    load,
-    register_model,
-    registered_models,
-    resolve,
-)
 from introspect.models.llama import Decoder, KVCache, Steering, apply
+from introspect.models.lm import LM, ForwardOutput, Generation, Scores, clear_cache, load
 from introspect.models.loaders import WeightsMismatchError, load_gguf, load_hf_dir
-from introspect.models.sharding import make_mesh
+from introspect.models.registry import MODELS, register_model, registered_models, resolve
+from introspect.models.runner import Chunk, Runner
 from introspect.models.tokenizer import Tokenizer
+from introspect.sharding import make_mesh
 
 __all__ = [
     "LM",
+    "MODELS",
+    "Chunk",
+    "Runner",
+    "clear_cache",
     "STAT_NAMES",
     "Decoder",
     "ForwardOutput",

@@ -2,7 +2,7 @@
 
 The whole decode loop is one `jax.lax.while_loop` inside one `jax.jit`: no Python dispatch per
 token. Shapes are bucketed (batch and new-token count rounded up to powers of two, prompt length
-to `length_bucket`), so a program is compiled once per bucket and reused across calls.
+to `runner.length_bucket`), so a program is compiled once per bucket and reused across calls.
 
 Per-step statistics (`STAT_NAMES`) are computed from the full-vocabulary distribution inside the
 loop, so confidence signals get what they need without storing [steps, vocab] logits.
@@ -15,44 +15,10 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from introspect.models.config import ModelConfig
 from introspect.models.llama import KVCache, Steering, apply
 from introspect.signals.stats import STAT_NAMES, step_statistics
-
-
-def next_power_of_two(n: int, minimum: int = 1) -> int:
-    return max(minimum, 1 << max(0, int(n) - 1).bit_length())
-
-
-def length_bucket(n: int, minimum: int = 16) -> int:
-    """Bucketed sequence length: a multiple of 8 up to 128 (prefill FLOPs grow with padding, and
-    prompts are short), then the smallest of {2^k, 3 * 2^(k-1)} >= n (at most 1/3 padding, few
-    programs to compile for long inputs)."""
-    n = max(int(n), minimum)
-    if n <= 128:
-        return -(-n // 8) * 8
-    p = next_power_of_two(n)
-    return p * 3 // 4 if p * 3 // 4 >= n else p
-
-
-def left_pad(seqs, chunk, *, batch: int, pad_id: int):
-    """Left-pad `seqs[i] for i in chunk` into a bucketed batch.
-
-    Returns:
-      tokens [batch, length_bucket(longest)] int32, valid [same] bool, and row_ids [batch] int32
-      (the index into `seqs` of each row; 0 for the rows that only fill the batch bucket).
-    """
-    length = length_bucket(max(len(seqs[i]) for i in chunk))
-    tokens = np.full((batch, length), pad_id, np.int32)
-    valid = np.zeros((batch, length), bool)
-    row_ids = np.zeros((batch,), np.int32)
-    for r, i in enumerate(chunk):
-        tokens[r, length - len(seqs[i]) :] = seqs[i]
-        valid[r, length - len(seqs[i]) :] = True
-        row_ids[r] = i
-    return tokens, valid, row_ids
 
 
 @dataclasses.dataclass(frozen=True)

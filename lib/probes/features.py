@@ -7,8 +7,8 @@ Positions (indices into a token sequence = prompt + response):
   "cues"         response tokens that complete a match of a cue string ("wait", "hmm", ...),
                  case-insensitive on the decoded text (LYNX).
 
-Extraction: `extract_forward(lm, sequences, positions, layers=...)` runs `lm.forward` on padded
-batches (one batch size, length buckets: few compiled shapes) and gathers the hidden states of the
+Extraction: `extract_forward(lm, sequences, positions, layers=...)` runs `lm.forward` on the
+runner's bucketed, left-padded batches (few compiled shapes) and gathers the hidden states of the
 chosen layers at the chosen positions, concatenated over layers -> [positions, layers * hidden].
 `generation_features(gen)` does the same for states captured during `lm.generate` (hidden_steps).
 
@@ -111,12 +111,6 @@ def select_positions(
 # ----------------------------------------------------------------------------------------------
 
 
-def _length_bucket(n: int) -> int:
-    from introspect.models import generate as gen_lib
-
-    return gen_lib.length_bucket(n)
-
-
 def extract_forward(
     lm,
     sequences: Sequence[Sequence[int]],
@@ -134,8 +128,8 @@ def extract_forward(
       positions: per sequence, indices into it (e.g. from `select_positions`); may be empty.
       layers: hidden-state indices (0 = embeddings, i = after block i - 1, num_layers = final
         norm; negative counts from the end).
-      batch_size: rows per forward call; every call is padded to this many rows (one compiled
-        batch shape; lengths are padded to `length_bucket`).
+      batch_size: rows per forward call (`lm.runner`: bucketed batch and length shapes, split
+        over the mesh's "data" axis when the LM has one).
       dtype: dtype of the returned features.
     Returns:
       per sequence an array [len(positions[i]), len(layers) * hidden], layers concatenated in the
@@ -151,26 +145,23 @@ def extract_forward(
     for i, (s, p) in enumerate(zip(sequences, pos, strict=True)):
         if p.size and (p.min() < 0 or p.max() >= len(s)):
             raise ValueError(f"positions[{i}] out of range for a sequence of {len(s)} tokens")
-    pad = lm.tokenizer.pad_token_id or 0
     hidden = lm.config.hidden_size
-    out: list[np.ndarray | None] = [None] * len(sequences)
-    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        length = _length_bucket(max(len(sequences[i]) for i in chunk))
-        tokens = np.full((batch_size, length), pad, np.int32)
-        mask = np.zeros((batch_size, length), bool)
-        mask[:, 0] = True  # padding rows need one valid token
-        for r, i in enumerate(chunk):
-            tokens[r, : len(sequences[i])] = sequences[i]
-            mask[r, : len(sequences[i])] = True
+
+    def run(chunk):
         hs = lm.forward(
-            tokens, mask=mask, hidden_layers=list(layers), return_logits=False
+            chunk.tokens, mask=chunk.valid, hidden_layers=list(layers), return_logits=False
         ).hidden_states
         hs = np.asarray(hs)  # [layers, batch, length, hidden]
-        for r, i in enumerate(chunk):
-            h = hs[:, r, pos[i], :]  # [layers, positions, hidden]
-            out[i] = np.transpose(h, (1, 0, 2)).reshape(len(pos[i]), len(layers) * hidden)
+        rows = []
+        for r, i in enumerate(chunk.indices):
+            offset = chunk.length - len(sequences[i])  # left padding
+            h = hs[:, r, offset + pos[i], :]  # [layers, positions, hidden]
+            rows.append(np.transpose(h, (1, 0, 2)).reshape(len(pos[i]), len(layers) * hidden))
+        return rows
+
+    out = lm.runner.map(
+        sequences, run, batch_size=batch_size, pad_id=lm.tokenizer.pad_token_id or 0
+    )
     return [np.asarray(o, dtype) for o in out]
 
 

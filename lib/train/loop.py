@@ -51,7 +51,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
-from introspect.models.sharding import DATA, batch_sharding
+from introspect.sharding import DATA, batch_sharding
 from introspect.train import partition
 from introspect.train.checkpoint import Checkpointer
 from introspect.train.config import check_batch_divisible, make_optimizer, resolve_config

@@ -1,13 +1,9 @@
 """Mesh, state and batch shardings, multi-host helpers for the training loop.
 
-The mesh is `introspect.models.sharding.make_mesh` (axes "data", "model"). The train state is
-sharded by a shape rule applied to every leaf (parameters and optimiser moments alike, so a moment
-always sits where its parameter sits):
-
-* leaves with fewer than `sharding.min_size` elements (biases, scalars, RNG keys): replicated;
-* model axis > 1: the last dimension divisible by its size is split over "model";
-* `sharding.fsdp`: the largest other dimension divisible by the data axis size is split over
-  "data" (ZeRO-3 style; XLA gathers it where the step needs it).
+The mesh and the parameter layout are `introspect.sharding`'s (the one scheme shared with `LM`):
+every state leaf (parameters and optimiser moments alike, so a moment sits where its parameter
+sits) gets logical axis names from its path, mapped to mesh axes by `config.sharding.rules`, with
+`fsdp` and `min_size` as documented there.
 
 Batches are split over "data" on their leading dimension (`batch_sharding`). Each host feeds only
 its own rows; `global_batch` assembles the global jax.Array from them.
@@ -21,10 +17,10 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
+from jax.sharding import Mesh
 
-from introspect.models.sharding import DATA, MODEL, batch_sharding, make_mesh
+from introspect import sharding
+from introspect.sharding import batch_sharding
 
 
 def initialize_distributed(enabled: bool = False) -> bool:
@@ -51,50 +47,12 @@ def is_main_process() -> bool:
 
 def mesh_from_config(config: ml_collections.ConfigDict, *, name: str = "train") -> Mesh:
     """The ("data", "model") mesh of `config.mesh` over all devices (ValueError names the field)."""
-    n = jax.device_count()
-    model = config.mesh.model
-    if n % model:
-        raise ValueError(f"{name}.mesh.model={model} must divide the number of devices ({n})")
-    data = n // model if config.mesh.data == -1 else config.mesh.data
-    if data * model != n:
-        raise ValueError(
-            f"{name}.mesh.data={config.mesh.data} x {name}.mesh.model={model} must equal the "
-            f"number of devices ({n}); use mesh.data=-1 to take all remaining devices"
-        )
-    return make_mesh(data=data, model=model)
-
-
-def leaf_spec(shape: tuple[int, ...], mesh: Mesh, *, fsdp: bool, min_size: int) -> P:
-    """PartitionSpec for one state leaf of `shape` (the rule in the module docstring)."""
-    size = int(np.prod(shape)) if shape else 1
-    if not shape or size < min_size:
-        return P()
-    axes: list[str | None] = [None] * len(shape)
-    m = mesh.shape[MODEL]
-    if m > 1:
-        for dim in reversed(range(len(shape))):
-            if shape[dim] % m == 0:
-                axes[dim] = MODEL
-                break
-    d = mesh.shape[DATA]
-    if fsdp and d > 1:
-        free = [i for i in range(len(shape)) if axes[i] is None and shape[i] % d == 0]
-        if free:
-            axes[max(free, key=lambda i: shape[i])] = DATA
-    return P(*axes) if any(axes) else P()
+    return sharding.make_mesh(config.mesh, field=f"{name}.mesh")
 
 
 def state_shardings(abstract_state, mesh: Mesh, config: ml_collections.ConfigDict):
     """NamedSharding tree for a (possibly abstract) train state under `config.sharding`."""
-    return jax.tree.map(
-        lambda x: NamedSharding(
-            mesh,
-            leaf_spec(
-                tuple(x.shape), mesh, fsdp=config.sharding.fsdp, min_size=config.sharding.min_size
-            ),
-        ),
-        abstract_state,
-    )
+    return sharding.shardings(abstract_state, mesh, config.sharding)
 
 
 def global_batch(local_batch, mesh: Mesh):
@@ -111,7 +69,6 @@ __all__ = [
     "global_batch",
     "initialize_distributed",
     "is_main_process",
-    "leaf_spec",
     "mesh_from_config",
     "state_shardings",
 ]

