@@ -117,11 +117,13 @@ def random_ids(rng, batch, length, vocab=TINY_VOCAB):
     return np.asarray(rng.integers(3, vocab, size=(batch, length)), np.int32)
 
 
-def write_word_tokenizer(path, words=("<unk>", "<eos>", "a", "b", "c")):
-    """A word-level tokenizer.json + tokenizer_config.json (EOS "<eos>"), so that
-    `models.load(dir)` works on a tiny checkpoint without the embedded model's tokenizer."""
+def write_word_tokenizer(path, vocab_size=TINY_VOCAB):
+    """A word-level tokenizer.json ("<unk>", "<eos>", "w2", "w3", ...) + tokenizer_config.json
+    (EOS "<eos>"), so that `models.load(dir)` works on a tiny checkpoint without the embedded
+    model's tokenizer. Every id below `vocab_size` decodes."""
     import tokenizers
 
+    words = ["<unk>", "<eos>"] + [f"w{i}" for i in range(2, vocab_size)]
     backend = tokenizers.Tokenizer(
         tokenizers.models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>")
     )
