@@ -346,22 +346,47 @@ def hf_config(cfg: dict, source: str = "config.json") -> ModelConfig:
     )
 
 
+def _read_json_object(path: str) -> dict:
+    """Parse a JSON file that must hold an object; errors name the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from e
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} must hold a JSON object ({{...}}), got {type(value).__name__}")
+    return value
+
+
 def load_hf_dir(path: str, *, dtype=np.float32):
     """Load `config.json` + `*.safetensors` (single file or sharded with an index).
 
     Returns (config, params).
+
+    Raises:
+      FileNotFoundError: `path` is not a directory, or config.json / the weights are missing.
+      ValueError: config.json (or model.safetensors.index.json) is not valid JSON or not a JSON
+        object; the message names the file.
+      WeightsMismatchError: the tensors do not fit the architecture config.json describes.
     """
     from safetensors import safe_open
 
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"model directory not found: {path}")
     cfg_path = os.path.join(path, "config.json")
     if not os.path.isfile(cfg_path):
-        raise FileNotFoundError(f"{path}: no config.json (expected a Hugging Face model directory)")
-    with open(cfg_path) as f:
-        config = hf_config(json.load(f), cfg_path)
+        raise FileNotFoundError(
+            f"{path}: no config.json (expected a Hugging Face model directory: config.json + "
+            f"*.safetensors); found {sorted(os.listdir(path))}"
+        )
+    config = hf_config(_read_json_object(cfg_path), cfg_path)
     index_path = os.path.join(path, "model.safetensors.index.json")
     if os.path.isfile(index_path):
-        with open(index_path) as f:
-            weight_map = json.load(f)["weight_map"]
+        weight_map = _read_json_object(index_path).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise ValueError(
+                f'{index_path}: expected a "weight_map" object (tensor name -> shard file)'
+            )
         files = sorted(set(weight_map.values()))
     else:
         files = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
