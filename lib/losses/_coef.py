@@ -41,19 +41,19 @@ def coefficient(
       ValueError: a concrete value outside the interval, NaN/inf, a bool, or a value that is
         not a scalar (vmap over a vector of coefficients instead).
     """
-    if isinstance(value, bool) or getattr(value, "dtype", None) == np.bool_:
+    if isinstance(value, (bool, str)) or value is None:
         raise ValueError(f"{name}: expected a number, got {value!r}")
-    shape = np.shape(value) if not isinstance(value, jax.core.Tracer) else value.shape
-    if shape != ():
-        raise ValueError(
-            f"{name}: has shape {tuple(shape)}; expected a scalar (to use several values, "
-            "jax.vmap over them)"
-        )
-    if isinstance(value, jax.core.Tracer):
+    if hasattr(value, "dtype") and hasattr(value, "shape"):  # numpy/jax arrays and tracers
+        if value.shape != ():
+            raise ValueError(
+                f"{name}: has shape {tuple(value.shape)}; expected a scalar (to use several "
+                "values, jax.vmap over them)"
+            )
         if not jnp.issubdtype(value.dtype, jnp.number) or jnp.issubdtype(
             value.dtype, jnp.complexfloating
         ):
             raise ValueError(f"{name}: dtype {value.dtype}; expected a real number")
+    if isinstance(value, jax.core.Tracer):
         return value
     lo = -np.inf if isinstance(lo, jax.core.Tracer) else lo
     hi = np.inf if isinstance(hi, jax.core.Tracer) else hi

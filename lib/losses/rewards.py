@@ -262,8 +262,12 @@ def _prepare_click(point: Any, box: Any, validate: bool) -> tuple[jax.Array, jax
         V.check_leading(p, b, "point", "box")
         V.check_finite(p, "point")
         V.check_finite(b, "box")
-        if V.is_concrete(b) and bool(jnp.any((b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1]))):
-            raise ValueError("box: some boxes have x1 <= x0 or y1 <= y0; expected positive size")
+        if V.is_concrete(b):
+            xp, bh = V.host_or_device(b)  # numpy on the host, so it also works under a jit
+            if bool(xp.any((bh[:, 2] <= bh[:, 0]) | (bh[:, 3] <= bh[:, 1]))):
+                raise ValueError(
+                    "box: some boxes have x1 <= x0 or y1 <= y0; expected positive size"
+                )
     dt = jnp.result_type(V.as_float(p).dtype, V.as_float(b).dtype)
     return jnp.asarray(p, dtype=dt), jnp.asarray(b, dtype=dt)
 
