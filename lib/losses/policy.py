@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from introspect import _checks as V
-from introspect.losses._coef import as_dtype, coefficient, is_traced
+from introspect.losses._inputs import as_dtype, checked_array, coefficient, is_traced
 
 __all__ = [
     "grpo_advantages",
@@ -31,14 +31,6 @@ __all__ = [
 ]
 
 AGGREGATIONS = ("token_mean", "sequence_mean", "fixed_length")
-
-
-def _arr(x: Any, name: str, rank: int | tuple[int, ...], what: str, validate: bool) -> jax.Array:
-    a = V.as_array(x, name)
-    if validate:
-        V.check_rank(a, name, rank, what)
-        V.check_not_empty(a, name)
-    return a
 
 
 def _per_row(a: jax.Array, like: jax.Array, axis: str, dtype: Any, validate: bool) -> jax.Array:
@@ -113,7 +105,7 @@ def grpo_advantages(
     """
     e = coefficient(eps, "eps", 0.0)
     d = V.check_int_option(ddof, "ddof", 0)
-    r = _arr(rewards, "rewards", 2, "[groups, size]", validate)
+    r = checked_array(rewards, "rewards", 2, "[groups, size]", validate)
     m = _mask(mask, r.shape, validate)
     if validate:
         V.check_finite(r, "rewards", m)
@@ -170,7 +162,7 @@ def clipped_policy_loss(
     )
     beta = coefficient(kl_coef, "kl_coef", 0.0)
     V.check_choice(aggregation, "aggregation", AGGREGATIONS)
-    lp = _arr(logprobs, "logprobs", 2, "[batch, length]", validate)
+    lp = checked_array(logprobs, "logprobs", 2, "[batch, length]", validate)
     old = V.as_array(old_logprobs, "old_logprobs")
     adv = V.as_array(advantages, "advantages")
     if validate:
@@ -260,7 +252,7 @@ def ucas_sequence_certainty(*, logits: Any, mask: Any, validate: bool = True) ->
     Returns:
       [batch] C.
     """
-    z = _arr(logits, "logits", 3, "[batch, length, vocab]", validate)
+    z = checked_array(logits, "logits", 3, "[batch, length, vocab]", validate)
     m = V.as_mask(mask, z.shape[:2])
     if validate:
         V.check_finite(z, "logits", m)
@@ -305,7 +297,7 @@ def ucas_advantages(
     ns = coefficient(neg_scale, "neg_scale", 0.0)
     tc = coefficient(token_coef, "token_coef", 0.0)
     e = coefficient(eps, "eps", 0.0)
-    r = _arr(rewards, "rewards", 2, "[groups, size]", validate)
+    r = checked_array(rewards, "rewards", 2, "[groups, size]", validate)
     c = V.as_array(certainty, "certainty")
     sl = V.as_array(sampled_logits, "sampled_logits")
     if validate:
@@ -365,7 +357,7 @@ def empg_advantages(
     kf = coefficient(k_future, "k_future", 0.0)
     z = coefficient(zeta, "zeta")
     e = coefficient(eps, "eps", 0.0)
-    h = _arr(step_entropy, "step_entropy", 2, "[batch, steps]", validate)
+    h = checked_array(step_entropy, "step_entropy", 2, "[batch, steps]", validate)
     adv = V.as_array(advantages, "advantages")
     a = _per_row(adv, h, "steps", V.as_float(h).dtype, validate)
     m = _mask(step_mask, h.shape, validate)
@@ -426,7 +418,7 @@ def steer_weights(
         raise ValueError(f"clip_range: expected (low, high), got {clip_range!r}")
     c_lo = coefficient(clip_range[0], "clip_range[0]")
     c_hi = coefficient(clip_range[1], "clip_range[1]", c_lo)
-    lp = _arr(logprobs, "logprobs", 2, "[batch, length]", validate)
+    lp = checked_array(logprobs, "logprobs", 2, "[batch, length]", validate)
     old = V.as_array(old_logprobs, "old_logprobs")
     ent = V.as_array(entropy, "entropy")
     adv = V.as_array(advantages, "advantages")
@@ -488,7 +480,7 @@ def riskpo_advantages(
     b_ = coefficient(beta, "beta", a_, 1.0, lo_open=True)
     w = coefficient(weight, "weight", 0.0)
     e = coefficient(eps, "eps", 0.0)
-    r = _arr(rewards, "rewards", 2, "[bundles, bundle_size]", validate)
+    r = checked_array(rewards, "rewards", 2, "[bundles, bundle_size]", validate)
     m = V.as_mask(mask, r.shape)
     if validate:
         V.check_finite(r, "rewards", m)
@@ -539,7 +531,7 @@ def ppo_c_rewards(
     mom = coefficient(momentum, "momentum", 0.0, 1.0)
     w = coefficient(weight, "weight", 0.0)
     V.check_choice(mode, "mode", PPO_C_MODES)
-    r = _arr(rewards, "rewards", 1, "[batch]", validate)
+    r = checked_array(rewards, "rewards", 1, "[batch]", validate)
     c = V.as_array(confidence, "confidence")
     avg = V.as_array(reward_avg, "reward_avg")
     if validate:

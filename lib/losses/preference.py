@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from introspect import _checks as V
-from introspect.losses._coef import as_dtype, coefficient
+from introspect.losses._inputs import as_dtype, checked_array, coefficient
 
 __all__ = ["sequence_logprob", "dpo_loss", "vpo_loss"]
 
@@ -32,10 +32,7 @@ def sequence_logprob(
     Returns:
       [batch] sequence log-probabilities.
     """
-    lp = V.as_array(token_logprobs, "token_logprobs")
-    if validate:
-        V.check_rank(lp, "token_logprobs", 2, "[batch, length]")
-        V.check_not_empty(lp, "token_logprobs")
+    lp = checked_array(token_logprobs, "token_logprobs", 2, "[batch, length]", validate)
     m = V.as_mask(mask, lp.shape)
     if validate:
         V.check_finite(lp, "token_logprobs", m)

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from introspect import _checks as V
-from introspect.losses._coef import as_dtype, coefficient
+from introspect.losses._inputs import as_dtype, checked_array, coefficient
 
 __all__ = [
     "RLCRParse",
@@ -175,10 +175,7 @@ def crew_reward(
       [batch] confidence in [0, 1]; 0 for rows without answer tokens.
     """
     V.check_choice(reduction, "reduction", REDUCTIONS)
-    lp = V.as_array(answer_logprobs, "answer_logprobs")
-    if validate:
-        V.check_rank(lp, "answer_logprobs", 2, "[batch, length]")
-        V.check_not_empty(lp, "answer_logprobs")
+    lp = checked_array(answer_logprobs, "answer_logprobs", 2, "[batch, length]", validate)
     m = V.as_mask(mask, lp.shape)
     if validate:
         V.check_range(lp, "answer_logprobs", -math.inf, 0.0, m, what="log-probabilities <= 0")
@@ -218,11 +215,9 @@ def crew_preference_pairs(
     Returns:
       (chosen [groups] int32 index, rejected [groups] int32 index, valid [groups] bool).
     """
-    q = V.as_array(confidence, "confidence")
+    q = checked_array(confidence, "confidence", 2, "[groups, size]", validate)
     c = V.as_array(correct, "correct")
     if validate:
-        V.check_rank(q, "confidence", 2, "[groups, size]")
-        V.check_not_empty(q, "confidence")
         V.check_same_shape(q, c, "confidence", "correct")
     m = V.as_mask(mask, q.shape)
     if validate:

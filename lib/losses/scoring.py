@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from introspect import _checks as V
-from introspect.losses._coef import as_dtype, coefficient
+from introspect.losses._inputs import as_dtype, coefficient
 
 __all__ = [
     "brier_loss",

@@ -1,6 +1,7 @@
-"""Numeric loss / advantage coefficients (beta, eps, kl_coef, gamma, ...) as traced values.
+"""Input helpers shared by the loss modules: coefficients and rank-checked arrays.
 
-A coefficient is an ordinary argument of the computation, never a static one: a new value does
+Numeric loss / advantage coefficients (beta, eps, kl_coef, gamma, ...) are traced values. A
+coefficient is an ordinary argument of the computation, never a static one: a new value does
 not recompile, and it can be scheduled (a step-dependent beta inside the jitted train step),
 vmapped over or differentiated. Its range is checked at the public boundary when its value is
 known (a Python number, a numpy scalar or a concrete jax array), with the same ValueError as
@@ -73,3 +74,14 @@ def as_dtype(*coefs: Any, dtype: Any) -> Any:
     """
     out = tuple(c if isinstance(c, float) else jnp.asarray(c, dtype=dtype) for c in coefs)
     return out[0] if len(out) == 1 else out
+
+
+def checked_array(
+    x: Any, name: str, rank: int | tuple[int, ...], what: str, validate: bool
+) -> jax.Array:
+    """`x` as an array (`introspect._checks.as_array`), checked for rank and non-emptiness."""
+    a = V.as_array(x, name)
+    if validate:
+        V.check_rank(a, name, rank, what)
+        V.check_not_empty(a, name)
+    return a
