@@ -54,10 +54,10 @@ def coefficient(
             value.dtype, jnp.complexfloating
         ):
             raise ValueError(f"{name}: dtype {value.dtype}; expected a real number")
-    if isinstance(value, jax.core.Tracer):
+    if is_traced(value):
         return value
-    lo = -np.inf if isinstance(lo, jax.core.Tracer) else lo
-    hi = np.inf if isinstance(hi, jax.core.Tracer) else hi
+    lo = -np.inf if is_traced(lo) else lo
+    hi = np.inf if is_traced(hi) else hi
     return V.check_float_option(value, name, lo, hi, lo_open=lo_open, hi_open=hi_open)
 
 
