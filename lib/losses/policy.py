@@ -3,17 +3,20 @@
 GRPO group advantages, the clipped-ratio objective with optional KL, and the advantage / weight
 transforms UCAS, EMPG, STEER, RiskPO and PPO-C reward centring (formulas: METHODS.md). All are
 pure functions; the trainer (a later issue) combines them. Masked entries come out as 0.
+Numeric coefficients (eps, clip_eps, kl_coef, pos_scale, k, w_min, alpha, momentum, ...) may be
+traced values (scheduled, vmapped, differentiated; a new value never recompiles) and are
+range-checked only when concrete; modes, aggregations and integer options are static.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from introspect import _checks as V
+from introspect.losses._inputs import as_dtype, checked_array, coefficient, is_traced
 
 __all__ = [
     "grpo_advantages",
@@ -30,12 +33,15 @@ __all__ = [
 AGGREGATIONS = ("token_mean", "sequence_mean", "fixed_length")
 
 
-def _arr(x: Any, name: str, rank: int | tuple[int, ...], what: str, validate: bool) -> jax.Array:
-    a = V.as_array(x, name)
-    if validate:
-        V.check_rank(a, name, rank, what)
-        V.check_not_empty(a, name)
-    return a
+def _per_row(a: jax.Array, like: jax.Array, axis: str, dtype: Any, validate: bool) -> jax.Array:
+    """Advantages [batch] or [batch, axis] (the shape of `like`) as [batch, 1|axis] of dtype."""
+    if validate and a.shape not in (like.shape, like.shape[:1]):
+        raise ValueError(
+            f"advantages: has shape {tuple(a.shape)}; expected [batch] {like.shape[:1]} or "
+            f"[batch, {axis}] {tuple(like.shape)}"
+        )
+    a = jnp.asarray(a, dtype=dtype)
+    return a[:, None] if a.ndim == 1 else a
 
 
 def _mask(mask: Any, shape, validate: bool) -> jax.Array:
@@ -62,7 +68,7 @@ def _masked_minmax(x: jax.Array, m: jax.Array, axis=None) -> jax.Array:
     return jnp.where(ok & m, (x - lo) / jnp.where(ok, span, 1), 0)
 
 
-def _zscore_groups(x: jax.Array, m: jax.Array, eps: float, ddof: int = 0) -> jax.Array:
+def _zscore_groups(x: jax.Array, m: jax.Array, eps: Any, ddof: int = 0) -> jax.Array:
     """(x - mean) / (std + eps) within each group (last axis) over the masked entries."""
     w = m.astype(x.dtype)
     n = jnp.sum(w, axis=-1, keepdims=True)
@@ -90,26 +96,22 @@ def grpo_advantages(
     Args:
       rewards: [groups, size] reward of each sampled response (size responses per prompt).
       mask: optional [groups, size] bool, False = padding.
-      eps: added to the standard deviation.
-      scale_by_std: divide by the std (False = Dr. GRPO, mean-centring only).
-      ddof: delta degrees of freedom of the std (0 = population std, 1 = unbiased).
+      eps: [] added to the standard deviation (may be traced).
+      scale_by_std: divide by the std (False = Dr. GRPO, mean-centring only); static.
+      ddof: delta degrees of freedom of the std (0 = population std, 1 = unbiased); static.
       validate: check the input.
     Returns:
       [groups, size] advantages (higher = better than the group), 0 on padding.
     """
-    e = V.check_float_option(eps, "eps", 0.0)
+    e = coefficient(eps, "eps", 0.0)
     d = V.check_int_option(ddof, "ddof", 0)
-    r = _arr(rewards, "rewards", 2, "[groups, size]", validate)
+    r = checked_array(rewards, "rewards", 2, "[groups, size]", validate)
     m = _mask(mask, r.shape, validate)
     if validate:
         V.check_finite(r, "rewards", m)
-    return _grpo(V.as_float(r), m, e, d, bool(scale_by_std))
-
-
-@functools.partial(jax.jit, static_argnames=("eps", "ddof", "scale"))
-def _grpo(r, m, eps: float, ddof: int, scale: bool):
-    if scale:
-        return _zscore_groups(r, m, eps, ddof)
+    r = jnp.asarray(V.as_float(r))
+    if scale_by_std:
+        return _zscore_groups(r, m, as_dtype(e, dtype=r.dtype), d)
     return jnp.where(m, r - _masked_mean(r, m, axis=-1, keepdims=True), 0)
 
 
@@ -141,73 +143,63 @@ def clipped_policy_loss(
       old_logprobs: [batch, length] log-probs under the sampling policy.
       advantages: [batch] per sequence or [batch, length] per token.
       mask: [batch, length] True on response tokens.
-      clip_eps: lower clip epsilon (> 0).
-      clip_eps_high: upper clip epsilon (default clip_eps; DAPO's clip-higher uses a larger one).
+      clip_eps: [] lower clip epsilon (> 0; may be traced, as may the two below).
+      clip_eps_high: [] upper clip epsilon (default clip_eps; DAPO's clip-higher uses a larger
+        one).
       ref_logprobs: optional [batch, length] reference-policy log-probs for the KL term.
-      kl_coef: weight of the KL term (needs ref_logprobs when > 0).
+      kl_coef: [] weight of the KL term (needs ref_logprobs when > 0 or traced).
       token_weights: optional [batch, length] per-token weights (no gradient flows into them).
-      aggregation: "token_mean", "sequence_mean" or "fixed_length".
+      aggregation: "token_mean", "sequence_mean" or "fixed_length"; static.
       validate: check the input.
     Returns:
       (loss [], metrics dict: "pg_loss", "kl", "clip_fraction", "ratio_mean").
     """
-    lo_eps = V.check_float_option(clip_eps, "clip_eps", 0.0, lo_open=True)
+    lo_eps = coefficient(clip_eps, "clip_eps", 0.0, lo_open=True)
     hi_eps = (
         lo_eps
         if clip_eps_high is None
-        else V.check_float_option(clip_eps_high, "clip_eps_high", 0.0, lo_open=True)
+        else coefficient(clip_eps_high, "clip_eps_high", 0.0, lo_open=True)
     )
-    beta = V.check_float_option(kl_coef, "kl_coef", 0.0)
+    beta = coefficient(kl_coef, "kl_coef", 0.0)
     V.check_choice(aggregation, "aggregation", AGGREGATIONS)
-    lp = _arr(logprobs, "logprobs", 2, "[batch, length]", validate)
+    lp = checked_array(logprobs, "logprobs", 2, "[batch, length]", validate)
     old = V.as_array(old_logprobs, "old_logprobs")
     adv = V.as_array(advantages, "advantages")
     if validate:
         V.check_same_shape(lp, old, "logprobs", "old_logprobs")
-        if adv.shape not in (lp.shape, lp.shape[:1]):
-            raise ValueError(
-                f"advantages: has shape {tuple(adv.shape)}; expected [batch] {lp.shape[:1]} or "
-                f"[batch, length] {tuple(lp.shape)}"
-            )
+    lp = jnp.asarray(V.as_float(lp))
+    dt = lp.dtype
+    a = _per_row(adv, lp, "length", dt, validate)
     m = _mask(mask, lp.shape, validate)
-    if beta > 0 and ref_logprobs is None:
-        raise ValueError("ref_logprobs: required when kl_coef > 0 (the KL penalty needs them)")
+    if ref_logprobs is None and (is_traced(beta) or beta > 0):
+        raise ValueError(
+            "ref_logprobs: required when kl_coef > 0 or traced (the KL penalty needs them)"
+        )
     if validate:
         V.check_finite(lp, "logprobs", m)
         V.check_finite(old, "old_logprobs", m)
         V.check_finite(adv, "advantages")
-    ref = w = None
-    if ref_logprobs is not None:
-        ref = V.as_array(ref_logprobs, "ref_logprobs")
-        if validate:
-            V.check_same_shape(lp, ref, "logprobs", "ref_logprobs")
-            V.check_finite(ref, "ref_logprobs", m)
-    if token_weights is not None:
-        w = V.as_array(token_weights, "token_weights")
-        if validate:
-            V.check_same_shape(lp, w, "logprobs", "token_weights")
-            V.check_finite(w, "token_weights", m)
-    return _clipped(V.as_float(lp), old, adv, m, ref, w, lo_eps, hi_eps, beta, aggregation)
-
-
-@functools.partial(jax.jit, static_argnames=("lo_eps", "hi_eps", "beta", "aggregation"))
-def _clipped(lp, old, adv, m, ref, w, lo_eps: float, hi_eps: float, beta: float, aggregation):
-    old = old.astype(lp.dtype)
-    a = adv.astype(lp.dtype)
-    if a.ndim == 1:
-        a = a[:, None]
-    log_ratio = jnp.where(m, lp - old, 0)
+    lo_eps, hi_eps, beta = as_dtype(lo_eps, hi_eps, beta, dtype=dt)
+    log_ratio = jnp.where(m, lp - jnp.asarray(old, dtype=dt), 0)
     ratio = jnp.exp(log_ratio)
     clipped = jnp.clip(ratio, 1 - lo_eps, 1 + hi_eps)
     pg = -jnp.minimum(ratio * a, clipped * a)
     per_token = pg
     kl = jnp.zeros_like(lp)
-    if ref is not None:
-        d = jnp.where(m, ref.astype(lp.dtype) - lp, 0)
+    if ref_logprobs is not None:
+        ref = V.as_array(ref_logprobs, "ref_logprobs")
+        if validate:
+            V.check_same_shape(lp, ref, "logprobs", "ref_logprobs")
+            V.check_finite(ref, "ref_logprobs", m)
+        d = jnp.where(m, jnp.asarray(ref, dtype=dt) - lp, 0)
         kl = jnp.exp(d) - d - 1
         per_token = per_token + beta * kl
-    if w is not None:
-        per_token = per_token * jax.lax.stop_gradient(w.astype(lp.dtype))
+    if token_weights is not None:
+        w = V.as_array(token_weights, "token_weights")
+        if validate:
+            V.check_same_shape(lp, w, "logprobs", "token_weights")
+            V.check_finite(w, "token_weights", m)
+        per_token = per_token * jax.lax.stop_gradient(jnp.asarray(w, dtype=dt))
     per_token = jnp.where(m, per_token, 0)
     if aggregation == "token_mean":
         loss = jnp.sum(per_token) / jnp.maximum(jnp.sum(m), 1)
@@ -221,7 +213,7 @@ def _clipped(lp, old, adv, m, ref, w, lo_eps: float, hi_eps: float, beta: float,
     metrics = {
         "pg_loss": _masked_mean(pg, m),
         "kl": _masked_mean(kl, m),
-        "clip_fraction": _masked_mean(was_clipped.astype(lp.dtype), m),
+        "clip_fraction": _masked_mean(was_clipped.astype(dt), m),
         "ratio_mean": _masked_mean(ratio, m),
     }
     return loss, jax.tree.map(jax.lax.stop_gradient, metrics)
@@ -243,11 +235,10 @@ def ucas_token_certainty(*, logits: Any, validate: bool = True) -> jax.Array:
     if validate:
         V.check_not_empty(z, "logits")
         V.check_finite(z, "logits")
-    return _certainty(V.as_float(z))
+    return _certainty(jnp.asarray(V.as_float(z)))
 
 
-@jax.jit
-def _certainty(z):
+def _certainty(z: jax.Array) -> jax.Array:
     return jax.nn.logsumexp(z, axis=-1) - jnp.mean(z, axis=-1)
 
 
@@ -261,16 +252,11 @@ def ucas_sequence_certainty(*, logits: Any, mask: Any, validate: bool = True) ->
     Returns:
       [batch] C.
     """
-    z = _arr(logits, "logits", 3, "[batch, length, vocab]", validate)
+    z = checked_array(logits, "logits", 3, "[batch, length, vocab]", validate)
     m = V.as_mask(mask, z.shape[:2])
     if validate:
         V.check_finite(z, "logits", m)
-    return _sequence_certainty(V.as_float(z), m)
-
-
-@jax.jit
-def _sequence_certainty(z, m):
-    c = _certainty(jnp.where(m[..., None], z, 0))
+    c = _certainty(jnp.where(m[..., None], V.as_float(z), 0))
     return jnp.sum(jnp.where(m, c, 0), axis=-1)
 
 
@@ -301,17 +287,17 @@ def ucas_advantages(
       sampled_logits: [groups, size, length] raw logit of each sampled token.
       mask: [groups, size, length] True on response tokens.
       group_mask: optional [groups, size] bool, False = padding response.
-      pos_scale, neg_scale, token_coef: the constants 0.25, 0.35, 0.05.
-      eps: added to the group std.
+      pos_scale, neg_scale, token_coef: [] the constants 0.25, 0.35, 0.05 (may be traced).
+      eps: [] added to the group std (may be traced).
       validate: check the input.
     Returns:
       [groups, size, length] advantages, 0 on padding.
     """
-    ps = V.check_float_option(pos_scale, "pos_scale", 0.0)
-    ns = V.check_float_option(neg_scale, "neg_scale", 0.0)
-    tc = V.check_float_option(token_coef, "token_coef", 0.0)
-    e = V.check_float_option(eps, "eps", 0.0)
-    r = _arr(rewards, "rewards", 2, "[groups, size]", validate)
+    ps = coefficient(pos_scale, "pos_scale", 0.0)
+    ns = coefficient(neg_scale, "neg_scale", 0.0)
+    tc = coefficient(token_coef, "token_coef", 0.0)
+    e = coefficient(eps, "eps", 0.0)
+    r = checked_array(rewards, "rewards", 2, "[groups, size]", validate)
     c = V.as_array(certainty, "certainty")
     sl = V.as_array(sampled_logits, "sampled_logits")
     if validate:
@@ -324,15 +310,12 @@ def ucas_advantages(
         V.check_finite(r, "rewards", gm)
         V.check_finite(c, "certainty", gm)
         V.check_finite(sl, "sampled_logits", m)
-    return _ucas(V.as_float(r), c, sl, m, gm, ps, ns, tc, e)
-
-
-@functools.partial(jax.jit, static_argnames=("ps", "ns", "tc", "e"))
-def _ucas(r, c, sl, m, gm, ps: float, ns: float, tc: float, e: float):
+    r = jnp.asarray(V.as_float(r))
+    ps, ns, tc, e = as_dtype(ps, ns, tc, e, dtype=r.dtype)
     a = _zscore_groups(r, gm, e)
-    cz = _zscore_groups(c.astype(r.dtype), gm, e)
+    cz = _zscore_groups(jnp.asarray(c, dtype=r.dtype), gm, e)
     a_resp = jnp.where(a > 0, a * jnp.exp(-ps * cz), a * jnp.exp(ns * cz))
-    norm_logit = _masked_minmax(sl.astype(r.dtype), m, axis=-1)
+    norm_logit = _masked_minmax(jnp.asarray(sl, dtype=r.dtype), m, axis=-1)
     a_tok = a_resp[..., None] - tc * norm_logit
     a_tok = jnp.where(a_resp[..., None] > 0, jnp.maximum(a_tok, 0), a_tok)
     return jnp.where(m, a_tok, 0)
@@ -364,35 +347,25 @@ def empg_advantages(
       advantages: [batch] per trajectory or [batch, steps] per step.
       step_entropy: [batch, steps] mean token entropy of each step.
       step_mask: [batch, steps] True on real steps (padding after the last step).
-      k, k_future, zeta: the constants (1, 1, 0.1).
-      eps: guards the normalisation.
+      k, k_future, zeta: [] the constants (1, 1, 0.1) (may be traced).
+      eps: [] guards the normalisation (may be traced).
       validate: check the input.
     Returns:
       [batch, steps] modulated advantages, 0 on padding.
     """
-    kk = V.check_float_option(k, "k", 0.0)
-    kf = V.check_float_option(k_future, "k_future", 0.0)
-    z = V.check_float_option(zeta, "zeta")
-    e = V.check_float_option(eps, "eps", 0.0)
-    h = _arr(step_entropy, "step_entropy", 2, "[batch, steps]", validate)
-    a = V.as_array(advantages, "advantages")
-    if validate and a.shape not in (h.shape, h.shape[:1]):
-        raise ValueError(
-            f"advantages: has shape {tuple(a.shape)}; expected [batch] {h.shape[:1]} or "
-            f"[batch, steps] {tuple(h.shape)}"
-        )
+    kk = coefficient(k, "k", 0.0)
+    kf = coefficient(k_future, "k_future", 0.0)
+    z = coefficient(zeta, "zeta")
+    e = coefficient(eps, "eps", 0.0)
+    h = checked_array(step_entropy, "step_entropy", 2, "[batch, steps]", validate)
+    adv = V.as_array(advantages, "advantages")
+    a = _per_row(adv, h, "steps", V.as_float(h).dtype, validate)
     m = _mask(step_mask, h.shape, validate)
     if validate:
         V.check_range(h, "step_entropy", 0.0, jnp.inf, m, what="entropies >= 0")
-        V.check_finite(a, "advantages")
-    return _empg(V.as_float(h), a, m, kk, kf, z, e)
-
-
-@functools.partial(jax.jit, static_argnames=("kk", "kf", "z", "e"))
-def _empg(h, a, m, kk: float, kf: float, z: float, e: float):
-    a = a.astype(h.dtype)
-    if a.ndim == 1:
-        a = a[:, None]
+        V.check_finite(adv, "advantages")
+    h = jnp.asarray(V.as_float(h))
+    kk, kf, z, e = as_dtype(kk, kf, z, e, dtype=h.dtype)
     big = jnp.asarray(jnp.inf, h.dtype)
     lo = jnp.min(jnp.where(m, h, big))
     hi = jnp.max(jnp.where(m, h, -big))
@@ -433,48 +406,38 @@ def steer_weights(
       entropy: [batch, length] entropy H_t of the current next-token distribution.
       advantages: [batch] or [batch, length].
       mask: [batch, length] True on response tokens.
-      w_min, w_max: weight range before clipping.
-      clip_range: (low, high) final clip.
+      w_min, w_max: [] weight range before clipping (may be traced).
+      clip_range: ([] low, [] high) final clip (each may be traced).
       validate: check the input.
     Returns:
       [batch, length] weights (0 on padding).
     """
-    lo_w = V.check_float_option(w_min, "w_min")
-    hi_w = V.check_float_option(w_max, "w_max", lo_w)
+    lo_w = coefficient(w_min, "w_min")
+    hi_w = coefficient(w_max, "w_max", lo_w)
     if len(clip_range) != 2:
         raise ValueError(f"clip_range: expected (low, high), got {clip_range!r}")
-    c_lo = V.check_float_option(clip_range[0], "clip_range[0]")
-    c_hi = V.check_float_option(clip_range[1], "clip_range[1]", c_lo)
-    lp = _arr(logprobs, "logprobs", 2, "[batch, length]", validate)
+    c_lo = coefficient(clip_range[0], "clip_range[0]")
+    c_hi = coefficient(clip_range[1], "clip_range[1]", c_lo)
+    lp = checked_array(logprobs, "logprobs", 2, "[batch, length]", validate)
     old = V.as_array(old_logprobs, "old_logprobs")
     ent = V.as_array(entropy, "entropy")
-    a = V.as_array(advantages, "advantages")
+    adv = V.as_array(advantages, "advantages")
     if validate:
         V.check_same_shape(lp, old, "logprobs", "old_logprobs")
         V.check_same_shape(lp, ent, "logprobs", "entropy")
-        if a.shape not in (lp.shape, lp.shape[:1]):
-            raise ValueError(
-                f"advantages: has shape {tuple(a.shape)}; expected [batch] or [batch, length]"
-            )
+    dt = V.as_float(lp).dtype
+    a = _per_row(adv, lp, "length", dt, validate)
     m = _mask(mask, lp.shape, validate)
     if validate:
         V.check_range(lp, "logprobs", -jnp.inf, 0.0, m, what="log-probabilities <= 0")
         V.check_range(old, "old_logprobs", -jnp.inf, 0.0, m, what="log-probabilities <= 0")
         V.check_range(ent, "entropy", 0.0, jnp.inf, m, what="entropies >= 0")
-        V.check_finite(a, "advantages")
-    return _steer(V.as_float(lp), old, ent, a, m, lo_w, hi_w, c_lo, c_hi)
-
-
-@functools.partial(jax.jit, static_argnames=("lo_w", "hi_w", "c_lo", "c_hi"))
-def _steer(lp, old, ent, a, m, lo_w: float, hi_w: float, c_lo: float, c_hi: float):
-    lp = jax.lax.stop_gradient(lp)
-    dt = lp.dtype
-    a = a.astype(dt)
-    if a.ndim == 1:
-        a = a[:, None]
+        V.check_finite(adv, "advantages")
+    lo_w, hi_w, c_lo, c_hi = as_dtype(lo_w, hi_w, c_lo, c_hi, dtype=dt)
+    lp = jax.lax.stop_gradient(jnp.asarray(lp, dtype=dt))
     pi = jnp.exp(lp)
-    pi_old = jnp.exp(old.astype(dt))
-    omega = (a / jnp.where(m, pi_old, 1)) * pi * (1 - pi) * (lp + ent.astype(dt))
+    pi_old = jnp.exp(jnp.asarray(old, dtype=dt))
+    omega = (a / jnp.where(m, pi_old, 1)) * pi * (1 - pi) * (lp + jnp.asarray(ent, dtype=dt))
     nrm = _masked_minmax(jnp.abs(jnp.where(m, omega, 0)), m)
     w = jnp.clip(hi_w - nrm * (hi_w - lo_w), c_lo, c_hi)
     return jax.lax.stop_gradient(jnp.where(m, w, 0))
@@ -505,28 +468,25 @@ def riskpo_advantages(
     Args:
       rewards: [bundles, bundle_size] rewards of the responses bundled together.
       mask: optional [bundles, bundle_size] bool, False = padding.
-      alpha, beta: quantile levels, 0 < alpha < beta <= 1.
-      weight: weight w of the CVaR term.
-      eps: added to the std of s.
+      alpha, beta: [] quantile levels, 0 < alpha < beta <= 1 (may be traced, as may the two
+        below; with a traced alpha, a concrete beta is only checked to lie in (0, 1]).
+      weight: [] weight w of the CVaR term.
+      eps: [] added to the std of s.
       validate: check the input.
     Returns:
       [bundles] advantage of each bundle (higher = better).
     """
-    a_ = V.check_float_option(alpha, "alpha", 0.0, 1.0, lo_open=True, hi_open=True)
-    b_ = V.check_float_option(beta, "beta", a_, 1.0, lo_open=True)
-    w = V.check_float_option(weight, "weight", 0.0)
-    e = V.check_float_option(eps, "eps", 0.0)
-    r = _arr(rewards, "rewards", 2, "[bundles, bundle_size]", validate)
+    a_ = coefficient(alpha, "alpha", 0.0, 1.0, lo_open=True, hi_open=True)
+    b_ = coefficient(beta, "beta", a_, 1.0, lo_open=True)
+    w = coefficient(weight, "weight", 0.0)
+    e = coefficient(eps, "eps", 0.0)
+    r = checked_array(rewards, "rewards", 2, "[bundles, bundle_size]", validate)
     m = V.as_mask(mask, r.shape)
     if validate:
         V.check_finite(r, "rewards", m)
-    return _riskpo(V.as_float(r), m, a_, b_, w, e)
-
-
-@functools.partial(jax.jit, static_argnames=("a_", "b_", "w", "e"))
-def _riskpo(r, m, a_: float, b_: float, w: float, e: float):
-    s = jnp.sum(jnp.where(m, r, 0), axis=-1)
-    q_a, q_b = jnp.quantile(s, jnp.asarray([a_, b_], dtype=s.dtype))
+    s = jnp.sum(jnp.where(m, V.as_float(r), 0), axis=-1)
+    a_, b_, w, e = as_dtype(a_, b_, w, e, dtype=s.dtype)
+    q_a, q_b = jnp.quantile(s, jnp.stack([jnp.asarray(a_, s.dtype), jnp.asarray(b_, s.dtype)]))
     relu = jax.nn.relu
     a_rvar = (relu(s - q_a) - relu(s - q_b) + q_a - q_b) / (b_ - a_)
     a_cvar = -relu(q_a - s) / a_
@@ -561,17 +521,17 @@ def ppo_c_rewards(
       confidence: [batch] verbalised confidence in [0, 1].
       reward_avg: [] current moving average (carry it between steps; start at the reward
         model's mean or 0).
-      momentum: weight of the new batch mean in the average, in [0, 1].
-      weight: adjustment strength w >= 0.
-      mode: "threshold" or "difference".
+      momentum: [] weight of the new batch mean in the average, in [0, 1] (may be traced).
+      weight: [] adjustment strength w >= 0 (may be traced).
+      mode: "threshold" or "difference"; static.
       validate: check the input.
     Returns:
       (adjusted rewards [batch], new average []).
     """
-    mom = V.check_float_option(momentum, "momentum", 0.0, 1.0)
-    w = V.check_float_option(weight, "weight", 0.0)
+    mom = coefficient(momentum, "momentum", 0.0, 1.0)
+    w = coefficient(weight, "weight", 0.0)
     V.check_choice(mode, "mode", PPO_C_MODES)
-    r = _arr(rewards, "rewards", 1, "[batch]", validate)
+    r = checked_array(rewards, "rewards", 1, "[batch]", validate)
     c = V.as_array(confidence, "confidence")
     avg = V.as_array(reward_avg, "reward_avg")
     if validate:
@@ -581,13 +541,10 @@ def ppo_c_rewards(
         V.check_finite(r, "rewards")
         V.check_finite(avg, "reward_avg")
         V.check_probabilities(c, "confidence")
-    return _ppo_c(V.as_float(r), c, avg, mom, w, mode)
-
-
-@functools.partial(jax.jit, static_argnames=("mom", "w", "mode"))
-def _ppo_c(r, c, avg, mom: float, w: float, mode: str):
-    c = c.astype(r.dtype)
-    new_avg = mom * jnp.mean(r) + (1 - mom) * avg.astype(r.dtype)
+    r = jnp.asarray(V.as_float(r))
+    c = jnp.asarray(c, dtype=r.dtype)
+    mom, w = as_dtype(mom, w, dtype=r.dtype)
+    new_avg = mom * jnp.mean(r) + (1 - mom) * jnp.asarray(avg, dtype=r.dtype)
     if mode == "threshold":
         adj = w * jnp.abs(r) * (c - 0.5)
         out = jnp.where(r >= new_avg, r + adj, r - adj)

@@ -1,14 +1,18 @@
-"""Preference losses: DPO and VPO (value-incentivised preference optimisation), per pair."""
+"""Preference losses: DPO and VPO (value-incentivised preference optimisation), per pair.
+
+beta, label_smoothing and alpha may be traced values (a scheduled beta, a vmap over betas);
+they are range-checked only when concrete. sign and value_on are static choices.
+"""
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from introspect import _checks as V
+from introspect.losses._inputs import as_dtype, checked_array, coefficient
 
 __all__ = ["sequence_logprob", "dpo_loss", "vpo_loss"]
 
@@ -23,40 +27,48 @@ def sequence_logprob(
     Args:
       token_logprobs: [batch, length] log pi(token).
       mask: [batch, length] True on response tokens.
-      average: mean instead of sum over the response tokens.
+      average: mean instead of sum over the response tokens (static).
       validate: check the input.
     Returns:
       [batch] sequence log-probabilities.
     """
-    lp = V.as_array(token_logprobs, "token_logprobs")
-    if validate:
-        V.check_rank(lp, "token_logprobs", 2, "[batch, length]")
-        V.check_not_empty(lp, "token_logprobs")
+    lp = checked_array(token_logprobs, "token_logprobs", 2, "[batch, length]", validate)
     m = V.as_mask(mask, lp.shape)
     if validate:
         V.check_finite(lp, "token_logprobs", m)
-    return _seq(V.as_float(lp), m, bool(average))
-
-
-@functools.partial(jax.jit, static_argnames=("average",))
-def _seq(lp, m, average: bool):
-    total = jnp.sum(jnp.where(m, lp, 0), axis=-1)
+    total = jnp.sum(jnp.where(m, V.as_float(lp), 0), axis=-1)
     if average:
         return total / jnp.maximum(jnp.sum(m, axis=-1), 1)
     return total
 
 
-def _pairs(arrays: dict[str, Any], validate: bool) -> dict[str, jax.Array]:
-    out = {k: V.as_array(v, k) for k, v in arrays.items()}
-    first_name, first = next(iter(out.items()))
+def _log_ratios(
+    policy_chosen: Any, policy_rejected: Any, ref_chosen: Any, ref_rejected: Any, validate: bool
+) -> tuple[jax.Array, jax.Array]:
+    """(log pi(chosen) - log ref(chosen), same for rejected), each [batch] in one float dtype."""
+    named = {
+        "policy_chosen_logps": V.as_array(policy_chosen, "policy_chosen_logps"),
+        "policy_rejected_logps": V.as_array(policy_rejected, "policy_rejected_logps"),
+        "ref_chosen_logps": V.as_array(ref_chosen, "ref_chosen_logps"),
+        "ref_rejected_logps": V.as_array(ref_rejected, "ref_rejected_logps"),
+    }
+    first = named["policy_chosen_logps"]
     if validate:
-        V.check_rank(first, first_name, 1, "[batch] sequence log-probabilities")
-        V.check_not_empty(first, first_name)
-        for k, v in out.items():
-            V.check_same_shape(first, v, first_name, k)
+        V.check_rank(first, "policy_chosen_logps", 1, "[batch] sequence log-probabilities")
+        V.check_not_empty(first, "policy_chosen_logps")
+        for k, v in named.items():
+            V.check_same_shape(first, v, "policy_chosen_logps", k)
             V.check_finite(v, k)
-    dt = jnp.result_type(*[V.as_float(v).dtype for v in out.values()])
-    return {k: v.astype(dt) for k, v in out.items()}
+    dt = jnp.result_type(*[V.as_float(v).dtype for v in named.values()])
+    pc, pr, rc, rr = (jnp.asarray(v, dtype=dt) for v in named.values())
+    return pc - rc, pr - rr
+
+
+def _dpo(chosen: jax.Array, rejected: jax.Array, beta: Any, smoothing: Any) -> jax.Array:
+    h = chosen - rejected
+    return -(1 - smoothing) * jax.nn.log_sigmoid(beta * h) - smoothing * jax.nn.log_sigmoid(
+        -beta * h
+    )
 
 
 def dpo_loss(
@@ -77,32 +89,18 @@ def dpo_loss(
     Args:
       policy_chosen_logps, policy_rejected_logps: [batch] sequence log-probs under the policy.
       ref_chosen_logps, ref_rejected_logps: [batch] under the reference policy.
-      beta: inverse temperature of the implicit reward (> 0).
-      label_smoothing: e in [0, 0.5).
+      beta: [] inverse temperature of the implicit reward (> 0; may be traced).
+      label_smoothing: [] e in [0, 0.5) (may be traced).
       validate: check the input.
     Returns:
       [batch] loss.
     """
-    b = V.check_float_option(beta, "beta", 0.0, lo_open=True)
-    e = V.check_float_option(label_smoothing, "label_smoothing", 0.0, 0.5, hi_open=True)
-    x = _pairs(
-        {
-            "policy_chosen_logps": policy_chosen_logps,
-            "policy_rejected_logps": policy_rejected_logps,
-            "ref_chosen_logps": ref_chosen_logps,
-            "ref_rejected_logps": ref_rejected_logps,
-        },
-        validate,
+    b = coefficient(beta, "beta", 0.0, lo_open=True)
+    e = coefficient(label_smoothing, "label_smoothing", 0.0, 0.5, hi_open=True)
+    c, r = _log_ratios(
+        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, validate
     )
-    return _dpo(x, b, e)
-
-
-@functools.partial(jax.jit, static_argnames=("b", "e"))
-def _dpo(x, b: float, e: float):
-    h = (x["policy_chosen_logps"] - x["ref_chosen_logps"]) - (
-        x["policy_rejected_logps"] - x["ref_rejected_logps"]
-    )
-    return -(1 - e) * jax.nn.log_sigmoid(b * h) - e * jax.nn.log_sigmoid(-b * h)
+    return _dpo(c, r, *as_dtype(b, e, dtype=c.dtype))
 
 
 def vpo_loss(
@@ -126,42 +124,23 @@ def vpo_loss(
 
     Args:
       policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps: [batch].
-      beta: DPO inverse temperature (> 0).
-      alpha: regulariser weight (>= 0).
-      sign: +1 (optimistic) or -1 (pessimistic).
-      value_on: responses whose value enters the regulariser.
+      beta: [] DPO inverse temperature (> 0; may be traced).
+      alpha: [] regulariser weight (>= 0; may be traced).
+      sign: +1 (optimistic) or -1 (pessimistic); static.
+      value_on: responses whose value enters the regulariser; static.
       validate: check the input.
     Returns:
       [batch] loss.
     """
-    a = V.check_float_option(alpha, "alpha", 0.0)
-    b = V.check_float_option(beta, "beta", 0.0, lo_open=True)
+    a = coefficient(alpha, "alpha", 0.0)
+    b = coefficient(beta, "beta", 0.0, lo_open=True)
     if sign not in (1, -1) or isinstance(sign, bool):
         raise ValueError(f"sign: expected +1 (optimism) or -1 (pessimism), got {sign!r}")
     V.check_choice(value_on, "value_on", VALUE_ON)
-    base = dpo_loss(
-        policy_chosen_logps=policy_chosen_logps,
-        policy_rejected_logps=policy_rejected_logps,
-        ref_chosen_logps=ref_chosen_logps,
-        ref_rejected_logps=ref_rejected_logps,
-        beta=b,
-        validate=validate,
+    c, r = _log_ratios(
+        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, validate
     )
-    x = _pairs(
-        {
-            "policy_chosen_logps": policy_chosen_logps,
-            "policy_rejected_logps": policy_rejected_logps,
-            "ref_chosen_logps": ref_chosen_logps,
-            "ref_rejected_logps": ref_rejected_logps,
-        },
-        False,
-    )
-    return _vpo(base, x, b, a, int(sign), value_on)
-
-
-@functools.partial(jax.jit, static_argnames=("b", "a", "sign", "value_on"))
-def _vpo(base, x, b: float, a: float, sign: int, value_on: str):
-    v_c = b * (x["policy_chosen_logps"] - x["ref_chosen_logps"])
-    v_r = b * (x["policy_rejected_logps"] - x["ref_rejected_logps"])
+    a, b = as_dtype(a, b, dtype=c.dtype)
+    v_c, v_r = b * c, b * r
     value = {"both": (v_c + v_r) / 2, "chosen": v_c, "rejected": v_r}[value_on]
-    return base - sign * a * value
+    return _dpo(c, r, b, 0.0) - int(sign) * a * value

@@ -1,10 +1,11 @@
 """Calibration rewards: RLCR (parser + Brier reward), CRew confidence-as-reward and its preference
 pairs, HyperClick spatial confidence. Rewards are positively oriented (higher = better).
+Numeric coefficients (format_penalty, sigma_scale, the HyperClick weights) may be traced values
+(scheduled, vmapped, differentiated) and are range-checked only when concrete.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from introspect import _checks as V
+from introspect.losses._inputs import as_dtype, checked_array, coefficient
 
 __all__ = [
     "RLCRParse",
@@ -125,12 +127,13 @@ def rlcr_reward(
       correct: [batch] 1 if the answer was right, else 0.
       confidence: [batch] stated confidence q in [0, 1] (ignored where format_ok is False).
       format_ok: [batch] bool, from `parse_rlcr`.
-      format_penalty: reward of a badly formatted completion is -format_penalty (>= 0).
+      format_penalty: [] reward of a badly formatted completion is -format_penalty (>= 0; may
+        be traced).
       validate: check the input.
     Returns:
       [batch] reward.
     """
-    pen = V.check_float_option(format_penalty, "format_penalty", 0.0)
+    pen = coefficient(format_penalty, "format_penalty", 0.0)
     c = V.as_array(correct, "correct")
     q = V.as_array(confidence, "confidence")
     ok = V.as_array(format_ok, "format_ok")
@@ -140,15 +143,11 @@ def rlcr_reward(
         V.check_binary(ok, "format_ok")
         V.check_binary(c, "correct")
         V.check_probabilities(q, "confidence", ok != 0)
-    return _rlcr(c, V.as_float(q), ok, pen)
-
-
-@functools.partial(jax.jit, static_argnames=("pen",))
-def _rlcr(c, qf, ok, pen: float):
-    ok = ok != 0
+    qf = jnp.asarray(V.as_float(q))
+    ok = jnp.asarray(ok) != 0
     q = jnp.where(ok, qf, 0)
-    cf = c.astype(qf.dtype)
-    return jnp.where(ok, cf - (q - cf) ** 2, -pen)
+    cf = jnp.asarray(c, dtype=qf.dtype)
+    return jnp.where(ok, cf - (q - cf) ** 2, -as_dtype(pen, dtype=qf.dtype))
 
 
 # ----------------------------------------------------------------------------- CRew
@@ -176,19 +175,11 @@ def crew_reward(
       [batch] confidence in [0, 1]; 0 for rows without answer tokens.
     """
     V.check_choice(reduction, "reduction", REDUCTIONS)
-    lp = V.as_array(answer_logprobs, "answer_logprobs")
-    if validate:
-        V.check_rank(lp, "answer_logprobs", 2, "[batch, length]")
-        V.check_not_empty(lp, "answer_logprobs")
+    lp = checked_array(answer_logprobs, "answer_logprobs", 2, "[batch, length]", validate)
     m = V.as_mask(mask, lp.shape)
     if validate:
         V.check_range(lp, "answer_logprobs", -math.inf, 0.0, m, what="log-probabilities <= 0")
-    return _crew(V.as_float(lp), m, reduction)
-
-
-@functools.partial(jax.jit, static_argnames=("reduction",))
-def _crew(lp, m, reduction: str):
-    lp = jnp.where(m, lp, 0)
+    lp = jnp.where(m, V.as_float(lp), 0)
     count = jnp.sum(m, axis=-1)
     has = count > 0
     denom = jnp.maximum(count, 1).astype(lp.dtype)
@@ -224,21 +215,16 @@ def crew_preference_pairs(
     Returns:
       (chosen [groups] int32 index, rejected [groups] int32 index, valid [groups] bool).
     """
-    q = V.as_array(confidence, "confidence")
+    q = checked_array(confidence, "confidence", 2, "[groups, size]", validate)
     c = V.as_array(correct, "correct")
     if validate:
-        V.check_rank(q, "confidence", 2, "[groups, size]")
-        V.check_not_empty(q, "confidence")
         V.check_same_shape(q, c, "confidence", "correct")
     m = V.as_mask(mask, q.shape)
     if validate:
         V.check_finite(q, "confidence", m)
         V.check_binary(c, "correct", m)
-    return _pairs(V.as_float(q), c, m)
-
-
-@jax.jit
-def _pairs(qf, c, m):
+    qf = jnp.asarray(V.as_float(q))
+    c = jnp.asarray(c)
     right = (c != 0) & m
     wrong = (c == 0) & m
     neg_inf = jnp.asarray(-jnp.inf, qf.dtype)
@@ -271,13 +257,18 @@ def _prepare_click(point: Any, box: Any, validate: bool) -> tuple[jax.Array, jax
         V.check_leading(p, b, "point", "box")
         V.check_finite(p, "point")
         V.check_finite(b, "box")
-        if V.is_concrete(b) and bool(jnp.any((b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1]))):
-            raise ValueError("box: some boxes have x1 <= x0 or y1 <= y0; expected positive size")
+        if V.is_concrete(b):
+            xp, bh = V.host_or_device(b)  # numpy on the host, so it also works under a jit
+            if bool(xp.any((bh[:, 2] <= bh[:, 0]) | (bh[:, 3] <= bh[:, 1]))):
+                raise ValueError(
+                    "box: some boxes have x1 <= x0 or y1 <= y0; expected positive size"
+                )
     dt = jnp.result_type(V.as_float(p).dtype, V.as_float(b).dtype)
-    return p.astype(dt), b.astype(dt)
+    return jnp.asarray(p, dtype=dt), jnp.asarray(b, dtype=dt)
 
 
-def _spatial(p: jax.Array, b: jax.Array, sigma_scale: float) -> tuple[jax.Array, jax.Array]:
+def _spatial(p: jax.Array, b: jax.Array, sigma_scale: Any) -> tuple[jax.Array, jax.Array]:
+    """(spatial confidence [batch], click inside the box [batch] bool)."""
     lo, hi = b[:, :2], b[:, 2:]
     inside = jnp.all((p >= lo) & (p <= hi), axis=-1)
     centre = (lo + hi) / 2
@@ -299,19 +290,14 @@ def hyperclick_spatial_confidence(
     Args:
       point: [batch, 2] predicted click (x, y).
       box: [batch, 4] target element (x0, y0, x1, y1), x1 > x0, y1 > y0.
-      sigma_scale: standard deviation as a fraction of the box size, > 0.
+      sigma_scale: [] standard deviation as a fraction of the box size, > 0 (may be traced).
       validate: check the input.
     Returns:
       [batch] spatial confidence in [0, 1].
     """
-    s = V.check_float_option(sigma_scale, "sigma_scale", 0.0, lo_open=True)
+    s = coefficient(sigma_scale, "sigma_scale", 0.0, lo_open=True)
     p, b = _prepare_click(point, box, validate)
-    return _spatial_only(p, b, s)
-
-
-@functools.partial(jax.jit, static_argnames=("s",))
-def _spatial_only(p, b, s: float):
-    return _spatial(p, b, s)[0]
+    return _spatial(p, b, as_dtype(s, dtype=p.dtype))[0]
 
 
 def hyperclick_reward(
@@ -336,25 +322,21 @@ def hyperclick_reward(
       box: [batch, 4] target element (x0, y0, x1, y1).
       confidence: [batch] the model's stated confidence in [0, 1].
       sigma_scale: as in `hyperclick_spatial_confidence`.
-      correctness_weight, calibration_weight: weights of the two terms (>= 0).
+      correctness_weight, calibration_weight: [] weights of the two terms (>= 0; may be traced).
       validate: check the input.
     Returns:
       [batch] reward in [0, correctness_weight + calibration_weight].
     """
-    s = V.check_float_option(sigma_scale, "sigma_scale", 0.0, lo_open=True)
-    wc = V.check_float_option(correctness_weight, "correctness_weight", 0.0)
-    wk = V.check_float_option(calibration_weight, "calibration_weight", 0.0)
+    s = coefficient(sigma_scale, "sigma_scale", 0.0, lo_open=True)
+    wc = coefficient(correctness_weight, "correctness_weight", 0.0)
+    wk = coefficient(calibration_weight, "calibration_weight", 0.0)
     p, b = _prepare_click(point, box, validate)
     q = V.as_array(confidence, "confidence")
     if validate:
         if tuple(q.shape) != tuple(p.shape[:1]):
             raise ValueError(f"confidence: has shape {tuple(q.shape)}; expected ({p.shape[0]},)")
         V.check_probabilities(q, "confidence")
-    return _click_reward(p, b, q, s, wc, wk)
-
-
-@functools.partial(jax.jit, static_argnames=("s", "wc", "wk"))
-def _click_reward(p, b, q, s: float, wc: float, wk: float):
+    s, wc, wk = as_dtype(s, wc, wk, dtype=p.dtype)
     spatial, inside = _spatial(p, b, s)
-    q = q.astype(spatial.dtype)
+    q = jnp.asarray(q, dtype=spatial.dtype)
     return wc * inside.astype(spatial.dtype) + wk * (1 - (q - spatial) ** 2)

@@ -6,17 +6,19 @@ integer class indices. The leading shape is free ([batch], [batch, length], ...)
 returns the per-example loss with the labels' shape, so the caller chooses the reduction (and the
 mask). All are written as losses (negatively oriented scores): Brier, log and spherical are
 strictly proper, i.e. the expected loss under y ~ p is uniquely minimised by forecasting p.
+Coefficients (eps, smoothing, gamma, alpha) may be traced values: jit, vmap or differentiate
+over them; they are range-checked only when concrete.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from introspect import _checks as V
+from introspect.losses._inputs import as_dtype, coefficient
 
 __all__ = [
     "brier_loss",
@@ -60,11 +62,16 @@ def _prepare(values: Any, labels: Any, *, name: str, kind: str, validate: bool):
             V.check_class_labels(y, "labels", x.shape[-1])
         else:
             V.check_range(y, "labels", 0.0, 1.0, what="targets in [0, 1] (1 = positive)")
-    return V.as_float(x), y, multiclass
+    return jnp.asarray(V.as_float(x)), jnp.asarray(y), multiclass
 
 
 def _onehot(labels: jax.Array, k: int, dtype) -> jax.Array:
     return jax.nn.one_hot(labels.astype(jnp.int32), k, dtype=dtype)
+
+
+def _take(x: jax.Array, labels: jax.Array) -> jax.Array:
+    """x[..., labels]: [..., K] and [...] class indices -> [...]."""
+    return jnp.take_along_axis(x, labels.astype(jnp.int32)[..., None], axis=-1)[..., 0]
 
 
 def brier_loss(*, probs: Any, labels: Any, validate: bool = True) -> jax.Array:
@@ -78,11 +85,6 @@ def brier_loss(*, probs: Any, labels: Any, validate: bool = True) -> jax.Array:
       [...] loss, in [0, 1] (binary) or [0, 2] (multiclass).
     """
     q, y, multi = _prepare(probs, labels, name="probs", kind="probs", validate=validate)
-    return _brier(q, y, multi)
-
-
-@functools.partial(jax.jit, static_argnames=("multi",))
-def _brier(q, y, multi: bool):
     if multi:
         return jnp.sum((q - _onehot(y, q.shape[-1], q.dtype)) ** 2, axis=-1)
     return (q - y.astype(q.dtype)) ** 2
@@ -99,7 +101,7 @@ def log_loss(
     Args:
       probs: [...] P(class 1) or [..., K] probability vectors.
       labels: [...] targets in [0, 1] or class indices.
-      eps: clipping constant in [0, 0.5); None = machine epsilon.
+      eps: [] clipping constant in [0, 0.5) (may be traced); None = machine epsilon.
       validate: check the input.
     Returns:
       [...] loss in nats.
@@ -108,16 +110,12 @@ def log_loss(
     e = (
         float(jnp.finfo(q.dtype).eps)
         if eps is None
-        else V.check_float_option(eps, "eps", 0.0, 0.5, hi_open=True)
+        else coefficient(eps, "eps", 0.0, 0.5, hi_open=True)
     )
-    return _log(q, y, multi, e)
-
-
-@functools.partial(jax.jit, static_argnames=("multi", "e"))
-def _log(q, y, multi: bool, e: float):
+    e = as_dtype(e, dtype=q.dtype)
     q = jnp.clip(q, e, 1 - e)
     if multi:
-        return -jnp.take_along_axis(jnp.log(q), y.astype(jnp.int32)[..., None], axis=-1)[..., 0]
+        return -_take(jnp.log(q), y)
     yf = y.astype(q.dtype)
     return -(yf * jnp.log(q) + (1 - yf) * jnp.log1p(-q))
 
@@ -133,14 +131,8 @@ def spherical_loss(*, probs: Any, labels: Any, validate: bool = True) -> jax.Arr
       [...] loss in [0, 1).
     """
     q, y, multi = _prepare(probs, labels, name="probs", kind="probs", validate=validate)
-    return _spherical(q, y, multi)
-
-
-@functools.partial(jax.jit, static_argnames=("multi",))
-def _spherical(q, y, multi: bool):
     if multi:
-        qy = jnp.take_along_axis(q, y.astype(jnp.int32)[..., None], axis=-1)[..., 0]
-        return 1 - qy / jnp.linalg.norm(q, axis=-1)
+        return 1 - _take(q, y) / jnp.linalg.norm(q, axis=-1)
     yf = y.astype(q.dtype)
     norm = jnp.sqrt(q**2 + (1 - q) ** 2)
     return 1 - (yf * q + (1 - yf) * (1 - q)) / norm
@@ -171,18 +163,14 @@ def label_smoothing_cross_entropy(
     Args:
       logits: [...] logit of class 1 or [..., K] logits.
       labels: [...] targets in [0, 1] or class indices.
-      smoothing: s in [0, 1].
+      smoothing: [] s in [0, 1] (may be traced).
       validate: check the input.
     Returns:
       [...] loss in nats.
     """
-    s = V.check_float_option(smoothing, "smoothing", 0.0, 1.0)
+    s = coefficient(smoothing, "smoothing", 0.0, 1.0)
     z, y, multi = _prepare(logits, labels, name="logits", kind="logits", validate=validate)
-    return _smoothed_ce(z, y, multi, s)
-
-
-@functools.partial(jax.jit, static_argnames=("multi", "s"))
-def _smoothed_ce(z, y, multi: bool, s: float):
+    s = as_dtype(s, dtype=z.dtype)
     if multi:
         k = z.shape[-1]
         target = (1 - s) * _onehot(y, k, z.dtype) + s / k
@@ -208,24 +196,19 @@ def focal_loss(
     Args:
       logits: [...] logit of class 1 or [..., K] logits.
       labels: [...] targets in [0, 1] or class indices.
-      gamma: focusing parameter >= 0.
-      alpha: optional class-balance weight in [0, 1].
+      gamma: [] focusing parameter >= 0 (may be traced, e.g. to learn or schedule it).
+      alpha: optional [] class-balance weight in [0, 1] (may be traced).
       validate: check the input.
     Returns:
       [...] loss.
     """
-    g = V.check_float_option(gamma, "gamma", 0.0)
-    a = None if alpha is None else V.check_float_option(alpha, "alpha", 0.0, 1.0)
+    g = coefficient(gamma, "gamma", 0.0)
+    a = None if alpha is None else coefficient(alpha, "alpha", 0.0, 1.0)
     z, y, multi = _prepare(logits, labels, name="logits", kind="logits", validate=validate)
-    return _focal(z, y, multi, g, a)
-
-
-@functools.partial(jax.jit, static_argnames=("multi", "g", "a"))
-def _focal(z, y, multi: bool, g: float, a: float | None):
+    g = as_dtype(g, dtype=z.dtype)
+    a = None if a is None else as_dtype(a, dtype=z.dtype)
     if multi:
-        logp = jnp.take_along_axis(
-            jax.nn.log_softmax(z, axis=-1), y.astype(jnp.int32)[..., None], axis=-1
-        )[..., 0]
+        logp = _take(jax.nn.log_softmax(z, axis=-1), y)
         loss = -_modulator(logp, g) * logp
         return loss if a is None else a * loss
     yf = y.astype(z.dtype)
@@ -235,8 +218,13 @@ def _focal(z, y, multi: bool, g: float, a: float | None):
     return -(yf * w1 * _modulator(logp1, g) * logp1 + (1 - yf) * w0 * _modulator(logp0, g) * logp0)
 
 
-def _modulator(logp: jax.Array, gamma: float) -> jax.Array:
-    # (1 - p)^gamma; skipped for gamma = 0 so that p = 1 keeps a finite gradient.
-    if gamma == 0:
-        return jnp.ones_like(logp)
-    return (-jnp.expm1(logp)) ** gamma
+def _modulator(logp: jax.Array, gamma: Any) -> jax.Array:
+    """(1 - p)^gamma from log p, with finite gradients (wrt log p and gamma) at p = 1.
+
+    At p = 1 the base is 0: the value is 0^gamma (1 for gamma = 0, else 0) and the power is
+    taken of 1 instead, so neither 0 * inf (d/dp at gamma = 0) nor log 0 (d/dgamma) appears.
+    """
+    base = -jnp.expm1(logp)
+    at_one = base == 0
+    at_one_value = jnp.where(jnp.asarray(gamma) == 0, 1, 0).astype(logp.dtype)
+    return jnp.where(at_one, at_one_value, jnp.where(at_one, 1, base) ** gamma)

@@ -127,7 +127,7 @@ def _prepare(conf_logits: Any, values: Any, validate: bool) -> tuple[jax.Array, 
             )
         V.check_finite(z, "conf_logits")
         V.check_probabilities(v, "values")
-    return V.as_float(z), V.as_float(v)
+    return jnp.asarray(V.as_float(z)), jnp.asarray(V.as_float(v))
 
 
 def tokenized_brier(
@@ -152,13 +152,8 @@ def tokenized_brier(
                 "leading shape of conf_logits)"
             )
         V.check_range(y, "correct", 0.0, 1.0, what="1.0 (right) or 0.0 (wrong)")
-    return _tokenized_brier(z, y, v)
-
-
-@jax.jit
-def _tokenized_brier(z, y, v):
     q = jax.nn.softmax(z, axis=-1)
-    return jnp.sum(q * (y.astype(z.dtype)[..., None] - v) ** 2, axis=-1)
+    return jnp.sum(q * (jnp.asarray(y, dtype=z.dtype)[..., None] - v) ** 2, axis=-1)
 
 
 def expected_confidence(*, conf_logits: Any, values: Any, validate: bool = True) -> jax.Array:
@@ -172,9 +167,4 @@ def expected_confidence(*, conf_logits: Any, values: Any, validate: bool = True)
       [batch] confidence sum_k q_k v_k in [0, 1]; higher = more confident.
     """
     z, v = _prepare(conf_logits, values, validate)
-    return _expected(z, v)
-
-
-@jax.jit
-def _expected(z, v):
     return jax.nn.softmax(z, axis=-1) @ v
