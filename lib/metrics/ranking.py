@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from introspect import _checks as V
-from introspect.metrics._sorting import (
+from introspect._sorting import (
     from_order_key,
     group_sum,
     sign_mode,
@@ -45,6 +45,9 @@ __all__ = [
 # ----------------------------------------------------------------------------- input handling
 
 
+_KINDS = {"binary": "binary", "unit": "unit", "real": "finite"}
+
+
 def _prepare_pair(
     scores: Any,
     labels: Any,
@@ -54,30 +57,18 @@ def _prepare_pair(
     validate: bool,
     labels_kind: str,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Arrays (scores as float [n], labels [n], valid [n] bool) after the boundary checks.
+    """(scores as float [n], labels [n], valid [n] bool or None) after the boundary checks.
 
     labels_kind: "binary" (0/1), "unit" (real in [0, 1]) or "real" (finite).
     """
-    s_name, l_name = names
-    s = V.as_array(scores, s_name)
-    y = V.as_array(labels, l_name)
-    if validate:
-        V.check_rank(s, s_name, 1, "a 1-D array [n]")
-        V.check_not_empty(s, s_name)
-        V.check_same_shape(s, y, s_name, l_name)
-    m = None if mask is None else V.as_mask(mask, s.shape)
-    if validate:
-        if m is not None:
-            V.check_any_valid(m)
-        V.check_finite(s, s_name, m)
-        if labels_kind == "binary":
-            V.check_binary(y, l_name, m)
-            y = V.compact_binary(y)
-        elif labels_kind == "unit":
-            V.check_range(y, l_name, 0.0, 1.0, m, what="values in [0, 1] (1 = correct)")
-        else:
-            V.check_finite(y, l_name, m)
-    return V.as_float(s), y, m
+    return V.prepare_pair(
+        scores,
+        labels,
+        mask,
+        names=names,
+        kinds=("finite", _KINDS[labels_kind]),
+        validate=validate,
+    )
 
 
 def _check_both_classes(labels: jax.Array, mask, name: str, metric: str) -> None:
