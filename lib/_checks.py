@@ -316,11 +316,16 @@ def _host_fast_ok(kind: str, x: np.ndarray, mask: Any, kwargs: dict) -> bool:
     return False
 
 
+_NOTHING_FOUND = {"range": (0, 0, 0.0, 0.0), "nan": (0,), "simplex": (0, 0.0)}
+
+
 def _run(kind: str, x: Any, mask: Any, *args: Any, **kwargs: Any) -> tuple:
+    if x.size == 0:  # nothing to check (reductions of empty arrays have no identity)
+        return _NOTHING_FOUND.get(kind, (0, 0))
     if _on_host(x):
         xn = np.asarray(x)
         if _host_fast_ok(kind, xn, mask, kwargs):
-            return {"range": (0, 0, 0.0, 0.0), "nan": (0,)}.get(kind, (0, 0))
+            return _NOTHING_FOUND.get(kind, (0, 0))
         return _IMPLS[kind](np, xn, _bmask(np, mask, xn), *args, **kwargs)
     return _JITTED[kind](x, _bmask(jnp, mask, x), *args, **kwargs)
 
@@ -416,6 +421,17 @@ def check_class_labels(
             f"{name}: {int(bad)} value(s) are not integer class indices in "
             f"[0, {num_classes}); expected {desc}"
         )
+
+
+def as_class_labels(x: Any, name: str, num_classes: int, what: str | None = None) -> Any:
+    """Labels [n] as int32 after the checks: rank 1 and (concrete) integer ids in
+    [0, num_classes). Booleans are read as 0/1."""
+    y = as_array(x, name)
+    check_rank(y, name, 1, "a 1-D array [n] of integer ids")
+    if y.dtype == jnp.bool_:
+        y = y.astype(jnp.int32)
+    check_class_labels(y, name, num_classes, what=what or f"class ids in [0, {num_classes})")
+    return y.astype(jnp.int32)
 
 
 def simplex_tolerance(dtype: Any) -> float:
