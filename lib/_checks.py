@@ -240,6 +240,13 @@ def _nan_impl(xp, x, m):
     return (xp.sum(xp.isnan(x) & m),)
 
 
+def _logits_impl(xp, x, m):
+    # m is the position mask broadcast to [..., 1] (or a scalar True).
+    bad = xp.sum((xp.isnan(x) | (x == xp.inf)) & m)
+    dead = xp.all(x == -xp.inf, axis=-1) & (m if m.ndim == 0 else m[..., 0])
+    return bad, xp.sum(dead)
+
+
 def _binary_impl(xp, x, m):
     finite = _finite(xp, x)
     return xp.sum(~finite & m), xp.sum(finite & (x != 0) & (x != 1) & m)
@@ -264,6 +271,7 @@ def _simplex_impl(xp, p, m, tol):
 _JITTED = {
     "range": jax.jit(functools.partial(_range_impl, jnp), static_argnames=("lo", "hi")),
     "nan": jax.jit(functools.partial(_nan_impl, jnp)),
+    "logits": jax.jit(functools.partial(_logits_impl, jnp)),
     "binary": jax.jit(functools.partial(_binary_impl, jnp)),
     "class": jax.jit(functools.partial(_class_impl, jnp), static_argnames=("num_classes",)),
     "simplex": jax.jit(functools.partial(_simplex_impl, jnp), static_argnames=("tol",)),
@@ -271,6 +279,7 @@ _JITTED = {
 _IMPLS = {
     "range": _range_impl,
     "nan": _nan_impl,
+    "logits": _logits_impl,
     "binary": _binary_impl,
     "class": _class_impl,
     "simplex": _simplex_impl,
@@ -295,12 +304,16 @@ def host_or_device(x: Any) -> tuple[Any, Any]:
 
 def _host_fast_ok(kind: str, x: np.ndarray, mask: Any, kwargs: dict) -> bool:
     """Cheap whole-array passes (no temporaries of the array's size for the common case) that
-    prove the input is fine; on any doubt the detailed check runs."""
-    if mask is not None or x.size == 0:
+    prove the input is fine, masked or not; on any doubt the detailed (masked) check runs."""
+    # A whole array that passes passes under any mask too (padding is usually benign), so the
+    # mask is only needed when this pass finds something.
+    if x.size == 0:
         return False
     floating = np.issubdtype(x.dtype, np.floating)
     if kind == "nan":
         return not np.isnan(x.min())  # min propagates NaN: one pass, no temporaries
+    if kind == "logits":  # no NaN, no +inf, no -inf at all (so no position without a finite one)
+        return bool(np.isfinite(x.min() + x.max()))
     if floating and not np.isfinite(x.min() + x.max()):  # NaN or inf anywhere
         return False
     if kind == "range":
@@ -316,7 +329,7 @@ def _host_fast_ok(kind: str, x: np.ndarray, mask: Any, kwargs: dict) -> bool:
     return False
 
 
-_NOTHING_FOUND = {"range": (0, 0, 0.0, 0.0), "nan": (0,), "simplex": (0, 0.0)}
+_NOTHING_FOUND = {"range": (0, 0, 0.0, 0.0), "nan": (0,), "simplex": (0, 0.0), "logits": (0, 0)}
 
 
 def _run(kind: str, x: Any, mask: Any, *args: Any, **kwargs: Any) -> tuple:
@@ -357,6 +370,26 @@ def check_no_nan(x: jax.Array, name: str, mask: jax.Array | None = None) -> None
         raise ValueError(
             f"{name}: contains {int(count)} NaN value(s) (first at index {first}); "
             "expected numbers (not NaN)"
+        )
+
+
+def check_logits(x: jax.Array, name: str, mask: jax.Array | None = None) -> None:
+    """Raises unless softmax(x) over the last axis is defined at every (unmasked) position: no NaN,
+    no +inf, and at least one finite logit per position; -inf is allowed (a banned token).
+
+    x: [..., vocab]; mask: optional [...] (per position, not per logit).
+    """
+    if not is_concrete(x, mask) or not jnp.issubdtype(x.dtype, jnp.floating) or x.size == 0:
+        return
+    bad, dead = (int(v) for v in _run("logits", x, mask))
+    if bad:
+        raise ValueError(
+            f"{name}: contains {bad} NaN or +inf value(s); expected real logits (-inf allowed)"
+        )
+    if dead:
+        raise ValueError(
+            f"{name}: {dead} position(s) where every logit is -inf; expected at least one "
+            "finite logit per position (softmax is undefined otherwise)"
         )
 
 
