@@ -242,3 +242,10 @@ def test_under_jit_shapes_are_checked_and_values_are_not():
     assert np.isnan(np.asarray(fn(logits, mask))[0])  # tracers: the NaN check cannot run
     with pytest.raises(ValueError, match=r"logits: has shape \(4, 7\) \(rank 2\)"):
         fn(logits[..., 0], mask)
+
+
+def test_text_signals_reject_non_strings():
+    with pytest.raises(ValueError, match="texts: expected a sequence of strings"):
+        signals.hedge_score("It is definitely 7.")
+    with pytest.raises(ValueError, match="text: got int; expected a string"):
+        signals.parse_verbalized_confidence(80)
