@@ -71,6 +71,18 @@ def _prepare_pair(
     )
 
 
+def _prepare_selective(confidences: Any, correct: Any, mask: Any, validate: bool):
+    """The selective-prediction inputs: real confidences [n], correctness in [0, 1] [n]."""
+    return _prepare_pair(
+        confidences,
+        correct,
+        mask,
+        names=("confidences", "correct"),
+        validate=validate,
+        labels_kind="unit",
+    )
+
+
 def _check_both_classes(labels: jax.Array, mask, name: str, metric: str) -> None:
     if not V.is_concrete(labels, mask):
         return
@@ -255,14 +267,7 @@ def risk_coverage_curve(
     Returns:
       RiskCoverageCurve of [n] arrays (padding at the end, valid False).
     """
-    c, y, m = _prepare_pair(
-        confidences,
-        correct,
-        mask,
-        names=("confidences", "correct"),
-        validate=validate,
-        labels_kind="unit",
-    )
+    c, y, m = _prepare_selective(confidences, correct, mask, validate)
     return _risk_coverage(c, y, m)
 
 
@@ -285,14 +290,7 @@ def aurc(confidences: Any, correct: Any, *, mask: Any = None, validate: bool = T
     Returns:
       [] AURC in [0, 1].
     """
-    c, y, m = _prepare_pair(
-        confidences,
-        correct,
-        mask,
-        names=("confidences", "correct"),
-        validate=validate,
-        labels_kind="unit",
-    )
+    c, y, m = _prepare_selective(confidences, correct, mask, validate)
     return _aurc(c, y, m)
 
 
@@ -313,14 +311,7 @@ def excess_aurc(
     Returns:
       [] E-AURC >= 0.
     """
-    c, y, m = _prepare_pair(
-        confidences,
-        correct,
-        mask,
-        names=("confidences", "correct"),
-        validate=validate,
-        labels_kind="unit",
-    )
+    c, y, m = _prepare_selective(confidences, correct, mask, validate)
     return _aurc(c, y, m) - _aurc(V.as_float(y).astype(c.dtype), y, m)
 
 
@@ -355,14 +346,7 @@ def selective_accuracy(
       [] mean correctness of the kept samples (expected over random order inside ties).
     """
     cov = V.check_float_option(coverage, "coverage", 0.0, 1.0, lo_open=True)
-    c, y, m = _prepare_pair(
-        confidences,
-        correct,
-        mask,
-        names=("confidences", "correct"),
-        validate=validate,
-        labels_kind="unit",
-    )
+    c, y, m = _prepare_selective(confidences, correct, mask, validate)
     return _selective_accuracy(c, y, m, jnp.asarray(cov, dtype=c.dtype))
 
 
