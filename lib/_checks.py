@@ -1,10 +1,23 @@
 """Input validation shared by every package (metrics, losses, conformal, calibrators, signals).
 
 Every public entry point checks its input here and raises a ValueError that names the argument,
-says what was wrong and what was expected. Shape checks always run (they also work on tracers);
-value checks (NaN/inf, ranges, label values) run only on concrete arrays, so a function called
-inside `jit`/`vmap` with `validate=True` checks shapes and skips value checks. `validate=False`
-skips everything except the checks of static Python options.
+says what was wrong and what was expected. No package keeps a validation module of its own.
+
+Two kinds of check:
+
+* Shape and rank checks (`check_rank`, `check_min_rank`, `check_shape`, `check_same_shape`,
+  `check_leading`, the shape part of `as_mask`) are chex assertions (`chex.assert_rank`,
+  `chex.assert_shape`, ...). Shapes are static, so they also run at trace time on tracers inside
+  `jit`/`vmap`; chex's AssertionError is turned into a ValueError with the argument's name and the
+  expected shape. (`chex.disable_asserts()` switches them off together with every other chex
+  assertion.)
+* Value checks (NaN/inf, ranges, label values, rows summing to 1) run only on concrete arrays, at
+  the public boundary: a function called inside `jit`/`vmap` with `validate=True` checks shapes
+  and skips value checks. `validate=False` skips everything except the checks of static Python
+  options.
+
+`prepare_pair` and `prepare_labelled` are the two boundary preambles (two aligned [n] arrays;
+per-example class scores with labels) that the metrics and the calibrators share.
 """
 
 from __future__ import annotations
@@ -13,6 +26,7 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -79,12 +93,46 @@ def _x64_enabled() -> bool:
     return jnp.result_type(float) == jnp.float64
 
 
+def _chex(assertion: Any, *args: Any, message: Any, **kwargs: Any) -> None:
+    """Runs a chex shape assertion; its AssertionError becomes ValueError(message()).
+
+    `message` is a callable, so the text is only formatted when the check fails.
+    """
+    try:
+        assertion(*args, **kwargs)
+    except AssertionError:
+        raise ValueError(message()) from None
+
+
 def check_rank(x: jax.Array, name: str, ranks: int | Sequence[int], what: str = "") -> None:
     """Raises unless `x.ndim` is one of `ranks`; `what` describes the expected shape."""
     ranks = (ranks,) if isinstance(ranks, int) else tuple(ranks)
-    if x.ndim not in ranks:
+
+    def message() -> str:
         want = what or " or ".join(f"rank {r}" for r in ranks)
-        raise ValueError(f"{name}: has shape {tuple(x.shape)} (rank {x.ndim}); expected {want}")
+        return f"{name}: has shape {tuple(x.shape)} (rank {x.ndim}); expected {want}"
+
+    _chex(chex.assert_rank, x, ranks[0] if len(ranks) == 1 else set(ranks), message=message)
+
+
+def check_min_rank(x: jax.Array, name: str, min_rank: int, what: str = "") -> None:
+    """Raises unless `x.ndim >= min_rank` (`what` describes the expected shape, e.g. "[..., n]")."""
+
+    def message() -> str:
+        want = what or f"rank >= {min_rank}"
+        return f"{name}: has shape {tuple(x.shape)} (rank {x.ndim}); expected {want}"
+
+    _chex(chex.assert_shape, x, (...,) + (None,) * min_rank, message=message)
+
+
+def check_shape(x: jax.Array, name: str, shape: Sequence[int | None], what: str = "") -> None:
+    """Raises unless `x.shape` is `shape` (None = any size in that dimension)."""
+
+    def message() -> str:
+        want = what or str(tuple(shape))
+        return f"{name}: has shape {tuple(x.shape)}; expected {want}"
+
+    _chex(chex.assert_shape, x, tuple(shape), message=message)
 
 
 def check_not_empty(x: jax.Array, name: str) -> None:
@@ -93,20 +141,39 @@ def check_not_empty(x: jax.Array, name: str) -> None:
 
 
 def check_same_shape(a: jax.Array, b: jax.Array, name_a: str, name_b: str) -> None:
-    if tuple(a.shape) != tuple(b.shape):
-        raise ValueError(
+    _chex(
+        chex.assert_equal_shape,
+        [a, b],
+        message=lambda: (
             f"{name_a} and {name_b}: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}; "
             "expected the same shape"
-        )
+        ),
+    )
 
 
 def check_leading(a: jax.Array, b: jax.Array, name_a: str, name_b: str, ndim: int = 1) -> None:
     """Raises unless the first `ndim` dimensions of `a` and `b` agree."""
-    if tuple(a.shape[:ndim]) != tuple(b.shape[:ndim]):
-        raise ValueError(
+    _chex(
+        chex.assert_equal_shape_prefix,
+        [a, b],
+        prefix_len=ndim,
+        message=lambda: (
             f"{name_a} and {name_b}: leading dimensions differ, {tuple(a.shape)} vs "
             f"{tuple(b.shape)}; expected the same first {ndim} dimension(s)"
-        )
+        ),
+    )
+
+
+def as_float_array(
+    x: Any, name: str, *, ndim: int | None = None, min_ndim: int | None = None
+) -> jax.Array:
+    """`as_array` + an optional rank check (exact `ndim` or at least `min_ndim`) + `as_float`."""
+    arr = as_array(x, name)
+    if ndim is not None:
+        check_rank(arr, name, ndim)
+    if min_ndim is not None:
+        check_min_rank(arr, name, min_ndim)
+    return as_float(arr)
 
 
 def as_mask(mask: Any, shape: Sequence[int], name: str = "mask") -> jax.Array:
@@ -114,10 +181,7 @@ def as_mask(mask: Any, shape: Sequence[int], name: str = "mask") -> jax.Array:
     if mask is None:
         return jnp.ones(tuple(shape), dtype=bool)
     m = as_array(mask, name)
-    if tuple(m.shape) != tuple(shape):
-        raise ValueError(
-            f"{name}: has shape {tuple(m.shape)}; expected {tuple(shape)} (the data's shape)"
-        )
+    check_shape(m, name, shape, f"{tuple(shape)} (the data's shape)")
     if m.dtype != jnp.bool_:
         if is_concrete(m):
             xp, mh = host_or_device(m)
@@ -172,6 +236,17 @@ def _range_impl(xp, x, m, lo, hi):
     )
 
 
+def _nan_impl(xp, x, m):
+    return (xp.sum(xp.isnan(x) & m),)
+
+
+def _logits_impl(xp, x, m):
+    # m is the position mask broadcast to [..., 1] (or a scalar True).
+    bad = xp.sum((xp.isnan(x) | (x == xp.inf)) & m)
+    dead = xp.all(x == -xp.inf, axis=-1) & (m if m.ndim == 0 else m[..., 0])
+    return bad, xp.sum(dead)
+
+
 def _binary_impl(xp, x, m):
     finite = _finite(xp, x)
     return xp.sum(~finite & m), xp.sum(finite & (x != 0) & (x != 1) & m)
@@ -195,12 +270,16 @@ def _simplex_impl(xp, p, m, tol):
 
 _JITTED = {
     "range": jax.jit(functools.partial(_range_impl, jnp), static_argnames=("lo", "hi")),
+    "nan": jax.jit(functools.partial(_nan_impl, jnp)),
+    "logits": jax.jit(functools.partial(_logits_impl, jnp)),
     "binary": jax.jit(functools.partial(_binary_impl, jnp)),
     "class": jax.jit(functools.partial(_class_impl, jnp), static_argnames=("num_classes",)),
     "simplex": jax.jit(functools.partial(_simplex_impl, jnp), static_argnames=("tol",)),
 }
 _IMPLS = {
     "range": _range_impl,
+    "nan": _nan_impl,
+    "logits": _logits_impl,
     "binary": _binary_impl,
     "class": _class_impl,
     "simplex": _simplex_impl,
@@ -225,10 +304,16 @@ def host_or_device(x: Any) -> tuple[Any, Any]:
 
 def _host_fast_ok(kind: str, x: np.ndarray, mask: Any, kwargs: dict) -> bool:
     """Cheap whole-array passes (no temporaries of the array's size for the common case) that
-    prove the input is fine; on any doubt the detailed check runs."""
-    if mask is not None or x.size == 0:
+    prove the input is fine, masked or not; on any doubt the detailed (masked) check runs."""
+    # A whole array that passes passes under any mask too (padding is usually benign), so the
+    # mask is only needed when this pass finds something.
+    if x.size == 0:
         return False
     floating = np.issubdtype(x.dtype, np.floating)
+    if kind == "nan":
+        return not np.isnan(x.min())  # min propagates NaN: one pass, no temporaries
+    if kind == "logits":  # no NaN, no +inf, no -inf at all (so no position without a finite one)
+        return bool(np.isfinite(x.min() + x.max()))
     if floating and not np.isfinite(x.min() + x.max()):  # NaN or inf anywhere
         return False
     if kind == "range":
@@ -244,11 +329,16 @@ def _host_fast_ok(kind: str, x: np.ndarray, mask: Any, kwargs: dict) -> bool:
     return False
 
 
+_NOTHING_FOUND = {"range": (0, 0, 0.0, 0.0), "nan": (0,), "simplex": (0, 0.0), "logits": (0, 0)}
+
+
 def _run(kind: str, x: Any, mask: Any, *args: Any, **kwargs: Any) -> tuple:
+    if x.size == 0:  # nothing to check (reductions of empty arrays have no identity)
+        return _NOTHING_FOUND.get(kind, (0, 0))
     if _on_host(x):
         xn = np.asarray(x)
         if _host_fast_ok(kind, xn, mask, kwargs):
-            return (0, 0, 0.0, 0.0) if kind == "range" else (0, 0)
+            return _NOTHING_FOUND.get(kind, (0, 0))
         return _IMPLS[kind](np, xn, _bmask(np, mask, xn), *args, **kwargs)
     return _JITTED[kind](x, _bmask(jnp, mask, x), *args, **kwargs)
 
@@ -264,6 +354,43 @@ def check_finite(x: jax.Array, name: str, mask: jax.Array | None = None) -> None
         return
     nonfinite, _, _, _ = _run("range", x, mask, lo=-np.inf, hi=np.inf)
     _raise_nonfinite(int(nonfinite), name)
+
+
+def check_no_nan(x: jax.Array, name: str, mask: jax.Array | None = None) -> None:
+    """Raises if any (unmasked) entry of `x` is NaN; +-inf is allowed (e.g. an infinite
+    conformal threshold, a -inf logit of a banned token). Names the first offending index."""
+    if not is_concrete(x, mask) or not jnp.issubdtype(x.dtype, jnp.floating) or x.size == 0:
+        return
+    (count,) = _run("nan", x, mask)
+    if int(count):
+        bad = np.isnan(np.asarray(x))
+        if mask is not None:
+            bad &= np.asarray(_bmask(np, np.asarray(mask), bad))
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{name}: contains {int(count)} NaN value(s) (first at index {first}); "
+            "expected numbers (not NaN)"
+        )
+
+
+def check_logits(x: jax.Array, name: str, mask: jax.Array | None = None) -> None:
+    """Raises unless softmax(x) over the last axis is defined at every (unmasked) position: no NaN,
+    no +inf, and at least one finite logit per position; -inf is allowed (a banned token).
+
+    x: [..., vocab]; mask: optional [...] (per position, not per logit).
+    """
+    if not is_concrete(x, mask) or not jnp.issubdtype(x.dtype, jnp.floating) or x.size == 0:
+        return
+    bad, dead = (int(v) for v in _run("logits", x, mask))
+    if bad:
+        raise ValueError(
+            f"{name}: contains {bad} NaN or +inf value(s); expected real logits (-inf allowed)"
+        )
+    if dead:
+        raise ValueError(
+            f"{name}: {dead} position(s) where every logit is -inf; expected at least one "
+            "finite logit per position (softmax is undefined otherwise)"
+        )
 
 
 def check_range(
@@ -305,9 +432,16 @@ def check_binary(x: jax.Array, name: str, mask: jax.Array | None = None) -> None
 
 
 def check_class_labels(
-    x: jax.Array, name: str, num_classes: int, mask: jax.Array | None = None
+    x: jax.Array,
+    name: str,
+    num_classes: int,
+    mask: jax.Array | None = None,
+    what: str | None = None,
 ) -> None:
-    """Raises unless every (unmasked) entry is an integer class index in [0, num_classes)."""
+    """Raises unless every (unmasked) entry is an integer class index in [0, num_classes).
+
+    `what` describes the expected values (default: labels for the classes of probs).
+    """
     if x.dtype == jnp.bool_:
         raise ValueError(f"{name}: dtype bool; expected integer class indices")
     if not is_concrete(x, mask):
@@ -315,10 +449,22 @@ def check_class_labels(
     nonfinite, bad = _run("class", x, mask, num_classes=int(num_classes))
     _raise_nonfinite(int(nonfinite), name)
     if int(bad):
+        desc = what or f"labels for the {num_classes} classes of probs"
         raise ValueError(
             f"{name}: {int(bad)} value(s) are not integer class indices in "
-            f"[0, {num_classes}); expected labels for the {num_classes} classes of probs"
+            f"[0, {num_classes}); expected {desc}"
         )
+
+
+def as_class_labels(x: Any, name: str, num_classes: int, what: str | None = None) -> Any:
+    """Labels [n] as int32 after the checks: rank 1 and (concrete) integer ids in
+    [0, num_classes). Booleans are read as 0/1."""
+    y = as_array(x, name)
+    check_rank(y, name, 1, "a 1-D array [n] of integer ids")
+    if y.dtype == jnp.bool_:
+        y = y.astype(jnp.int32)
+    check_class_labels(y, name, num_classes, what=what or f"class ids in [0, {num_classes})")
+    return y.astype(jnp.int32)
 
 
 def simplex_tolerance(dtype: Any) -> float:
@@ -381,3 +527,108 @@ def check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
         opts = ", ".join(repr(c) for c in choices)
         raise ValueError(f"{name}: expected one of {opts}, got {value!r}")
     return value
+
+
+# Boundary preambles shared by the packages.
+
+_VALUE_KINDS = ("finite", "probability", "unit", "binary", None)
+
+
+def check_values(x: jax.Array, name: str, kind: str | None, mask: jax.Array | None = None) -> None:
+    """One named value check: "finite", "probability" (in [0, 1]), "unit" (values in [0, 1],
+    e.g. graded correctness), "binary" (0/1) or None (no check)."""
+    if kind == "finite":
+        check_finite(x, name, mask)
+    elif kind == "probability":
+        check_probabilities(x, name, mask)
+    elif kind == "unit":
+        check_range(x, name, 0.0, 1.0, mask, what="values in [0, 1] (1 = correct)")
+    elif kind == "binary":
+        check_binary(x, name, mask)
+    elif kind is not None:
+        raise ValueError(f"kind: expected one of {_VALUE_KINDS}, got {kind!r}")
+
+
+def prepare_pair(
+    x: Any,
+    y: Any,
+    mask: Any = None,
+    *,
+    names: tuple[str, str] = ("scores", "labels"),
+    kinds: tuple[str | None, str | None] = ("finite", "binary"),
+    validate: bool = True,
+) -> tuple[jax.Array, Any, jax.Array | None]:
+    """Two aligned 1-D arrays x [n], y [n] (and an optional mask [n]) at a public boundary.
+
+    Checks (when `validate`): ranks, non-empty, equal shapes, a mask that selects something, then
+    the values of x and y by `kinds` (see `check_values`) on the unmasked entries.
+    Returns:
+      (x as a float array [n], y [n] (binary labels as bool), mask [n] bool or None).
+    """
+    x_name, y_name = names
+    xa = as_array(x, x_name)
+    ya = as_array(y, y_name)
+    if validate:
+        check_rank(xa, x_name, 1, "a 1-D array [n]")
+        check_not_empty(xa, x_name)
+        check_same_shape(xa, ya, x_name, y_name)
+    m = None if mask is None else as_mask(mask, xa.shape)
+    if validate:
+        if m is not None:
+            check_any_valid(m)
+        check_values(xa, x_name, kinds[0], m)
+        check_values(ya, y_name, kinds[1], m)
+        if kinds[1] == "binary":
+            ya = compact_binary(ya)
+    return as_float(xa), ya, m
+
+
+def prepare_labelled(
+    x: Any,
+    labels: Any,
+    mask: Any = None,
+    *,
+    name: str = "probs",
+    kind: str = "probs",
+    allow_binary: bool = False,
+    validate: bool = True,
+) -> tuple[jax.Array, Any, jax.Array | None]:
+    """Per-example class scores with their labels, at a public boundary.
+
+    Multiclass: x [n, num_classes] and labels [n] integer class indices. With `allow_binary`,
+    also x [n] (the positive class) and labels [n] in {0, 1}.
+    kind: "probs" (rows are probability vectors; binary x: probabilities in [0, 1]) or
+      "logits" (finite numbers).
+    Returns:
+      (x as a float array, labels (as given), mask [n] bool or None).
+    """
+    xa = as_array(x, name)
+    y = as_array(labels, "labels")
+    if validate:
+        if allow_binary:
+            check_rank(xa, name, (1, 2), "[n] (binary) or [n, num_classes]")
+        else:
+            check_rank(xa, name, 2, "a 2-D array [n, num_classes]")
+        check_not_empty(xa, name)
+        check_rank(y, "labels", 1, "a 1-D array [n] of labels")
+        if xa.ndim == 1:
+            check_same_shape(xa, y, name, "labels")
+        else:
+            check_leading(xa, y, name, "labels")
+    m = None if mask is None else as_mask(mask, xa.shape[:1])
+    if validate:
+        if m is not None:
+            check_any_valid(m)
+        if kind == "logits":
+            check_finite(xa, name, m)
+        elif kind != "probs":
+            raise ValueError(f"kind: expected 'probs' or 'logits', got {kind!r}")
+        elif xa.ndim == 2:
+            check_simplex(xa, name, m)
+        else:
+            check_probabilities(xa, name, m)
+        if xa.ndim == 1:
+            check_binary(y, "labels", m)
+        else:
+            check_class_labels(y, "labels", xa.shape[1], m)
+    return as_float(xa), y, m

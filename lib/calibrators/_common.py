@@ -1,4 +1,6 @@
-"""Input preparation shared by the calibrators."""
+"""Input preparation of the calibrators: the calibrator-specific part (two-class form of binary
+logits, zeroed padding, options of the affine fits, checks of `apply` against the fitted
+parameters) on top of the shared boundary checks in `introspect._checks`."""
 
 from __future__ import annotations
 
@@ -16,25 +18,13 @@ def prepare_logits(
     """(logits [n, K] float, labels [n] int32, mask [n] bool, binary flag).
 
     Binary input is logits [n] (logit of class 1) with labels [n] in {0, 1}; it is returned as
-    two-class logits [n, 2] = (0, z), so softmax gives sigmoid.
+    two-class logits [n, 2] = (0, z), so softmax gives sigmoid. Masked rows are zeroed.
     """
-    z = V.as_array(logits, "logits")
-    y = V.as_array(labels, "labels")
-    if validate:
-        V.check_rank(z, "logits", (1, 2), "[n] (binary) or [n, num_classes]")
-        V.check_not_empty(z, "logits")
-        V.check_rank(y, "labels", 1, "a 1-D array [n]")
-        V.check_leading(z, y, "logits", "labels")
+    z, y, m = V.prepare_labelled(
+        logits, labels, mask, name="logits", kind="logits", allow_binary=True, validate=validate
+    )
     binary = z.ndim == 1
-    m = V.as_mask(mask, z.shape[:1])
-    if validate:
-        V.check_any_valid(m)
-        V.check_finite(z, "logits", m)
-        if binary:
-            V.check_binary(y, "labels", m)
-        else:
-            V.check_class_labels(y, "labels", z.shape[1], m)
-    z = V.as_float(z)
+    m = V.valid_or_ones(m, z.shape[:1])
     if binary:
         z = jnp.stack([jnp.zeros_like(z), z], axis=-1)
     y = jnp.where(m, y.astype(jnp.int32), 0)
@@ -73,25 +63,12 @@ def check_apply_logits(logits: Any, num_classes: int | None, validate: bool) -> 
 def prepare_scores(
     scores: Any, labels: Any, mask: Any, validate: bool, *, unit: bool, labels_kind: str = "binary"
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(scores [n] float, labels [n] float, mask [n] bool) for the binary calibrators."""
-    s = V.as_array(scores, "scores")
-    y = V.as_array(labels, "labels")
-    if validate:
-        V.check_rank(s, "scores", 1, "a 1-D array [n]")
-        V.check_not_empty(s, "scores")
-        V.check_same_shape(s, y, "scores", "labels")
-    m = V.as_mask(mask, s.shape)
-    if validate:
-        V.check_any_valid(m)
-        if unit:
-            V.check_probabilities(s, "scores", m)
-        else:
-            V.check_finite(s, "scores", m)
-        if labels_kind == "binary":
-            V.check_binary(y, "labels", m)
-        else:
-            V.check_finite(y, "labels", m)
-    s = V.as_float(s)
+    """(scores [n] float, labels [n] float, mask [n] bool) for the binary calibrators; masked
+    entries are zeroed. unit: scores are probabilities in [0, 1] (else any finite number);
+    labels_kind: "binary" (0/1) or "real" (finite)."""
+    kinds = ("probability" if unit else "finite", "binary" if labels_kind == "binary" else "finite")
+    s, y, m = V.prepare_pair(scores, labels, mask, kinds=kinds, validate=validate)
+    m = V.valid_or_ones(m, s.shape)
     return jnp.where(m, s, 0), jnp.where(m, y.astype(s.dtype), 0), m
 
 

@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from introspect.calibrators import _common as C
 from introspect import _checks as V
-from introspect.metrics.calibration import BINNINGS, _bin_stats
+from introspect.calibrators import _common as C
+from introspect.metrics.calibration import BINNINGS, reliability_curve
 
 __all__ = ["HistogramBinningParams", "fit", "apply"]
 
@@ -32,10 +32,10 @@ class HistogramBinningParams:
 
 @functools.partial(jax.jit, static_argnames=("num_bins", "binning"))
 def _fit(s, y, m, num_bins: int, binning: str):
-    count, sum_y, _, edges = _bin_stats(s, y, m, num_bins, binning)
-    mid = (edges[:-1] + edges[1:]) / 2
-    values = jnp.where(count > 0, sum_y / jnp.maximum(count, 1), mid)
-    return edges, values, count
+    curve = reliability_curve(s, y, num_bins=num_bins, binning=binning, mask=m, validate=False)
+    mid = (curve.edges[:-1] + curve.edges[1:]) / 2
+    values = jnp.where(curve.count > 0, curve.accuracy, mid)
+    return curve.edges, values, curve.count
 
 
 def fit(

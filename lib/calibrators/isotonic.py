@@ -16,9 +16,9 @@ import jax.numpy as jnp
 from flax import struct
 from jax import lax
 
-from introspect.calibrators import _common as C
 from introspect import _checks as V
-from introspect.metrics._sorting import from_order_key, group_sum, sort_payload, tie_groups
+from introspect._sorting import from_order_key, group_sum, sort_payload, tie_groups
+from introspect.calibrators import _common as C
 
 __all__ = ["IsotonicParams", "fit", "apply", "pava"]
 

@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from introspect import _checks as V
 from introspect.calibrators import _common as C
 from introspect.calibrators._optim import newton_minimize
-from introspect import _checks as V
 
 __all__ = ["PlattParams", "fit", "apply"]
 

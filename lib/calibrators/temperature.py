@@ -16,8 +16,8 @@ import jax.numpy as jnp
 from flax import struct
 from jax import lax
 
-from introspect.calibrators import _common as C
 from introspect import _checks as V
+from introspect.calibrators import _common as C
 
 __all__ = ["TemperatureParams", "fit", "apply"]
 

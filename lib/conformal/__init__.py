@@ -19,12 +19,6 @@ Every function documents its shapes and the guarantee it gives; options are keyw
 `validate=False` skips the host-side checks for use inside jit / vmap.
 """
 
-from introspect.conformal._checks import (
-    InfiniteThresholdWarning,
-    NoThresholdWarning,
-    conformal_rank,
-    min_calibration_size,
-)
 from introspect.conformal.bounds import (
     SafetyTestResult,
     candidate_ucb,
@@ -76,6 +70,12 @@ from introspect.conformal.split import (
     empirical_cdf,
     quantile,
     weighted_quantile,
+)
+from introspect.conformal.thresholds import (
+    InfiniteThresholdWarning,
+    NoThresholdWarning,
+    conformal_rank,
+    min_calibration_size,
 )
 from introspect.conformal.wrapper import Conformalized, binary_score, conformalize
 

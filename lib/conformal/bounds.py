@@ -14,26 +14,27 @@ import jax.numpy as jnp
 from flax import struct
 from scipy import stats
 
-from introspect.conformal import _checks as C
+from introspect import _checks as V
+from introspect.conformal import thresholds as T
 
 
 def _samples(x, name, validate, min_n=1):
     if validate:
-        x = C.as_float_array(x, name, min_ndim=1)
+        x = V.as_float_array(x, name, min_ndim=1)
         if x.shape[-1] < min_n:
             raise ValueError(
-                f"{name} needs at least {min_n} sample(s) on its last axis; got shape "
-                f"{tuple(x.shape)}."
+                f"{name}: has shape {tuple(x.shape)}; expected [..., n] with at least {min_n} "
+                "sample(s) on the last axis"
             )
-        C.check_no_nan(x, name)
+        V.check_no_nan(x, name)
     return jnp.asarray(x)
 
 
 def _concrete_delta(delta, validate):
-    if not C.is_concrete(delta):
-        raise ValueError("delta must be a concrete number (it is used on the host); got a tracer.")
+    if not V.is_concrete(delta):
+        raise ValueError("delta: got a tracer; expected a concrete number (used on the host)")
     if validate:
-        C.check_level(delta, "delta")
+        T.check_level(delta, "delta")
     return float(delta)
 
 
@@ -66,9 +67,8 @@ def hoeffding_ucb(
     delta = _concrete_delta(delta, validate)
     if validate:
         if not upper > lower:
-            raise ValueError(f"need lower < upper; got lower={lower}, upper={upper}.")
-        if C.is_concrete(x) and (bool(jnp.any(x < lower)) or bool(jnp.any(x > upper))):
-            raise ValueError(f"x must lie in [lower, upper] = [{lower}, {upper}] for Hoeffding.")
+            raise ValueError(f"lower, upper: got {lower}, {upper}; expected lower < upper")
+        V.check_range(x, "x", lower, upper, what="values in [lower, upper] for Hoeffding")
     n = x.shape[-1]
     return jnp.mean(x, -1) + (upper - lower) * math.sqrt(math.log(1.0 / delta) / (2.0 * n))
 
@@ -158,8 +158,7 @@ def safety_test(
     Returns:
       SafetyTestResult(accept [...], ucb [...]).
     """
-    if bound not in _BOUNDS:
-        raise ValueError(f"bound must be one of {_BOUNDS}; got {bound!r}.")
+    V.check_choice(bound, "bound", _BOUNDS)
     if bound == "student_t":
         ucb = student_t_ucb(costs, delta=delta, validate=validate)
     else:
@@ -190,10 +189,8 @@ def candidate_ucb(
     Returns:
       [...] predicted upper bounds.
     """
-    if bound not in _BOUNDS:
-        raise ValueError(f"bound must be one of {_BOUNDS}; got {bound!r}.")
-    if not isinstance(n_safety, int) or n_safety < 2:
-        raise ValueError(f"n_safety must be an int >= 2; got {n_safety!r}.")
+    V.check_choice(bound, "bound", _BOUNDS)
+    n_safety = V.check_int_option(n_safety, "n_safety", 2)
     x = _samples(costs, "costs", validate, min_n=2)
     delta = _concrete_delta(delta, validate)
     mean = jnp.mean(x, -1)
@@ -224,15 +221,13 @@ def lcb(
       [..., A] lower bounds.
     """
     if validate:
-        means = C.as_float_array(means, "means", min_ndim=1)
-        counts = jnp.asarray(counts)
-        C.check_same_shape(means, counts, "means", "counts")
-        C.check_level(delta, "delta")
-        C.check_no_nan(means, "means")
-        if C.is_concrete(counts) and bool(jnp.any(counts < 0)):
-            raise ValueError("counts must be >= 0.")
-        if not c >= 0:
-            raise ValueError(f"c must be >= 0; got {c!r}.")
+        means = V.as_float_array(means, "means", min_ndim=1)
+        counts = V.as_array(counts, "counts")
+        V.check_same_shape(means, counts, "means", "counts")
+        T.check_level(delta, "delta")
+        V.check_no_nan(means, "means")
+        V.check_range(counts, "counts", 0.0, float("inf"), what="counts >= 0")
+        V.check_float_option(c, "c", 0.0)
     means = jnp.asarray(means)
     counts = jnp.asarray(counts).astype(means.dtype)
     bonus = c * jnp.sqrt(jnp.log(1.0 / jnp.asarray(delta, means.dtype)) / jnp.maximum(counts, 1))

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from introspect.conformal import _checks as C
+from introspect import _checks as V
 from introspect.conformal.split import quantile
 
 SCORES = ("lac", "aps", "raps")
@@ -224,20 +224,20 @@ def _resolve_chunk(row_chunk):
 
 
 def _check_score_options(score, k_reg, lam):
-    if score not in SCORES:
-        raise ValueError(f"score must be one of {SCORES}; got {score!r}.")
+    V.check_choice(score, "score", SCORES)
     if score == "raps":
-        if C.is_concrete(k_reg) and (int(k_reg) != k_reg or k_reg < 0):
-            raise ValueError(f"k_reg must be a non-negative integer; got {k_reg!r}.")
-        if C.is_concrete(lam) and not (float(lam) >= 0):
-            raise ValueError(f"lam must be >= 0; got {lam!r}.")
+        if V.is_concrete(k_reg):
+            V.check_int_option(k_reg, "k_reg", 0)
+        if V.is_concrete(lam):
+            V.check_float_option(lam, "lam", 0.0)
 
 
 def _check_probs(probs, score):
-    probs = C.as_float_array(probs, "probs", ndim=2)
+    """probs [N, K], K >= 2; LAC needs values in [0, 1], APS / RAPS probability vectors."""
+    probs = V.as_float_array(probs, "probs", ndim=2)
     if probs.shape[1] < 2:
-        raise ValueError(f"probs must be [N, K] with K >= 2 classes; got shape {probs.shape}.")
-    C.check_probs(probs, "probs", normalized=score != "lac")
+        raise ValueError(f"probs: has shape {tuple(probs.shape)}; expected [N, K] with K >= 2")
+    (V.check_probabilities if score == "lac" else V.check_simplex)(probs, "probs")
     return probs
 
 
@@ -248,13 +248,9 @@ def _check_u(n, rng, u, validate):
     if u is None:
         return None
     if validate:
-        u = C.as_float_array(u, "u", ndim=1)
-        if u.shape[0] != n:
-            raise ValueError(f"u must have shape [N] = ({n},); got {tuple(u.shape)}.")
-        C.check_no_nan(u, "u")
-        h = C.host_view(u)
-        if h is not None and ((h < 0).any() or (h > 1).any()):
-            raise ValueError("u must hold uniforms in [0, 1].")
+        u = V.as_float_array(u, "u")
+        V.check_shape(u, "u", (n,), f"[N] = ({n},), one uniform per row of probs")
+        V.check_range(u, "u", 0.0, 1.0, what="uniforms in [0, 1]")
     return jnp.asarray(u)
 
 
@@ -298,13 +294,8 @@ def nonconformity(
     if validate:
         _check_score_options(score, k_reg, lam)
         probs = _check_probs(probs, score)
-        labels = C.as_int_array(labels, "labels", ndim=1)
-        if labels.shape[0] != probs.shape[0]:
-            raise ValueError(
-                f"labels must have shape [n] = ({probs.shape[0]},) to match probs [n, K] = "
-                f"{tuple(probs.shape)}; got {tuple(labels.shape)}."
-            )
-        C.check_labels(labels, probs.shape[1])
+        labels = V.as_class_labels(labels, "labels", probs.shape[1])
+        V.check_leading(probs, labels, "probs", "labels")
     probs, labels = jnp.asarray(probs), jnp.asarray(labels)
     if score == "lac" and (rng is not None or u is not None):
         raise ValueError("LAC has no randomised form; drop rng / u.")
@@ -411,8 +402,8 @@ def prediction_sets(
     if validate:
         _check_score_options(score, k_reg, lam)
         probs = _check_probs(probs, score)
-        qhat = C.as_float_array(qhat, "qhat")
-        C.check_no_nan(qhat, "qhat")
+        qhat = V.as_float_array(qhat, "qhat")
+        V.check_no_nan(qhat, "qhat")
         if include_last and (rng is not None or u is not None):
             raise ValueError("include_last is the deterministic rule; drop rng / u.")
         if include_last and score == "lac":
@@ -527,11 +518,8 @@ def coverage(sets: jax.Array, labels: jax.Array) -> jax.Array:
     """Fraction of rows whose label is in the set. sets [N, K] bool, labels [N] -> scalar."""
     sets = jnp.asarray(sets, bool)
     labels = jnp.asarray(labels)
-    if sets.ndim != 2 or labels.shape != sets.shape[:1]:
-        raise ValueError(
-            f"sets must be [N, K] and labels [N]; got {tuple(sets.shape)} and "
-            f"{tuple(labels.shape)}."
-        )
+    V.check_rank(sets, "sets", 2, "[N, K] bool")
+    V.check_shape(labels, "labels", sets.shape[:1], "[N], one label per row of sets")
     hit = jnp.take_along_axis(sets, labels[:, None].astype(jnp.int32), axis=1)[:, 0]
     return jnp.mean(hit.astype(jnp.result_type(float)))
 
@@ -555,8 +543,7 @@ def set_summary(
       groups).
     """
     sets = jnp.asarray(sets, bool)
-    if sets.ndim != 2:
-        raise ValueError(f"sets must be [N, K]; got shape {tuple(sets.shape)}.")
+    V.check_rank(sets, "sets", 2, "[N, K] bool")
     fdt = jnp.result_type(float)
     size = set_size(sets)
     out = {
@@ -573,8 +560,7 @@ def set_summary(
         if num_groups is None:
             raise ValueError("num_groups is required with groups.")
         groups = jnp.asarray(groups)
-        if groups.shape != size.shape:
-            raise ValueError(f"groups must be [N] = {size.shape}; got {tuple(groups.shape)}.")
+        V.check_shape(groups, "groups", size.shape, "[N], one group per row of sets")
         count = jnp.bincount(groups, length=num_groups)
         out["group_count"] = count
         denom = jnp.maximum(count, 1).astype(fdt)

@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from introspect.conformal import _checks as C
+from introspect import _checks as V
+from introspect.conformal import thresholds as T
 
 
 def mondrian_quantiles(
@@ -38,28 +39,26 @@ def mondrian_quantiles(
       [G] thresholds.
     """
     if validate:
-        scores = C.as_float_array(scores, "scores", ndim=1)
-        groups = C.as_int_array(groups, "groups", ndim=1)
-        C.check_on_infinite(on_infinite)
-        C.check_level(alpha, "alpha")
-        C.check_nonempty(scores, "scores")
-        C.check_same_shape(scores, groups, "scores", "groups")
-        if not isinstance(num_groups, int) or num_groups < 1:
-            raise ValueError(f"num_groups must be a positive int; got {num_groups!r}.")
-        C.check_no_nan(scores, "scores")
-        C.check_labels(groups, num_groups, "groups")
+        scores = V.as_float_array(scores, "scores", ndim=1)
+        T.check_on_infinite(on_infinite)
+        T.check_level(alpha, "alpha")
+        V.check_not_empty(scores, "scores")
+        num_groups = V.check_int_option(num_groups, "num_groups", 1)
+        groups = V.as_class_labels(groups, "groups", num_groups, f"group ids in [0, {num_groups})")
+        V.check_same_shape(scores, groups, "scores", "groups")
+        V.check_no_nan(scores, "scores")
     else:
         scores, groups = jnp.asarray(scores), jnp.asarray(groups)
-    if C.is_concrete(alpha):
+    if V.is_concrete(alpha):
         q, finite, counts = _mondrian_jit(scores, groups, num_groups=num_groups, alpha=float(alpha))
     else:
         q, finite, counts = _mondrian(scores, groups, num_groups=num_groups, alpha=alpha)
-    if validate and C.is_concrete(finite) and not bool(jnp.all(finite)):
+    if validate and V.is_concrete(finite) and not bool(jnp.all(finite)):
         bad = [int(g) for g in jnp.nonzero(~finite)[0]]
         sizes = [int(counts[g]) for g in bad]
-        C.report_infinite(
+        T.report_infinite(
             f"Mondrian threshold is +inf for group(s) {bad} with {sizes} calibration point(s); "
-            f"alpha = {float(alpha)} needs n_g >= {C.min_calibration_size(float(alpha))}.",
+            f"alpha = {float(alpha)} needs n_g >= {T.min_calibration_size(float(alpha))}.",
             on_infinite,
         )
     return q.astype(scores.dtype)
@@ -70,7 +69,7 @@ def _mondrian(scores, groups, *, num_groups, alpha):
     _, s_sorted = jax.lax.sort((groups, scores), num_keys=2)
     counts = jnp.bincount(groups, length=num_groups)
     starts = jnp.cumsum(counts) - counts
-    k = C.conformal_rank_dynamic(counts, alpha)
+    k = T.conformal_rank_dynamic(counts, alpha)
     finite = k <= counts
     q = jnp.where(finite, s_sorted[jnp.clip(starts + k - 1, 0, n - 1)], jnp.inf)
     return q, finite, counts
@@ -146,12 +145,12 @@ def exit_thresholds(
       (q0, q1), two scalars.
     """
     if validate:
-        p = C.as_float_array(p, "p", ndim=1)
-        labels = C.as_int_array(labels, "labels", ndim=1)
-        C.check_same_shape(p, labels, "p", "labels")
-        C.check_nonempty(p, "p")
-        C.check_probs(p[:, None], "p", normalized=False)
-        C.check_labels(labels, 2, "labels")
+        T.check_level(delta, "delta")
+        p = V.as_float_array(p, "p", ndim=1)
+        V.check_not_empty(p, "p")
+        labels = V.as_class_labels(labels, "labels", 2, "0/1 correctness of the forced answers")
+        V.check_same_shape(p, labels, "p", "labels")
+        V.check_probabilities(p, "p")
     scores = jnp.where(labels == 1, 1.0 - p, p)
     q = mondrian_quantiles(
         scores, labels, num_groups=2, alpha=delta, validate=validate, on_infinite=on_infinite

@@ -9,16 +9,16 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from introspect.conformal import _checks as C
+from introspect import _checks as V
 
 
 def _pair(a, b, na, nb, validate):
     if validate:
-        a = C.as_float_array(a, na)
-        b = C.as_float_array(b, nb)
-        C.check_same_shape(a, b, na, nb)
-        C.check_no_nan(a, na)
-        C.check_no_nan(b, nb)
+        a = V.as_float_array(a, na)
+        b = V.as_float_array(b, nb)
+        V.check_same_shape(a, b, na, nb)
+        V.check_no_nan(a, na)
+        V.check_no_nan(b, nb)
     return jnp.asarray(a), jnp.asarray(b)
 
 
@@ -48,9 +48,9 @@ def residual_intervals(
       (lower, upper), each [...].
     """
     if validate:
-        pred = C.as_float_array(pred, "pred")
-        qhat = C.as_float_array(qhat, "qhat")
-        C.check_no_nan(qhat, "qhat")
+        pred = V.as_float_array(pred, "pred")
+        qhat = V.as_float_array(qhat, "qhat")
+        V.check_no_nan(qhat, "qhat")
     return pred - qhat, pred + qhat
 
 
@@ -84,8 +84,8 @@ def cqr_intervals(
     """
     lower, upper = _pair(lower, upper, "lower", "upper", validate)
     if validate:
-        qhat = C.as_float_array(qhat, "qhat")
-        C.check_no_nan(qhat, "qhat")
+        qhat = V.as_float_array(qhat, "qhat")
+        V.check_no_nan(qhat, "qhat")
     return lower - qhat, upper + qhat
 
 
@@ -94,15 +94,11 @@ def interval_summary(
 ) -> dict[str, jax.Array]:
     """Mean width (and coverage of `y`) of intervals. All inputs [...] of one shape."""
     lower, upper = jnp.asarray(lower), jnp.asarray(upper)
-    if lower.shape != upper.shape:
-        raise ValueError(
-            f"lower and upper must have the same shape; got {lower.shape} and {upper.shape}."
-        )
+    V.check_same_shape(lower, upper, "lower", "upper")
     out = {"mean_width": jnp.mean(jnp.maximum(upper - lower, 0))}
     if y is not None:
         y = jnp.asarray(y)
-        if y.shape != lower.shape:
-            raise ValueError(f"y must have shape {lower.shape}; got {y.shape}.")
+        V.check_same_shape(y, lower, "y", "lower")
         fdt = jnp.result_type(float)
         out["coverage"] = jnp.mean(((lower <= y) & (y <= upper)).astype(fdt))
     return out

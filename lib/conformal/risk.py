@@ -12,34 +12,25 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import struct
 from jax.scipy.special import betainc, xlogy
 
-from introspect.conformal import _checks as C
+from introspect import _checks as V
+from introspect.conformal import thresholds as T
 
 PVALUES = ("hoeffding", "hoeffding_bentkus")
 FWER = ("fixed_sequence", "bonferroni")
 
 
 def _check_table(losses, lambdas, *, lo, hi):
-    losses = C.as_float_array(losses, "losses", ndim=2)
-    lambdas = C.as_float_array(lambdas, "lambdas", ndim=1)
-    C.check_nonempty(losses, "losses", axis=0)
-    if losses.shape[1] != lambdas.shape[0] or lambdas.shape[0] == 0:
-        raise ValueError(
-            f"losses must be [n, L] with L = len(lambdas) >= 1; got losses {tuple(losses.shape)} "
-            f"and lambdas {tuple(lambdas.shape)}."
-        )
-    C.check_no_nan(losses, "losses")
-    C.check_no_nan(lambdas, "lambdas")
-    h = C.host_view(losses)
-    if h is not None:
-        mn, mx = float(h.min()), float(h.max())
-        if mn < lo or mx > hi:
-            raise ValueError(
-                f"losses must lie in [{lo:g}, {hi:g}]; got values in [{mn:g}, {mx:g}]."
-            )
+    """losses [n, L] in [lo, hi] and lambdas [L], n >= 1 and L >= 1, both free of NaN."""
+    losses = V.as_float_array(losses, "losses", ndim=2)
+    lambdas = V.as_float_array(lambdas, "lambdas", ndim=1)
+    V.check_not_empty(lambdas, "lambdas")
+    V.check_shape(losses, "losses", (None, lambdas.shape[0]), "[n, L] with L = len(lambdas)")
+    V.check_not_empty(losses, "losses")
+    V.check_no_nan(lambdas, "lambdas")
+    V.check_range(losses, "losses", lo, hi, what=f"losses in [{lo:g}, {hi:g}]")
     return losses, lambdas
 
 
@@ -86,29 +77,30 @@ def crc_threshold(
       CRCResult.
     """
     if validate:
-        if not bound > 0:
-            raise ValueError(f"bound must be > 0; got {bound!r}.")
+        bound = V.check_float_option(bound, "bound", 0.0, lo_open=True)
         losses, lambdas = _check_table(losses, lambdas, lo=0.0, hi=bound)
-        if C.is_concrete(alpha) and not (0.0 < float(alpha) < bound):
-            raise ValueError(f"alpha must be in (0, bound) = (0, {bound}); got {alpha!r}.")
-        hl, hx = C.host_view(lambdas), C.host_view(losses)
-        if hl is not None and bool(np.any(np.diff(hl) <= 0)):
-            raise ValueError("lambdas must be strictly increasing.")
-        if hx is not None and hx.shape[1] > 1:
-            worst = float(np.max(np.diff(hx, axis=1)))
+        if V.is_concrete(alpha):
+            V.check_float_option(alpha, "alpha", 0.0, bound, lo_open=True, hi_open=True)
+        if V.is_concrete(lambdas):
+            xp, hl = V.host_or_device(lambdas)
+            if bool(xp.any(xp.diff(hl) <= 0)):
+                raise ValueError("lambdas: not strictly increasing; expected an increasing grid")
+        if V.is_concrete(losses) and losses.shape[1] > 1:
+            xp, hx = V.host_or_device(losses)
+            worst = float(xp.max(xp.diff(hx, axis=1)))
             if worst > 1e-6 * bound:
                 raise ValueError(
-                    "CRC needs losses non-increasing in lambda (losses[:, j + 1] <= losses[:, j]); "
-                    f"found an increase of {worst:.3g}."
+                    f"losses: increase by up to {worst:.3g} from one lambda to the next; CRC "
+                    "expected losses non-increasing in lambda (losses[:, j + 1] <= losses[:, j])"
                 )
     losses, lambdas = jnp.asarray(losses), jnp.asarray(lambdas)
     n = losses.shape[0]
     total, feasible, index = _crc_core(losses, jnp.asarray(alpha), jnp.asarray(bound))
-    if validate and C.is_concrete(feasible) and not bool(feasible):
+    if validate and V.is_concrete(feasible) and not bool(feasible):
         warnings.warn(
             "crc_threshold: no lambda in the grid meets the bound; returning the largest lambda "
             "(valid only if its loss is <= alpha for every example). Extend the grid.",
-            C.NoThresholdWarning,
+            T.NoThresholdWarning,
             stacklevel=2,
         )
     return CRCResult(
@@ -256,23 +248,21 @@ def learn_then_test(
     Returns:
       LTTResult.
     """
-    if pvalue not in PVALUES:
-        raise ValueError(f"pvalue must be one of {PVALUES}; got {pvalue!r}.")
-    if fwer not in FWER:
-        raise ValueError(f"fwer must be one of {FWER}; got {fwer!r}.")
+    V.check_choice(pvalue, "pvalue", PVALUES)
+    V.check_choice(fwer, "fwer", FWER)
     if validate:
         losses, lambdas = _check_table(losses, lambdas, lo=0.0, hi=1.0)
-        C.check_level(alpha, "alpha")
-        C.check_level(delta, "delta")
+        T.check_level(alpha, "alpha")
+        T.check_level(delta, "delta")
     losses, lambdas = jnp.asarray(losses), jnp.asarray(lambdas)
     valid, pv, index, threshold, found = _ltt_core(
         losses, lambdas, jnp.asarray(alpha), jnp.asarray(delta), pvalue=pvalue, fwer=fwer
     )
-    if validate and C.is_concrete(found) and not bool(found):
+    if validate and V.is_concrete(found) and not bool(found):
         warnings.warn(
             "learn_then_test: no lambda certified at this (alpha, delta); threshold is NaN. "
             "Abstain, or use more calibration data / a larger alpha.",
-            C.NoThresholdWarning,
+            T.NoThresholdWarning,
             stacklevel=2,
         )
     return LTTResult(valid=valid, pvalues=pv, index=index, threshold=threshold, found=found)

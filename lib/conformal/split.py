@@ -11,7 +11,8 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from introspect.conformal import _checks as C
+from introspect import _checks as V
+from introspect.conformal import thresholds as T
 
 # Above this many scores the k-th smallest is found by bisection on the floats' bit patterns
 # (32 counting passes in float32) instead of a sort, which is slow on CPU for large n.
@@ -87,44 +88,40 @@ def quantile(
       [...] thresholds qhat, same dtype as `scores`.
     """
     if validate:
-        scores = C.as_float_array(scores, "scores", min_ndim=1)
-        C.check_on_infinite(on_infinite)
-        C.check_level(alpha, "alpha")
-        C.check_nonempty(scores, "scores")
+        scores = V.as_float_array(scores, "scores", min_ndim=1)
+        T.check_on_infinite(on_infinite)
+        T.check_level(alpha, "alpha")
+        V.check_not_empty(scores, "scores")
         if mask is not None:
-            mask = jnp.asarray(mask)
-            C.check_same_shape(scores, mask, "scores", "mask")
-            # NaN scores outside the mask are ignored.
-            C.check_no_nan(jnp.where(mask, scores, 0.0), "scores")
-        else:
-            C.check_no_nan(scores, "scores")
+            mask = V.as_mask(mask, scores.shape)
+        V.check_no_nan(scores, "scores", mask)  # NaN scores outside the mask are ignored
     else:
         scores = jnp.asarray(scores)
     n = scores.shape[-1]
     if mask is None:
-        if C.is_concrete(alpha):
-            k = C.conformal_rank(n, alpha=float(alpha))
+        if V.is_concrete(alpha):
+            k = T.conformal_rank(n, alpha=float(alpha))
             if k > n:
                 if validate:
-                    C.report_infinite(
+                    T.report_infinite(
                         f"conformal threshold is +inf: n = {n} calibration points are too few for "
                         f"alpha = {float(alpha)} (rank ceil((n + 1)(1 - alpha)) = {k} > n; need "
-                        f"n >= {C.min_calibration_size(float(alpha))}).",
+                        f"n >= {T.min_calibration_size(float(alpha))}).",
                         on_infinite,
                     )
                 return jnp.full(scores.shape[:-1], jnp.inf, scores.dtype)
             return _kth_smallest_static(scores, k)
         return _quantile_traced_alpha(scores, alpha)
     mask = jnp.asarray(mask, bool)
-    if C.is_concrete(alpha):
+    if V.is_concrete(alpha):
         val, finite, n_eff = _masked_quantile_jit(scores, mask, alpha=float(alpha))
     else:
         val, finite, n_eff = _masked_quantile(scores, mask, alpha=alpha)
-    if validate and C.is_concrete(finite) and not bool(jnp.all(finite)):
-        C.report_infinite(
+    if validate and V.is_concrete(finite) and not bool(jnp.all(finite)):
+        T.report_infinite(
             f"conformal threshold is +inf for {int(jnp.sum(~finite))} row(s): too few masked-in "
             f"calibration points for alpha = {alpha} (smallest n = {int(jnp.min(n_eff))}; need "
-            f"n >= {C.min_calibration_size(float(alpha))}).",
+            f"n >= {T.min_calibration_size(float(alpha))}).",
             on_infinite,
         )
     return val
@@ -132,7 +129,7 @@ def quantile(
 
 def _quantile_traced_alpha(scores, alpha):
     n = scores.shape[-1]
-    k = C.conformal_rank_dynamic(n, alpha)
+    k = T.conformal_rank_dynamic(n, alpha)
     srt = jnp.sort(scores, axis=-1)
     val = jnp.take(srt, jnp.clip(k - 1, 0, n - 1), axis=-1)
     return jnp.where(k <= n, val, jnp.inf).astype(scores.dtype)
@@ -141,7 +138,7 @@ def _quantile_traced_alpha(scores, alpha):
 def _masked_quantile(scores, mask, *, alpha):
     n = scores.shape[-1]
     n_eff = jnp.sum(mask, axis=-1)
-    k = C.conformal_rank_dynamic(n_eff, alpha)
+    k = T.conformal_rank_dynamic(n_eff, alpha)
     srt = jnp.sort(jnp.where(mask, scores, jnp.inf), axis=-1)
     idx = jnp.clip(k - 1, 0, n - 1)
     val = jnp.take_along_axis(srt, idx[..., None], axis=-1)[..., 0]
@@ -181,24 +178,21 @@ def weighted_quantile(
       [...] thresholds, one per test weight.
     """
     if validate:
-        scores = C.as_float_array(scores, "scores", ndim=1)
-        weights = C.as_float_array(weights, "weights", ndim=1)
-        test_weight = C.as_float_array(test_weight, "test_weight")
-        C.check_on_infinite(on_infinite)
-        C.check_level(alpha, "alpha")
-        C.check_nonempty(scores, "scores")
-        C.check_same_shape(scores, weights, "scores", "weights")
-        for x, name in ((scores, "scores"), (weights, "weights"), (test_weight, "test_weight")):
-            C.check_no_nan(x, name)
-        if C.is_concrete(weights, test_weight) and (
-            bool(jnp.any(weights < 0)) or bool(jnp.any(test_weight < 0))
-        ):
-            raise ValueError("weights and test_weight must be non-negative likelihood ratios.")
+        scores = V.as_float_array(scores, "scores", ndim=1)
+        weights = V.as_float_array(weights, "weights", ndim=1)
+        test_weight = V.as_float_array(test_weight, "test_weight")
+        T.check_on_infinite(on_infinite)
+        T.check_level(alpha, "alpha")
+        V.check_not_empty(scores, "scores")
+        V.check_same_shape(scores, weights, "scores", "weights")
+        V.check_no_nan(scores, "scores")
+        for x, name in ((weights, "weights"), (test_weight, "test_weight")):
+            V.check_range(x, name, 0.0, float("inf"), what="finite non-negative likelihood ratios")
     else:
         scores, weights, test_weight = map(jnp.asarray, (scores, weights, test_weight))
     q, finite = _weighted_core(scores, weights, test_weight, jnp.asarray(alpha))
-    if validate and C.is_concrete(finite) and not bool(jnp.all(finite)):
-        C.report_infinite(
+    if validate and V.is_concrete(finite) and not bool(jnp.all(finite)):
+        T.report_infinite(
             f"weighted conformal threshold is +inf for {int(jnp.sum(~finite))} test point(s): "
             f"their weight leaves less than 1 - alpha = {1 - float(alpha):.4g} of the mass on "
             "the calibration scores.",
@@ -248,14 +242,15 @@ def conformal_pvalues(
       [...] p-values in (0, 1].
     """
     if validate:
-        cal_scores = C.as_float_array(cal_scores, "cal_scores", ndim=1)
-        test_scores = C.as_float_array(test_scores, "test_scores")
-        C.check_nonempty(cal_scores, "cal_scores")
-        C.check_no_nan(cal_scores, "cal_scores")
-        C.check_no_nan(test_scores, "test_scores")
+        cal_scores = V.as_float_array(cal_scores, "cal_scores", ndim=1)
+        test_scores = V.as_float_array(test_scores, "test_scores")
+        V.check_not_empty(cal_scores, "cal_scores")
+        V.check_no_nan(cal_scores, "cal_scores")
+        V.check_no_nan(test_scores, "test_scores")
         if u is not None:
-            u = C.as_float_array(u, "u")
-            C.check_same_shape(u, test_scores, "u", "test_scores")
+            u = V.as_float_array(u, "u")
+            V.check_same_shape(u, test_scores, "u", "test_scores")
+            V.check_range(u, "u", 0.0, 1.0, what="uniforms in [0, 1]")
     return _pvalues_core(jnp.asarray(cal_scores), jnp.asarray(test_scores), u)
 
 
@@ -299,22 +294,20 @@ def empirical_cdf(
       [m] CDF values in [0, 1].
     """
     if validate:
-        cal_values = C.as_float_array(cal_values, "cal_values", ndim=1)
-        values = C.as_float_array(values, "values", ndim=1)
-        C.check_nonempty(cal_values, "cal_values")
-        C.check_no_nan(cal_values, "cal_values")
-        C.check_no_nan(values, "values")
+        cal_values = V.as_float_array(cal_values, "cal_values", ndim=1)
+        values = V.as_float_array(values, "values", ndim=1)
+        V.check_not_empty(cal_values, "cal_values")
+        V.check_no_nan(cal_values, "cal_values")
+        V.check_no_nan(values, "values")
         if (cal_groups is None) != (groups is None):
-            raise ValueError("pass both cal_groups and groups, or neither.")
+            raise ValueError("cal_groups, groups: pass both or neither")
         if cal_groups is not None:
-            if num_groups is None or int(num_groups) < 1:
-                raise ValueError(f"num_groups must be a positive int; got {num_groups!r}.")
-            cal_groups = C.as_int_array(cal_groups, "cal_groups", ndim=1)
-            groups = C.as_int_array(groups, "groups", ndim=1)
-            C.check_same_shape(cal_values, cal_groups, "cal_values", "cal_groups")
-            C.check_same_shape(values, groups, "values", "groups")
-            C.check_labels(cal_groups, num_groups, "cal_groups")
-            C.check_labels(groups, num_groups, "groups")
+            num_groups = V.check_int_option(num_groups, "num_groups", 1)
+            what = f"group ids in [0, {num_groups})"
+            cal_groups = V.as_class_labels(cal_groups, "cal_groups", num_groups, what)
+            groups = V.as_class_labels(groups, "groups", num_groups, what)
+            V.check_same_shape(cal_values, cal_groups, "cal_values", "cal_groups")
+            V.check_same_shape(values, groups, "values", "groups")
     return _ecdf_core(
         jnp.asarray(cal_values),
         jnp.asarray(values),

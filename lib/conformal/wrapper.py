@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from introspect.conformal import _checks as C
+from introspect import _checks as V
+from introspect.conformal import thresholds as T
 from introspect.conformal.classification import SCORES, nonconformity, prediction_sets
 from introspect.conformal.mondrian import class_conditional_quantiles
 from introspect.conformal.split import quantile
@@ -124,15 +125,12 @@ def conformalize(
         num_classes = int(jnp.shape(outputs)[-1])
     elif builtin:
         num_classes = 2
-    if num_classes is None or int(num_classes) < 2:
-        raise ValueError(
-            f"num_classes must be an int >= 2 for a callable score; got {num_classes!r}."
-        )
+    num_classes = V.check_int_option(num_classes, "num_classes", 2)
     kwargs = {"k_reg": k_reg, "lam": lam} if score == "raps" else {}
-    labels = C.as_int_array(labels, "labels", ndim=1) if validate else jnp.asarray(labels)
+    labels = labels if validate else jnp.asarray(labels)
     if validate:
-        C.check_level(alpha, "alpha")
-        C.check_labels(labels, num_classes)
+        labels = V.as_class_labels(labels, "labels", num_classes)
+        T.check_level(alpha, "alpha")
         leaves = jax.tree_util.tree_leaves(outputs)
         if not leaves or any(jnp.shape(x)[:1] != labels.shape for x in leaves):
             raise ValueError(
@@ -143,8 +141,8 @@ def conformalize(
         s = nonconformity(outputs, labels, score=score, validate=validate, **kwargs)
     else:
         if builtin and validate:
-            p = C.as_float_array(outputs, "outputs", ndim=1)
-            C.check_probs(p[:, None], "outputs", normalized=False)
+            p = V.as_float_array(outputs, "outputs", ndim=1)
+            V.check_probabilities(p, "outputs")
         s = jnp.asarray(_score_fn(score, kwargs)(outputs, labels))
         if s.shape != labels.shape:
             raise ValueError(f"score must return shape [n] = {labels.shape}; got {s.shape}.")

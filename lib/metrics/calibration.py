@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from introspect import _checks as V
-from introspect.metrics._sorting import from_order_key, group_sum, sort_payload, tie_groups
+from introspect._sorting import from_order_key, group_sum, sort_payload, tie_groups
 
 __all__ = [
     "ReliabilityCurve",
@@ -164,39 +164,14 @@ def _check_options(num_bins: Any, binning: Any, norm: Any | None = None) -> int:
 def _prepare_binary(
     confidences: Any, correct: Any, mask: Any, validate: bool
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    c = V.as_array(confidences, "confidences")
-    y = V.as_array(correct, "correct")
-    if validate:
-        V.check_rank(c, "confidences", 1, "a 1-D array [n]")
-        V.check_not_empty(c, "confidences")
-        V.check_same_shape(c, y, "confidences", "correct")
-    m = None if mask is None else V.as_mask(mask, c.shape)
-    if validate:
-        if m is not None:
-            V.check_any_valid(m)
-        V.check_probabilities(c, "confidences", m)
-        V.check_binary(y, "correct", m)
-        y = V.compact_binary(y)
-    return V.as_float(c), y, m
-
-
-def _prepare_multiclass(
-    probs: Any, labels: Any, mask: Any, validate: bool
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    p = V.as_array(probs, "probs")
-    y = V.as_array(labels, "labels")
-    if validate:
-        V.check_rank(p, "probs", 2, "a 2-D array [n, num_classes]")
-        V.check_not_empty(p, "probs")
-        V.check_rank(y, "labels", 1, "a 1-D array [n] of class indices")
-        V.check_leading(p, y, "probs", "labels")
-    m = None if mask is None else V.as_mask(mask, p.shape[:1])
-    if validate:
-        if m is not None:
-            V.check_any_valid(m)
-        V.check_simplex(p, "probs", m)
-        V.check_class_labels(y, "labels", p.shape[1], m)
-    return V.as_float(p), y, m
+    return V.prepare_pair(
+        confidences,
+        correct,
+        mask,
+        names=("confidences", "correct"),
+        kinds=("probability", "binary"),
+        validate=validate,
+    )
 
 
 # ----------------------------------------------------------------------------- public API
@@ -274,7 +249,7 @@ def top_label_ece(
       [] calibration error.
     """
     nb = _check_options(num_bins, binning, norm)
-    p, y, m = _prepare_multiclass(probs, labels, mask, validate)
+    p, y, m = V.prepare_labelled(probs, labels, mask, validate=validate)
     conf = jnp.max(p, axis=-1)
     correct = jnp.argmax(p, axis=-1) == y.astype(jnp.int32)
     return _ece(conf, correct, m, nb, binning, norm)
@@ -313,7 +288,7 @@ def classwise_ece(
       [] mean class-wise calibration error.
     """
     nb = _check_options(num_bins, binning, norm)
-    p, y, m = _prepare_multiclass(probs, labels, mask, validate)
+    p, y, m = V.prepare_labelled(probs, labels, mask, validate=validate)
     return _classwise(p, y, m, nb, binning, norm)
 
 
@@ -368,10 +343,6 @@ def _brier_multi(p, y, valid):
     return _weighted_mean(jnp.sum((p - onehot) ** 2, axis=-1), valid)
 
 
-def _is_multiclass(probs: Any) -> bool:
-    return getattr(probs, "ndim", jnp.ndim(probs)) == 2
-
-
 def brier_score(probs: Any, labels: Any, *, mask: Any = None, validate: bool = True) -> jax.Array:
     """Brier score (mean squared error of probabilities); lower = better.
 
@@ -387,27 +358,8 @@ def brier_score(probs: Any, labels: Any, *, mask: Any = None, validate: bool = T
     Returns:
       [] Brier score.
     """
-    if _is_multiclass(probs):
-        p, y, m = _prepare_multiclass(probs, labels, mask, validate)
-        return _brier_multi(p, y, m)
-    p, y, m = _prepare_binary_probs(probs, labels, mask, validate)
-    return _brier_binary(p, y, m)
-
-
-def _prepare_binary_probs(probs, labels, mask, validate):
-    p = V.as_array(probs, "probs")
-    y = V.as_array(labels, "labels")
-    if validate:
-        V.check_rank(p, "probs", 1, "[n] (binary) or [n, num_classes]")
-        V.check_not_empty(p, "probs")
-        V.check_same_shape(p, y, "probs", "labels")
-    m = None if mask is None else V.as_mask(mask, p.shape)
-    if validate:
-        if m is not None:
-            V.check_any_valid(m)
-        V.check_probabilities(p, "probs", m)
-        V.check_binary(y, "labels", m)
-    return V.as_float(p), y, m
+    p, y, m = V.prepare_labelled(probs, labels, mask, allow_binary=True, validate=validate)
+    return (_brier_multi if p.ndim == 2 else _brier_binary)(p, y, m)
 
 
 def _clip_eps(dtype, eps):
@@ -454,8 +406,5 @@ def nll(
     """
     if eps is not None:
         V.check_float_option(eps, "eps", 0.0, 0.5, hi_open=True)
-    if _is_multiclass(probs):
-        p, y, m = _prepare_multiclass(probs, labels, mask, validate)
-        return _nll_multi(p, y, m, _clip_eps(p.dtype, eps))
-    p, y, m = _prepare_binary_probs(probs, labels, mask, validate)
-    return _nll_binary(p, y, m, _clip_eps(p.dtype, eps))
+    p, y, m = V.prepare_labelled(probs, labels, mask, allow_binary=True, validate=validate)
+    return (_nll_multi if p.ndim == 2 else _nll_binary)(p, y, m, _clip_eps(p.dtype, eps))

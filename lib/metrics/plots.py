@@ -188,7 +188,13 @@ def plot_confidence_histogram(
       the Figure.
     """
     V.check_int_option(num_bins, "num_bins", 1)
-    c, y, m = calibration._prepare_binary(confidences, correct, mask, True)
+    c, y, m = V.prepare_pair(
+        confidences,
+        correct,
+        mask,
+        names=("confidences", "correct"),
+        kinds=("probability", "binary"),
+    )
     m = np.ones(c.shape, bool) if m is None else np.asarray(m)
     c = np.asarray(c, dtype=float)[m]
     y = np.asarray(y)[m] != 0

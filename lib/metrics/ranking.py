@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from introspect import _checks as V
-from introspect.metrics._sorting import (
+from introspect._sorting import (
     from_order_key,
     group_sum,
     sign_mode,
@@ -45,6 +45,9 @@ __all__ = [
 # ----------------------------------------------------------------------------- input handling
 
 
+_KINDS = {"binary": "binary", "unit": "unit", "real": "finite"}
+
+
 def _prepare_pair(
     scores: Any,
     labels: Any,
@@ -54,30 +57,30 @@ def _prepare_pair(
     validate: bool,
     labels_kind: str,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Arrays (scores as float [n], labels [n], valid [n] bool) after the boundary checks.
+    """(scores as float [n], labels [n], valid [n] bool or None) after the boundary checks.
 
     labels_kind: "binary" (0/1), "unit" (real in [0, 1]) or "real" (finite).
     """
-    s_name, l_name = names
-    s = V.as_array(scores, s_name)
-    y = V.as_array(labels, l_name)
-    if validate:
-        V.check_rank(s, s_name, 1, "a 1-D array [n]")
-        V.check_not_empty(s, s_name)
-        V.check_same_shape(s, y, s_name, l_name)
-    m = None if mask is None else V.as_mask(mask, s.shape)
-    if validate:
-        if m is not None:
-            V.check_any_valid(m)
-        V.check_finite(s, s_name, m)
-        if labels_kind == "binary":
-            V.check_binary(y, l_name, m)
-            y = V.compact_binary(y)
-        elif labels_kind == "unit":
-            V.check_range(y, l_name, 0.0, 1.0, m, what="values in [0, 1] (1 = correct)")
-        else:
-            V.check_finite(y, l_name, m)
-    return V.as_float(s), y, m
+    return V.prepare_pair(
+        scores,
+        labels,
+        mask,
+        names=names,
+        kinds=("finite", _KINDS[labels_kind]),
+        validate=validate,
+    )
+
+
+def _prepare_selective(confidences: Any, correct: Any, mask: Any, validate: bool):
+    """The selective-prediction inputs: real confidences [n], correctness in [0, 1] [n]."""
+    return _prepare_pair(
+        confidences,
+        correct,
+        mask,
+        names=("confidences", "correct"),
+        validate=validate,
+        labels_kind="unit",
+    )
 
 
 def _check_both_classes(labels: jax.Array, mask, name: str, metric: str) -> None:
@@ -264,14 +267,7 @@ def risk_coverage_curve(
     Returns:
       RiskCoverageCurve of [n] arrays (padding at the end, valid False).
     """
-    c, y, m = _prepare_pair(
-        confidences,
-        correct,
-        mask,
-        names=("confidences", "correct"),
-        validate=validate,
-        labels_kind="unit",
-    )
+    c, y, m = _prepare_selective(confidences, correct, mask, validate)
     return _risk_coverage(c, y, m)
 
 
@@ -294,14 +290,7 @@ def aurc(confidences: Any, correct: Any, *, mask: Any = None, validate: bool = T
     Returns:
       [] AURC in [0, 1].
     """
-    c, y, m = _prepare_pair(
-        confidences,
-        correct,
-        mask,
-        names=("confidences", "correct"),
-        validate=validate,
-        labels_kind="unit",
-    )
+    c, y, m = _prepare_selective(confidences, correct, mask, validate)
     return _aurc(c, y, m)
 
 
@@ -322,14 +311,7 @@ def excess_aurc(
     Returns:
       [] E-AURC >= 0.
     """
-    c, y, m = _prepare_pair(
-        confidences,
-        correct,
-        mask,
-        names=("confidences", "correct"),
-        validate=validate,
-        labels_kind="unit",
-    )
+    c, y, m = _prepare_selective(confidences, correct, mask, validate)
     return _aurc(c, y, m) - _aurc(V.as_float(y).astype(c.dtype), y, m)
 
 
@@ -364,14 +346,7 @@ def selective_accuracy(
       [] mean correctness of the kept samples (expected over random order inside ties).
     """
     cov = V.check_float_option(coverage, "coverage", 0.0, 1.0, lo_open=True)
-    c, y, m = _prepare_pair(
-        confidences,
-        correct,
-        mask,
-        names=("confidences", "correct"),
-        validate=validate,
-        labels_kind="unit",
-    )
+    c, y, m = _prepare_selective(confidences, correct, mask, validate)
     return _selective_accuracy(c, y, m, jnp.asarray(cov, dtype=c.dtype))
 
 

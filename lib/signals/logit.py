@@ -14,7 +14,12 @@ Each signal has two entry points that compute the same number:
   each). One generation pass therefore gives every logit-based signal.
 
 Masked means are over positions where mask is True; an all-False row gives NaN-free 0 for sums and
-the neutral value documented per signal (it is better to drop such rows before ranking).
+the neutral value documented per signal (it is better to drop such rows before ranking). Masked-out
+positions are ignored entirely (padding may hold anything, NaN included).
+
+Input checks (`introspect._checks`): shapes always (also under `jit`); on concrete arrays, logits
+with a NaN or +inf (or only -inf) at a response position, or statistics with a NaN there, raise a
+ValueError instead of giving a NaN signal (under `jit` the values are not inspected).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from introspect import _checks as V
 from introspect.registry import Registry
 from introspect.signals.stats import STAT_NAMES, step_statistics
 
@@ -40,6 +46,11 @@ def token_stats(logits: jax.Array, tokens: jax.Array | None = None) -> Stats:
     Returns:
       dict of [batch, length] float32 arrays: STAT_NAMES, plus "logprob" when tokens are given.
     """
+    logits = V.as_array(logits, "logits")
+    V.check_min_rank(logits, "logits", 1, "[batch, length, vocab]")
+    if tokens is not None:
+        tokens = V.as_array(tokens, "tokens")
+        V.check_shape(tokens, "tokens", logits.shape[:-1], f"{logits.shape[:-1]} (logits[..., 0])")
     stats = step_statistics(logits)
     out = {name: stats[..., k] for k, name in enumerate(STAT_NAMES)}
     if tokens is not None:
@@ -70,9 +81,21 @@ def from_ragged(logprobs, stats: dict | None = None) -> tuple[Stats, np.ndarray]
     return out, mask
 
 
+def _stat(stats: Stats, key: str, mask) -> jax.Array:
+    """stats[key] [batch, length], checked: present, and (concrete) no NaN where mask is True."""
+    if key not in stats:
+        raise ValueError(
+            f"stats: has no {key!r} (keys {sorted(stats)}); expected the statistics "
+            f"{STAT_NAMES} and 'logprob' (see token_stats)"
+        )
+    x = V.as_array(stats[key], f"stats[{key!r}]")
+    V.check_no_nan(x, f"stats[{key!r}]", mask)
+    return x
+
+
 def _masked_mean(x, mask):
-    mask = mask.astype(x.dtype)
-    return jnp.sum(x * mask, -1) / jnp.maximum(jnp.sum(mask, -1), 1.0)
+    w = mask.astype(x.dtype)
+    return jnp.sum(jnp.where(mask, x, 0), -1) / jnp.maximum(jnp.sum(w, -1), 1.0)
 
 
 def _masked_max(x, mask, empty=0.0):
@@ -90,43 +113,44 @@ def _masked_min(x, mask, empty=0.0):
 
 def _mean_token_prob(stats, mask):
     """Mean over response tokens of p(y_t). Empty row: 0."""
-    return _masked_mean(jnp.exp(stats["logprob"]), mask)
+    return _masked_mean(jnp.exp(_stat(stats, "logprob", mask)), mask)
 
 
 def _min_token_prob(stats, mask):
     """Smallest p(y_t) over response tokens (the weakest link). Empty row: 0."""
-    return _masked_min(jnp.exp(stats["logprob"]), mask)
+    return _masked_min(jnp.exp(_stat(stats, "logprob", mask)), mask)
 
 
 def _max_token_prob(stats, mask):
     """Largest p(y_t) over response tokens. Empty row: 0."""
-    return _masked_max(jnp.exp(stats["logprob"]), mask)
+    return _masked_max(jnp.exp(_stat(stats, "logprob", mask)), mask)
 
 
 def _neg_mean_entropy(stats, mask):
     """-(mean token entropy) in nats. Empty row: 0."""
-    return -_masked_mean(stats["entropy"], mask)
+    return -_masked_mean(_stat(stats, "entropy", mask), mask)
 
 
 def _neg_max_entropy(stats, mask):
     """-(largest token entropy) in nats. Empty row: 0."""
-    return -_masked_max(stats["entropy"], mask)
+    return -_masked_max(_stat(stats, "entropy", mask), mask)
 
 
 def _neg_perplexity(stats, mask):
     """-exp(-mean log p(y_t)): minus the perplexity of the response. Empty row: -1."""
-    return -jnp.exp(-_masked_mean(stats["logprob"], mask))
+    return -jnp.exp(-_masked_mean(_stat(stats, "logprob", mask), mask))
 
 
 def _mean_logprob(stats, mask):
     """Mean log p(y_t) (= -log perplexity; ranks like neg_perplexity). Empty row: 0."""
-    return _masked_mean(stats["logprob"], mask)
+    return _masked_mean(_stat(stats, "logprob", mask), mask)
 
 
 def _self_certainty(stats, mask, *, vocab_size: int):
     """Self-certainty (Kang et al., Scalable Best-of-N via Self-Certainty): mean over response
     tokens of KL(U || p_t) = logsumexp_t - mean_logit_t - log V. Empty row: 0."""
-    kl = stats["logsumexp"] - stats["mean_logit"] - jnp.log(jnp.float32(vocab_size))
+    lse, mean_logit = _stat(stats, "logsumexp", mask), _stat(stats, "mean_logit", mask)
+    kl = lse - mean_logit - jnp.log(jnp.float32(vocab_size))
     return _masked_mean(kl, mask)
 
 
@@ -137,7 +161,7 @@ def _answer_confidence(stats, mask, *, reduce: str = "mean"):
     if reduce == "mean":
         return _mean_token_prob(stats, mask)
     if reduce == "product":
-        return jnp.exp(jnp.sum(jnp.where(mask, stats["logprob"], 0.0), -1))
+        return jnp.exp(jnp.sum(jnp.where(mask, _stat(stats, "logprob", mask), 0.0), -1))
     raise ValueError(f"reduce must be 'mean' or 'product', got {reduce!r}")
 
 
@@ -245,23 +269,23 @@ def _from_logits(name: str):
     needs_vocab = SIGNALS.meta(name, "needs_vocab")
 
     def signal(logits, mask, *, tokens=None, shifted: bool = False, **options):
-        logits = jnp.asarray(logits)
-        mask = jnp.asarray(mask, bool)
-        if logits.ndim != 3 or mask.shape != logits.shape[:2]:
-            raise ValueError(
-                f"{name}: logits must be [batch, length, vocab] and mask "
-                f"[batch, length]; got {logits.shape} and {mask.shape}"
-            )
+        logits = V.as_array(logits, "logits")
+        V.check_rank(logits, "logits", 3, "[batch, length, vocab]")
+        mask = V.as_mask(mask, logits.shape[:2])
         if needs_tokens and tokens is None:
             raise ValueError(
                 f"{name}: pass tokens=[batch, length], the token each position predicted"
             )
-        if tokens is not None and jnp.shape(tokens) != mask.shape:
-            raise ValueError(f"{name}: tokens shape {jnp.shape(tokens)} != mask {mask.shape}")
         if shifted:
             # The Best-of-N authors' script reads the distribution one position later than the
             # one that predicted each response token; offered for reproduction only.
             mask = jnp.pad(mask[:, :-1], ((0, 0), (1, 0)))
+        if tokens is not None:
+            tokens = V.as_array(tokens, "tokens")
+            V.check_shape(tokens, "tokens", mask.shape, f"{tuple(mask.shape)} [batch, length]")
+            vocab = logits.shape[-1]
+            V.check_class_labels(tokens, "tokens", vocab, mask, what=f"token ids in [0, {vocab})")
+        V.check_logits(logits, "logits", mask)
         stats = token_stats(logits, tokens)
         if needs_vocab:
             options.setdefault("vocab_size", logits.shape[-1])
@@ -300,12 +324,11 @@ def confidence_gain(entropy_without, entropy_with, mask):
       [batch]; higher = the context made the model more confident (negative flags a knowledge
       conflict).
     """
-    entropy_without = jnp.asarray(entropy_without)
-    entropy_with = jnp.asarray(entropy_with)
-    mask = jnp.asarray(mask, bool)
-    if entropy_without.shape != entropy_with.shape or entropy_with.shape != mask.shape:
-        raise ValueError(
-            f"confidence_gain: shapes differ: {entropy_without.shape}, "
-            f"{entropy_with.shape}, mask {mask.shape}"
-        )
-    return _masked_mean(entropy_without - entropy_with, mask)
+    entropy_without = V.as_array(entropy_without, "entropy_without")
+    entropy_with = V.as_array(entropy_with, "entropy_with")
+    V.check_rank(entropy_with, "entropy_with", 2, "[batch, length]")
+    V.check_same_shape(entropy_without, entropy_with, "entropy_without", "entropy_with")
+    mask = V.as_mask(mask, entropy_with.shape)
+    V.check_no_nan(entropy_without, "entropy_without", mask)
+    V.check_no_nan(entropy_with, "entropy_with", mask)
+    return _masked_mean(V.as_float(entropy_without) - V.as_float(entropy_with), mask)

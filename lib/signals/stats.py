@@ -9,6 +9,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from introspect import _checks as V
+
 # For p = softmax(z) over a vocabulary of size V:
 #   entropy     -sum_j p_j log p_j                (nats)
 #   max_prob    max_j p_j
@@ -24,11 +26,15 @@ def step_statistics(logits: jax.Array) -> jax.Array:
     Args:
       logits: [..., vocab].
     Returns:
-      [..., 4] float32 in the order of STAT_NAMES.
+      [..., 4] float32 in the order of STAT_NAMES. NaN logits give NaN statistics (the signals
+      reject those at their boundary); this runs inside compiled loops, so only the shape is
+      checked here.
     """
+    V.check_min_rank(logits, "logits", 1, "[..., vocab]")
     logits = logits.astype(jnp.float32)
     lse = jax.nn.logsumexp(logits, axis=-1)
     logp = logits - lse[..., None]
-    entropy = -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+    # A -inf logit (a banned token) has p = 0 and contributes 0, not 0 * -inf = NaN.
+    entropy = -jnp.sum(jnp.exp(logp) * jnp.where(jnp.isfinite(logp), logp, 0.0), axis=-1)
     max_prob = jnp.exp(jnp.max(logp, axis=-1))
     return jnp.stack([entropy, max_prob, lse, jnp.mean(logits, axis=-1)], axis=-1)

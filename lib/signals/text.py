@@ -37,6 +37,8 @@ def parse_verbalized_confidence(text: str, *, percent_default: bool = True) -> f
     a percentage when `percent_default` (so "Confidence: 80" is 0.8). Values outside [0, 1] after
     conversion give None (not clipped: a malformed statement is not a confidence).
     """
+    if not isinstance(text, str):
+        raise ValueError(f"text: got {type(text).__name__}; expected a string")
     best = None
     for pattern in _VERBALIZED:
         for m in pattern.finditer(text):
@@ -74,6 +76,8 @@ def hedge_score(texts: Sequence[str], *, lexicon: str | None = None) -> np.ndarr
     Returns:
       [n] float in [0, 1]; higher = more confident.
     """
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise ValueError("texts: expected a sequence of strings (wrap a single text in a list)")
     phrases, default = load_hedge_lexicon(lexicon)
     ordered = sorted(phrases, key=len, reverse=True)
     pattern = re.compile(r"\b(" + "|".join(re.escape(p) for p in ordered) + r")\b", re.I)

@@ -338,19 +338,19 @@ def test_calibrate_end_to_end_and_jit():
 def test_bad_inputs():
     p = np.full((4, 3), 1 / 3, np.float32)
     y = np.array([0, 1, 2, 0])
-    with pytest.raises(ValueError, match="score must be one of"):
+    with pytest.raises(ValueError, match="score: expected one of"):
         cf.nonconformity(p, y, score="top_k")
     with pytest.raises(ValueError, match="rank 2"):
         cf.nonconformity(p[0], y, score="lac")
-    with pytest.raises(ValueError, match="K >= 2"):
+    with pytest.raises(ValueError, match=r"probs: .*expected \[N, K\] with K >= 2"):
         cf.prediction_sets(np.ones((4, 1)), 0.5)
-    with pytest.raises(ValueError, match=r"labels must have shape \[n\] = \(4,\)"):
+    with pytest.raises(ValueError, match="probs and labels: leading dimensions differ"):
         cf.nonconformity(p, y[:3])
-    with pytest.raises(ValueError, match=r"labels must be integer ids in \[0, 3\)"):
+    with pytest.raises(ValueError, match=r"labels: 1 value.* not integer class indices in \[0, 3"):
         cf.nonconformity(p, np.array([0, 1, 3, 0]))
-    with pytest.raises(ValueError, match="sum to 1"):
+    with pytest.raises(ValueError, match=r"probs: 4 row\(s\) do not sum to 1"):
         cf.nonconformity(p * 0.5, y, score="aps")
-    with pytest.raises(ValueError, match=r"lie in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"probs: 12 value\(s\) outside \[0, 1\]"):
         cf.nonconformity(p * 4, y, score="lac")
     bad = p.copy()
     bad[1, 2] = np.nan
@@ -362,7 +362,7 @@ def test_bad_inputs():
         cf.prediction_sets(p, np.ones(4))
     with pytest.raises(ValueError, match="not both"):
         cf.nonconformity(p, y, score="aps", rng=jax.random.key(0), u=np.ones(4))
-    with pytest.raises(ValueError, match=r"u must have shape \[N\]"):
+    with pytest.raises(ValueError, match=r"u: has shape \(3,\); expected \[N\] = \(4,\)"):
         cf.nonconformity(p, y, score="aps", u=np.ones(3))
     with pytest.raises(ValueError, match="randomised"):
         cf.nonconformity(p, y, score="lac", u=np.ones(4))
@@ -378,7 +378,7 @@ def test_bad_inputs():
         cf.prediction_sets(p, 0.5, score="aps", row_chunk=0)
     with pytest.raises(ValueError, match="empty"):
         cf.calibrate(np.zeros((0, 3)), np.zeros(0, int), alpha=0.1)
-    with pytest.raises(ValueError, match="alpha must be in the open interval"):
+    with pytest.raises(ValueError, match=r"delta: expected a finite number in \(0, 1\)"):
         cf.exit_thresholds(np.array([0.2, 0.8]), np.array([0, 1]), delta=1.0)
     with pytest.raises(ValueError, match="same shape"):
         cf.exit_thresholds(np.array([0.2, 0.8]), np.array([0, 1, 1]), delta=0.1)

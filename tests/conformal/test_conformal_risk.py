@@ -133,7 +133,7 @@ def test_crc_formula_and_infeasible_grid():
 
 def test_bad_inputs():
     lam = np.array([0.0, 1.0])
-    with pytest.raises(ValueError, match=r"losses must be \[n, L\]"):
+    with pytest.raises(ValueError, match=r"losses: has shape \(5, 3\); expected \[n, L\]"):
         cf.crc_threshold(np.zeros((5, 3)), lam, alpha=0.1)
     with pytest.raises(ValueError, match="empty"):
         cf.crc_threshold(np.zeros((0, 2)), lam, alpha=0.1)
@@ -141,9 +141,9 @@ def test_bad_inputs():
         cf.crc_threshold(np.array([[0.0, 1.0]]), lam, alpha=0.1)
     with pytest.raises(ValueError, match="strictly increasing"):
         cf.crc_threshold(np.zeros((3, 2)), np.array([1.0, 0.0]), alpha=0.1)
-    with pytest.raises(ValueError, match=r"alpha must be in \(0, bound\)"):
+    with pytest.raises(ValueError, match=r"alpha: expected a finite number in \(0, 1\)"):
         cf.crc_threshold(np.zeros((3, 2)), lam, alpha=1.5)
-    with pytest.raises(ValueError, match=r"lie in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"losses: 6 value\(s\) outside \[0, 1\]"):
         cf.learn_then_test(np.full((3, 2), 2.0), lam, alpha=0.1, delta=0.1)
     with pytest.raises(ValueError, match="NaN"):
         cf.learn_then_test(np.array([[np.nan, 0.0]]), lam, alpha=0.1, delta=0.1)

@@ -1,5 +1,6 @@
 """Signals against direct numpy computations of their formulas, and across entry points."""
 
+import jax
 import numpy as np
 import pytest
 
@@ -131,3 +132,122 @@ def test_hedges_and_consistency():
     assert signals.neg_cluster_entropy(["a", "a"]) == 0.0
     with pytest.raises(ValueError, match="empty"):
         signals.consistency("4", [])
+
+
+# ------------------------------------------------------------------------------- NaN and bad input
+
+
+def test_nan_logits_raise_at_a_response_position():
+    logits, tokens, mask = _case(2)
+    logits[1, 0, 3] = np.nan  # mask[:, 0] is True
+    with pytest.raises(ValueError, match=r"logits: contains 1 NaN or \+inf value\(s\)"):
+        signals.self_certainty(logits, mask)
+    for name in signals.stats_signals():
+        kw = {"tokens": tokens} if signals.SIGNALS.meta(name, "needs_tokens") else {}
+        with pytest.raises(ValueError, match="logits: contains 1 NaN or"):
+            getattr(signals, name)(logits, mask, **kw)
+
+
+def test_nan_logits_outside_the_mask_are_ignored():
+    logits, tokens, mask = _case(3)
+    mask[2, 4] = False
+    clean = {
+        name: np.asarray(
+            getattr(signals, name)(
+                logits,
+                mask,
+                **({"tokens": tokens} if signals.SIGNALS.meta(name, "needs_tokens") else {}),
+            )
+        )
+        for name in signals.stats_signals()
+    }
+    logits[2, 4, :] = np.nan  # padding may hold anything
+    for name, want in clean.items():
+        kw = {"tokens": tokens} if signals.SIGNALS.meta(name, "needs_tokens") else {}
+        got = np.asarray(getattr(signals, name)(logits, mask, **kw))
+        np.testing.assert_array_equal(got, want, err_msg=name)
+
+
+def test_infinite_logit_gives_nan_statistics_and_raises():
+    logits, _, mask = _case(4)
+    logits[0, 0, 1] = np.inf  # softmax is undefined: NaN entropy / logsumexp - mean_logit
+    with pytest.raises(ValueError, match=r"logits: contains 1 NaN or \+inf"):
+        signals.self_certainty(logits, mask)
+    stats = signals.token_stats(logits)  # the statistics path sees the NaN entropy it produces
+    with pytest.raises(ValueError, match=r"stats\['entropy'\]: contains 1 NaN"):
+        signals.compute("neg_mean_entropy", stats, mask)
+    logits, _, mask = _case(4)
+    logits[1, 0, :] = -np.inf
+    with pytest.raises(ValueError, match=r"logits: 1 position\(s\) where every logit is -inf"):
+        signals.neg_max_entropy(logits, mask)
+    logits[1, 0, 5] = 0.0  # -inf elsewhere is a banned token: fine
+    assert np.all(np.isfinite(np.asarray(signals.neg_max_entropy(logits, mask))))
+
+
+@pytest.mark.parametrize("name", signals.stats_signals())
+def test_nan_statistics_raise_in_compute(name):
+    logits, tokens, mask = _case(6)
+    stats = {k: np.array(v) for k, v in signals.token_stats(logits, tokens).items()}
+    for key in stats:
+        stats[key][3, 0] = np.nan
+    kw = {"vocab_size": logits.shape[-1]} if signals.SIGNALS.meta(name, "needs_vocab") else {}
+    with pytest.raises(ValueError, match=r"stats\['\w+'\]: contains 1 NaN value\(s\)"):
+        signals.compute(name, stats, mask, **kw)
+
+
+def test_nan_statistics_raise_in_compute_all_and_masked_nan_is_ignored():
+    logits, tokens, mask = _case(7)
+    stats = {k: np.array(v) for k, v in signals.token_stats(logits, tokens).items()}
+    want = signals.compute_all(stats, mask, vocab_size=logits.shape[-1])
+    mask[0, 5] = False
+    want = signals.compute_all(stats, mask, vocab_size=logits.shape[-1])
+    padded = {k: v.copy() for k, v in stats.items()}
+    for v in padded.values():
+        v[0, 5] = np.nan
+    got = signals.compute_all(padded, mask, vocab_size=logits.shape[-1])
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    padded["entropy"][1, 0] = np.nan
+    with pytest.raises(ValueError, match=r"stats\['entropy'\]: contains 1 NaN"):
+        signals.compute_all(padded, mask, vocab_size=logits.shape[-1])
+
+
+def test_missing_statistic_is_a_value_error():
+    _, _, mask = _case(8)
+    with pytest.raises(ValueError, match="stats: has no 'entropy'"):
+        signals.SIGNALS["neg_mean_entropy"]({"logprob": np.zeros(mask.shape)}, mask)
+
+
+def test_bad_shapes_and_tokens():
+    logits, tokens, mask = _case(9)
+    with pytest.raises(ValueError, match=r"mask: has shape \(4, 6\); expected \(4, 7\)"):
+        signals.self_certainty(logits, mask[:, :6])
+    with pytest.raises(ValueError, match=r"tokens: has shape \(4, 6\); expected \(4, 7\)"):
+        signals.mean_token_prob(logits, mask, tokens=tokens[:, :6])
+    bad = tokens.copy()
+    bad[0, 0] = logits.shape[-1]
+    with pytest.raises(ValueError, match=r"tokens: 1 value\(s\) .*expected token ids in \[0, 50\)"):
+        signals.mean_logprob(logits, mask, tokens=bad)
+    with pytest.raises(ValueError, match=r"entropy_without and entropy_with: shapes differ"):
+        signals.confidence_gain(np.zeros((4, 7)), np.zeros((4, 6)), mask)
+    gain_in = np.zeros((4, 7))
+    gain_in[2, 0] = np.nan
+    with pytest.raises(ValueError, match="entropy_with: contains 1 NaN"):
+        signals.confidence_gain(np.zeros((4, 7)), gain_in, mask)
+
+
+def test_under_jit_shapes_are_checked_and_values_are_not():
+    logits, _, mask = _case(10)
+    fn = jax.jit(lambda z, m: signals.self_certainty(z, m))
+    np.testing.assert_allclose(fn(logits, mask), signals.self_certainty(logits, mask), rtol=1e-6)
+    logits[0, 0, 0] = np.nan
+    assert np.isnan(np.asarray(fn(logits, mask))[0])  # tracers: the NaN check cannot run
+    with pytest.raises(ValueError, match=r"logits: has shape \(4, 7\) \(rank 2\)"):
+        fn(logits[..., 0], mask)
+
+
+def test_text_signals_reject_non_strings():
+    with pytest.raises(ValueError, match="texts: expected a sequence of strings"):
+        signals.hedge_score("It is definitely 7.")
+    with pytest.raises(ValueError, match="text: got int; expected a string"):
+        signals.parse_verbalized_confidence(80)

@@ -1,4 +1,4 @@
-"""Sorting helpers for the ranking metrics: exact tie groups with static shapes.
+"""Sorting helpers (exact tie groups with static shapes) for ranking metrics and isotonic fits.
 
 XLA's CPU sort is fast for a single integer operand and slow for floats and for several operands,
 so scores are mapped to unsigned integer keys with the same order. When the payload is a binary
