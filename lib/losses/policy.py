@@ -16,7 +16,6 @@ import jax
 import jax.numpy as jnp
 
 from introspect import _checks as V
-from introspect.losses._inputs import as_dtype, checked_array, coefficient, is_traced
 
 __all__ = [
     "grpo_advantages",
@@ -103,15 +102,15 @@ def grpo_advantages(
     Returns:
       [groups, size] advantages (higher = better than the group), 0 on padding.
     """
-    e = coefficient(eps, "eps", 0.0)
+    e = V.coefficient(eps, "eps", 0.0)
     d = V.check_int_option(ddof, "ddof", 0)
-    r = checked_array(rewards, "rewards", 2, "[groups, size]", validate)
+    r = V.checked_array(rewards, "rewards", 2, "[groups, size]", validate)
     m = _mask(mask, r.shape, validate)
     if validate:
         V.check_finite(r, "rewards", m)
     r = jnp.asarray(V.as_float(r))
     if scale_by_std:
-        return _zscore_groups(r, m, as_dtype(e, dtype=r.dtype), d)
+        return _zscore_groups(r, m, V.as_dtype(e, dtype=r.dtype), d)
     return jnp.where(m, r - _masked_mean(r, m, axis=-1, keepdims=True), 0)
 
 
@@ -154,15 +153,15 @@ def clipped_policy_loss(
     Returns:
       (loss [], metrics dict: "pg_loss", "kl", "clip_fraction", "ratio_mean").
     """
-    lo_eps = coefficient(clip_eps, "clip_eps", 0.0, lo_open=True)
+    lo_eps = V.coefficient(clip_eps, "clip_eps", 0.0, lo_open=True)
     hi_eps = (
         lo_eps
         if clip_eps_high is None
-        else coefficient(clip_eps_high, "clip_eps_high", 0.0, lo_open=True)
+        else V.coefficient(clip_eps_high, "clip_eps_high", 0.0, lo_open=True)
     )
-    beta = coefficient(kl_coef, "kl_coef", 0.0)
+    beta = V.coefficient(kl_coef, "kl_coef", 0.0)
     V.check_choice(aggregation, "aggregation", AGGREGATIONS)
-    lp = checked_array(logprobs, "logprobs", 2, "[batch, length]", validate)
+    lp = V.checked_array(logprobs, "logprobs", 2, "[batch, length]", validate)
     old = V.as_array(old_logprobs, "old_logprobs")
     adv = V.as_array(advantages, "advantages")
     if validate:
@@ -171,7 +170,7 @@ def clipped_policy_loss(
     dt = lp.dtype
     a = _per_row(adv, lp, "length", dt, validate)
     m = _mask(mask, lp.shape, validate)
-    if ref_logprobs is None and (is_traced(beta) or beta > 0):
+    if ref_logprobs is None and (not V.is_concrete(beta) or beta > 0):
         raise ValueError(
             "ref_logprobs: required when kl_coef > 0 or traced (the KL penalty needs them)"
         )
@@ -179,7 +178,7 @@ def clipped_policy_loss(
         V.check_finite(lp, "logprobs", m)
         V.check_finite(old, "old_logprobs", m)
         V.check_finite(adv, "advantages")
-    lo_eps, hi_eps, beta = as_dtype(lo_eps, hi_eps, beta, dtype=dt)
+    lo_eps, hi_eps, beta = V.as_dtype(lo_eps, hi_eps, beta, dtype=dt)
     log_ratio = jnp.where(m, lp - jnp.asarray(old, dtype=dt), 0)
     ratio = jnp.exp(log_ratio)
     clipped = jnp.clip(ratio, 1 - lo_eps, 1 + hi_eps)
@@ -252,7 +251,7 @@ def ucas_sequence_certainty(*, logits: Any, mask: Any, validate: bool = True) ->
     Returns:
       [batch] C.
     """
-    z = checked_array(logits, "logits", 3, "[batch, length, vocab]", validate)
+    z = V.checked_array(logits, "logits", 3, "[batch, length, vocab]", validate)
     m = V.as_mask(mask, z.shape[:2])
     if validate:
         V.check_finite(z, "logits", m)
@@ -293,11 +292,11 @@ def ucas_advantages(
     Returns:
       [groups, size, length] advantages, 0 on padding.
     """
-    ps = coefficient(pos_scale, "pos_scale", 0.0)
-    ns = coefficient(neg_scale, "neg_scale", 0.0)
-    tc = coefficient(token_coef, "token_coef", 0.0)
-    e = coefficient(eps, "eps", 0.0)
-    r = checked_array(rewards, "rewards", 2, "[groups, size]", validate)
+    ps = V.coefficient(pos_scale, "pos_scale", 0.0)
+    ns = V.coefficient(neg_scale, "neg_scale", 0.0)
+    tc = V.coefficient(token_coef, "token_coef", 0.0)
+    e = V.coefficient(eps, "eps", 0.0)
+    r = V.checked_array(rewards, "rewards", 2, "[groups, size]", validate)
     c = V.as_array(certainty, "certainty")
     sl = V.as_array(sampled_logits, "sampled_logits")
     if validate:
@@ -311,7 +310,7 @@ def ucas_advantages(
         V.check_finite(c, "certainty", gm)
         V.check_finite(sl, "sampled_logits", m)
     r = jnp.asarray(V.as_float(r))
-    ps, ns, tc, e = as_dtype(ps, ns, tc, e, dtype=r.dtype)
+    ps, ns, tc, e = V.as_dtype(ps, ns, tc, e, dtype=r.dtype)
     a = _zscore_groups(r, gm, e)
     cz = _zscore_groups(jnp.asarray(c, dtype=r.dtype), gm, e)
     a_resp = jnp.where(a > 0, a * jnp.exp(-ps * cz), a * jnp.exp(ns * cz))
@@ -353,11 +352,11 @@ def empg_advantages(
     Returns:
       [batch, steps] modulated advantages, 0 on padding.
     """
-    kk = coefficient(k, "k", 0.0)
-    kf = coefficient(k_future, "k_future", 0.0)
-    z = coefficient(zeta, "zeta")
-    e = coefficient(eps, "eps", 0.0)
-    h = checked_array(step_entropy, "step_entropy", 2, "[batch, steps]", validate)
+    kk = V.coefficient(k, "k", 0.0)
+    kf = V.coefficient(k_future, "k_future", 0.0)
+    z = V.coefficient(zeta, "zeta")
+    e = V.coefficient(eps, "eps", 0.0)
+    h = V.checked_array(step_entropy, "step_entropy", 2, "[batch, steps]", validate)
     adv = V.as_array(advantages, "advantages")
     a = _per_row(adv, h, "steps", V.as_float(h).dtype, validate)
     m = _mask(step_mask, h.shape, validate)
@@ -365,7 +364,7 @@ def empg_advantages(
         V.check_range(h, "step_entropy", 0.0, jnp.inf, m, what="entropies >= 0")
         V.check_finite(adv, "advantages")
     h = jnp.asarray(V.as_float(h))
-    kk, kf, z, e = as_dtype(kk, kf, z, e, dtype=h.dtype)
+    kk, kf, z, e = V.as_dtype(kk, kf, z, e, dtype=h.dtype)
     big = jnp.asarray(jnp.inf, h.dtype)
     lo = jnp.min(jnp.where(m, h, big))
     hi = jnp.max(jnp.where(m, h, -big))
@@ -412,13 +411,13 @@ def steer_weights(
     Returns:
       [batch, length] weights (0 on padding).
     """
-    lo_w = coefficient(w_min, "w_min")
-    hi_w = coefficient(w_max, "w_max", lo_w)
+    lo_w = V.coefficient(w_min, "w_min")
+    hi_w = V.coefficient(w_max, "w_max", lo_w)
     if len(clip_range) != 2:
         raise ValueError(f"clip_range: expected (low, high), got {clip_range!r}")
-    c_lo = coefficient(clip_range[0], "clip_range[0]")
-    c_hi = coefficient(clip_range[1], "clip_range[1]", c_lo)
-    lp = checked_array(logprobs, "logprobs", 2, "[batch, length]", validate)
+    c_lo = V.coefficient(clip_range[0], "clip_range[0]")
+    c_hi = V.coefficient(clip_range[1], "clip_range[1]", c_lo)
+    lp = V.checked_array(logprobs, "logprobs", 2, "[batch, length]", validate)
     old = V.as_array(old_logprobs, "old_logprobs")
     ent = V.as_array(entropy, "entropy")
     adv = V.as_array(advantages, "advantages")
@@ -433,7 +432,7 @@ def steer_weights(
         V.check_range(old, "old_logprobs", -jnp.inf, 0.0, m, what="log-probabilities <= 0")
         V.check_range(ent, "entropy", 0.0, jnp.inf, m, what="entropies >= 0")
         V.check_finite(adv, "advantages")
-    lo_w, hi_w, c_lo, c_hi = as_dtype(lo_w, hi_w, c_lo, c_hi, dtype=dt)
+    lo_w, hi_w, c_lo, c_hi = V.as_dtype(lo_w, hi_w, c_lo, c_hi, dtype=dt)
     lp = jax.lax.stop_gradient(jnp.asarray(lp, dtype=dt))
     pi = jnp.exp(lp)
     pi_old = jnp.exp(jnp.asarray(old, dtype=dt))
@@ -476,16 +475,16 @@ def riskpo_advantages(
     Returns:
       [bundles] advantage of each bundle (higher = better).
     """
-    a_ = coefficient(alpha, "alpha", 0.0, 1.0, lo_open=True, hi_open=True)
-    b_ = coefficient(beta, "beta", a_, 1.0, lo_open=True)
-    w = coefficient(weight, "weight", 0.0)
-    e = coefficient(eps, "eps", 0.0)
-    r = checked_array(rewards, "rewards", 2, "[bundles, bundle_size]", validate)
+    a_ = V.coefficient(alpha, "alpha", 0.0, 1.0, lo_open=True, hi_open=True)
+    b_ = V.coefficient(beta, "beta", a_, 1.0, lo_open=True)
+    w = V.coefficient(weight, "weight", 0.0)
+    e = V.coefficient(eps, "eps", 0.0)
+    r = V.checked_array(rewards, "rewards", 2, "[bundles, bundle_size]", validate)
     m = V.as_mask(mask, r.shape)
     if validate:
         V.check_finite(r, "rewards", m)
     s = jnp.sum(jnp.where(m, V.as_float(r), 0), axis=-1)
-    a_, b_, w, e = as_dtype(a_, b_, w, e, dtype=s.dtype)
+    a_, b_, w, e = V.as_dtype(a_, b_, w, e, dtype=s.dtype)
     q_a, q_b = jnp.quantile(s, jnp.stack([jnp.asarray(a_, s.dtype), jnp.asarray(b_, s.dtype)]))
     relu = jax.nn.relu
     a_rvar = (relu(s - q_a) - relu(s - q_b) + q_a - q_b) / (b_ - a_)
@@ -528,10 +527,10 @@ def ppo_c_rewards(
     Returns:
       (adjusted rewards [batch], new average []).
     """
-    mom = coefficient(momentum, "momentum", 0.0, 1.0)
-    w = coefficient(weight, "weight", 0.0)
+    mom = V.coefficient(momentum, "momentum", 0.0, 1.0)
+    w = V.coefficient(weight, "weight", 0.0)
     V.check_choice(mode, "mode", PPO_C_MODES)
-    r = checked_array(rewards, "rewards", 1, "[batch]", validate)
+    r = V.checked_array(rewards, "rewards", 1, "[batch]", validate)
     c = V.as_array(confidence, "confidence")
     avg = V.as_array(reward_avg, "reward_avg")
     if validate:
@@ -543,7 +542,7 @@ def ppo_c_rewards(
         V.check_probabilities(c, "confidence")
     r = jnp.asarray(V.as_float(r))
     c = jnp.asarray(c, dtype=r.dtype)
-    mom, w = as_dtype(mom, w, dtype=r.dtype)
+    mom, w = V.as_dtype(mom, w, dtype=r.dtype)
     new_avg = mom * jnp.mean(r) + (1 - mom) * jnp.asarray(avg, dtype=r.dtype)
     if mode == "threshold":
         adj = w * jnp.abs(r) * (c - 0.5)

@@ -12,7 +12,6 @@ import jax
 import jax.numpy as jnp
 
 from introspect import _checks as V
-from introspect.losses._inputs import as_dtype, checked_array, coefficient
 
 __all__ = ["sequence_logprob", "dpo_loss", "vpo_loss"]
 
@@ -32,7 +31,7 @@ def sequence_logprob(
     Returns:
       [batch] sequence log-probabilities.
     """
-    lp = checked_array(token_logprobs, "token_logprobs", 2, "[batch, length]", validate)
+    lp = V.checked_array(token_logprobs, "token_logprobs", 2, "[batch, length]", validate)
     m = V.as_mask(mask, lp.shape)
     if validate:
         V.check_finite(lp, "token_logprobs", m)
@@ -95,12 +94,12 @@ def dpo_loss(
     Returns:
       [batch] loss.
     """
-    b = coefficient(beta, "beta", 0.0, lo_open=True)
-    e = coefficient(label_smoothing, "label_smoothing", 0.0, 0.5, hi_open=True)
+    b = V.coefficient(beta, "beta", 0.0, lo_open=True)
+    e = V.coefficient(label_smoothing, "label_smoothing", 0.0, 0.5, hi_open=True)
     c, r = _log_ratios(
         policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, validate
     )
-    return _dpo(c, r, *as_dtype(b, e, dtype=c.dtype))
+    return _dpo(c, r, *V.as_dtype(b, e, dtype=c.dtype))
 
 
 def vpo_loss(
@@ -132,15 +131,15 @@ def vpo_loss(
     Returns:
       [batch] loss.
     """
-    a = coefficient(alpha, "alpha", 0.0)
-    b = coefficient(beta, "beta", 0.0, lo_open=True)
+    a = V.coefficient(alpha, "alpha", 0.0)
+    b = V.coefficient(beta, "beta", 0.0, lo_open=True)
     if sign not in (1, -1) or isinstance(sign, bool):
         raise ValueError(f"sign: expected +1 (optimism) or -1 (pessimism), got {sign!r}")
     V.check_choice(value_on, "value_on", VALUE_ON)
     c, r = _log_ratios(
         policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, validate
     )
-    a, b = as_dtype(a, b, dtype=c.dtype)
+    a, b = V.as_dtype(a, b, dtype=c.dtype)
     v_c, v_r = b * c, b * r
     value = {"both": (v_c + v_r) / 2, "chosen": v_c, "rejected": v_r}[value_on]
     return _dpo(c, r, b, 0.0) - int(sign) * a * value

@@ -15,7 +15,6 @@ import jax
 import jax.numpy as jnp
 
 from introspect import _checks as V
-from introspect.losses._inputs import as_dtype, checked_array, coefficient
 
 __all__ = [
     "RLCRParse",
@@ -133,7 +132,7 @@ def rlcr_reward(
     Returns:
       [batch] reward.
     """
-    pen = coefficient(format_penalty, "format_penalty", 0.0)
+    pen = V.coefficient(format_penalty, "format_penalty", 0.0)
     c = V.as_array(correct, "correct")
     q = V.as_array(confidence, "confidence")
     ok = V.as_array(format_ok, "format_ok")
@@ -147,7 +146,7 @@ def rlcr_reward(
     ok = jnp.asarray(ok) != 0
     q = jnp.where(ok, qf, 0)
     cf = jnp.asarray(c, dtype=qf.dtype)
-    return jnp.where(ok, cf - (q - cf) ** 2, -as_dtype(pen, dtype=qf.dtype))
+    return jnp.where(ok, cf - (q - cf) ** 2, -V.as_dtype(pen, dtype=qf.dtype))
 
 
 # ----------------------------------------------------------------------------- CRew
@@ -175,7 +174,7 @@ def crew_reward(
       [batch] confidence in [0, 1]; 0 for rows without answer tokens.
     """
     V.check_choice(reduction, "reduction", REDUCTIONS)
-    lp = checked_array(answer_logprobs, "answer_logprobs", 2, "[batch, length]", validate)
+    lp = V.checked_array(answer_logprobs, "answer_logprobs", 2, "[batch, length]", validate)
     m = V.as_mask(mask, lp.shape)
     if validate:
         V.check_range(lp, "answer_logprobs", -math.inf, 0.0, m, what="log-probabilities <= 0")
@@ -215,7 +214,7 @@ def crew_preference_pairs(
     Returns:
       (chosen [groups] int32 index, rejected [groups] int32 index, valid [groups] bool).
     """
-    q = checked_array(confidence, "confidence", 2, "[groups, size]", validate)
+    q = V.checked_array(confidence, "confidence", 2, "[groups, size]", validate)
     c = V.as_array(correct, "correct")
     if validate:
         V.check_same_shape(q, c, "confidence", "correct")
@@ -295,9 +294,9 @@ def hyperclick_spatial_confidence(
     Returns:
       [batch] spatial confidence in [0, 1].
     """
-    s = coefficient(sigma_scale, "sigma_scale", 0.0, lo_open=True)
+    s = V.coefficient(sigma_scale, "sigma_scale", 0.0, lo_open=True)
     p, b = _prepare_click(point, box, validate)
-    return _spatial(p, b, as_dtype(s, dtype=p.dtype))[0]
+    return _spatial(p, b, V.as_dtype(s, dtype=p.dtype))[0]
 
 
 def hyperclick_reward(
@@ -327,16 +326,16 @@ def hyperclick_reward(
     Returns:
       [batch] reward in [0, correctness_weight + calibration_weight].
     """
-    s = coefficient(sigma_scale, "sigma_scale", 0.0, lo_open=True)
-    wc = coefficient(correctness_weight, "correctness_weight", 0.0)
-    wk = coefficient(calibration_weight, "calibration_weight", 0.0)
+    s = V.coefficient(sigma_scale, "sigma_scale", 0.0, lo_open=True)
+    wc = V.coefficient(correctness_weight, "correctness_weight", 0.0)
+    wk = V.coefficient(calibration_weight, "calibration_weight", 0.0)
     p, b = _prepare_click(point, box, validate)
     q = V.as_array(confidence, "confidence")
     if validate:
         if tuple(q.shape) != tuple(p.shape[:1]):
             raise ValueError(f"confidence: has shape {tuple(q.shape)}; expected ({p.shape[0]},)")
         V.check_probabilities(q, "confidence")
-    s, wc, wk = as_dtype(s, wc, wk, dtype=p.dtype)
+    s, wc, wk = V.as_dtype(s, wc, wk, dtype=p.dtype)
     spatial, inside = _spatial(p, b, s)
     q = jnp.asarray(q, dtype=spatial.dtype)
     return wc * inside.astype(spatial.dtype) + wk * (1 - (q - spatial) ** 2)

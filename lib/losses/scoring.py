@@ -18,7 +18,6 @@ import jax
 import jax.numpy as jnp
 
 from introspect import _checks as V
-from introspect.losses._inputs import as_dtype, coefficient
 
 __all__ = [
     "brier_loss",
@@ -110,9 +109,9 @@ def log_loss(
     e = (
         float(jnp.finfo(q.dtype).eps)
         if eps is None
-        else coefficient(eps, "eps", 0.0, 0.5, hi_open=True)
+        else V.coefficient(eps, "eps", 0.0, 0.5, hi_open=True)
     )
-    e = as_dtype(e, dtype=q.dtype)
+    e = V.as_dtype(e, dtype=q.dtype)
     q = jnp.clip(q, e, 1 - e)
     if multi:
         return -_take(jnp.log(q), y)
@@ -168,9 +167,9 @@ def label_smoothing_cross_entropy(
     Returns:
       [...] loss in nats.
     """
-    s = coefficient(smoothing, "smoothing", 0.0, 1.0)
+    s = V.coefficient(smoothing, "smoothing", 0.0, 1.0)
     z, y, multi = _prepare(logits, labels, name="logits", kind="logits", validate=validate)
-    s = as_dtype(s, dtype=z.dtype)
+    s = V.as_dtype(s, dtype=z.dtype)
     if multi:
         k = z.shape[-1]
         target = (1 - s) * _onehot(y, k, z.dtype) + s / k
@@ -202,11 +201,11 @@ def focal_loss(
     Returns:
       [...] loss.
     """
-    g = coefficient(gamma, "gamma", 0.0)
-    a = None if alpha is None else coefficient(alpha, "alpha", 0.0, 1.0)
+    g = V.coefficient(gamma, "gamma", 0.0)
+    a = None if alpha is None else V.coefficient(alpha, "alpha", 0.0, 1.0)
     z, y, multi = _prepare(logits, labels, name="logits", kind="logits", validate=validate)
-    g = as_dtype(g, dtype=z.dtype)
-    a = None if a is None else as_dtype(a, dtype=z.dtype)
+    g = V.as_dtype(g, dtype=z.dtype)
+    a = None if a is None else V.as_dtype(a, dtype=z.dtype)
     if multi:
         logp = _take(jax.nn.log_softmax(z, axis=-1), y)
         loss = -_modulator(logp, g) * logp
