@@ -37,14 +37,13 @@ setup(
         "tensorflow-datasets==4.9.10",
         "array-record==0.8.6",
         "importlib_resources==7.1.0",
+        "tensorboardX==2.6.5",
     ],
     extras_require={
         "dev": [
             "pytest==9.2.0",
             "ruff==0.17.6",
-            "chex==0.1.92",
             "scikit-learn==1.9.1",
-            "tensorboardX==2.6.5",
         ],
         "parity": [
             "torch==2.13.0",

@@ -39,8 +39,9 @@ def smollm_path():
 @pytest.fixture(scope="session")
 def hf_smollm(smollm_path):
     """transformers' own loading of the same GGUF (PyTorch, float32, eval mode)."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+    import torch
+    import transformers
+
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_pretrained(
         os.path.dirname(smollm_path), gguf_file=os.path.basename(smollm_path), dtype=torch.float32

@@ -10,10 +10,7 @@ EPSILON = 1e-8 of the threshold (MAPIE compares with that slack), and there must
 
 import numpy as np
 import pytest
-
-mapie = pytest.importorskip("mapie")
-sklearn_base = pytest.importorskip("sklearn.base")
-
+import sklearn.base as sklearn_base
 from mapie.classification import SplitConformalClassifier  # noqa: E402
 
 from introspect import conformal as cf  # noqa: E402

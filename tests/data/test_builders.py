@@ -7,8 +7,7 @@ import sys
 from collections import Counter
 
 import pytest
-
-tfds = pytest.importorskip("tensorflow_datasets")
+import tensorflow_datasets as tfds
 
 from introspect.data import builders, grading, tasks  # noqa: E402
 from introspect.data.builders import (  # noqa: E402

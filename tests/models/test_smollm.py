@@ -8,8 +8,7 @@ import textwrap
 
 import numpy as np
 import pytest
-
-torch = pytest.importorskip("torch")
+import torch
 
 pytestmark = pytest.mark.slow
 

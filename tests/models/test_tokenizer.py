@@ -506,7 +506,8 @@ def tok_smollm(tok_smollm_path):
 
 @pytest.fixture(scope="module")
 def tok_hf_gguf(tok_smollm_path):
-    transformers = pytest.importorskip("transformers")
+    import transformers
+
     return transformers.AutoTokenizer.from_pretrained(
         os.path.dirname(tok_smollm_path), gguf_file=os.path.basename(tok_smollm_path)
     )
@@ -630,7 +631,8 @@ def test_smollm2_gguf_chat_template_parity(tok_smollm, tok_hf_gguf):
 
 @pytest.mark.slow
 def test_smollm2_hf_dir_parity(tok_hf_dir, tok_smollm):
-    transformers = pytest.importorskip("transformers")
+    import transformers
+
     hf = transformers.AutoTokenizer.from_pretrained(tok_hf_dir)
     ours = Tokenizer.from_hf_dir(tok_hf_dir)
     assert (ours.bos_token_id, ours.eos_token_id, ours.pad_token_id, ours.unk_token_id) == (
@@ -652,7 +654,8 @@ def test_smollm2_hf_dir_parity(tok_hf_dir, tok_smollm):
 @pytest.mark.slow
 def test_smollm2_hf_dir_as_saved_by_transformers(tok_hf_gguf, tmp_path):
     # from_hf_dir follows tokenizer.json whatever it says, here transformers' own GGUF conversion.
-    transformers = pytest.importorskip("transformers")
+    import transformers
+
     tok_hf_gguf.save_pretrained(tmp_path)
     hf = transformers.AutoTokenizer.from_pretrained(tmp_path)
     ours = Tokenizer.from_hf_dir(tmp_path)
