@@ -36,13 +36,62 @@ PUNCTUATION = (".", ",", "\n", "?", "!", ":", ";", ")", "]", "}")
 
 
 @dataclasses.dataclass(frozen=True)
-class CNTPSpec:
+class DecoderStep:
+    """The model CNTP decodes with: the Flax decoder with a KV cache.
+
+    Any object with the same two methods (hashable: it is a static argument) can stand in, e.g.
+    a constructed logit function in a test: `init_cache(rows, max_len)` -> a cache pytree whose
+    per-row leaves have `rows` as their leading dimension, and `__call__(params, tokens,
+    positions, cache, valid)` -> (logits [rows, tokens.shape[1], vocab] float32, new cache).
+    """
+
     config: ModelConfig
+    dtype: str = "float32"
+
+    def init_cache(self, rows: int, max_len: int):
+        return KVCache.empty(self.config, rows, max_len, jnp.dtype(self.dtype))
+
+    def __call__(self, params, tokens, positions, cache, valid):
+        logits, _, cache = apply(
+            params,
+            tokens,
+            positions,
+            cache,
+            config=self.config,
+            valid=valid,
+            last_only=True,
+            dtype=jnp.dtype(self.dtype),
+        )
+        return logits, cache
+
+
+@dataclasses.dataclass(frozen=True)
+class CNTPSpec:
+    step: DecoderStep  # the model (static)
     num_new: int  # output buffer length (bucketed max_new_tokens)
     max_steps: int  # loop iterations bound (idle trial steps count); cache = prompt + this
     trials: int  # N_max
     filtered: bool
-    dtype: str = "float32"
+
+
+def best_trials(seg_logp, seg_len, seg_trials, *, trials: int):
+    """The trial CNTP keeps for each prompt: the lowest perplexity (highest mean log-prob).
+
+    Args:
+      seg_logp: [prompts * trials] summed log-probs of each trial's segment so far.
+      seg_len: [prompts * trials] tokens in each trial's segment.
+      seg_trials: [prompts] how many of the `trials` rows of a prompt are in its segment.
+      trials: rows per prompt (N_max).
+    Returns:
+      [prompts] int32 index in 0..trials-1 of the kept trial. Empty trials and rows beyond
+      `seg_trials` never win; ties go to the lowest index.
+    """
+    rows = seg_logp.shape[0]
+    trial_of = jnp.arange(rows) % trials
+    prompt_of = jnp.arange(rows) // trials
+    score = jnp.where(seg_len > 0, seg_logp / jnp.maximum(seg_len, 1), -jnp.inf)
+    score = jnp.where(trial_of < seg_trials[prompt_of], score, -jnp.inf)
+    return jnp.argmax(score.reshape(rows // trials, trials), axis=1).astype(jnp.int32)
 
 
 def punctuation_mask(tokenizer, vocab_size: int) -> np.ndarray:
@@ -80,9 +129,7 @@ def _cntp_decode(
     *,
     spec,
 ):
-    cfg = spec.config
     m = spec.trials
-    dtype = jnp.dtype(spec.dtype)
     n_prompts, prompt_len = tokens.shape
     rows = n_prompts * m
     prompt_of = jnp.arange(rows) // m
@@ -91,12 +138,10 @@ def _cntp_decode(
     tokens, valid = rep(tokens), rep(valid)
     row_keys = rep(prompt_keys)
 
-    cache = KVCache.empty(cfg, rows, prompt_len + spec.max_steps, dtype)
+    cache = spec.step.init_cache(rows, prompt_len + spec.max_steps)
     positions = jnp.maximum(jnp.cumsum(valid, axis=1) - 1, 0).astype(jnp.int32)
-    logits, _, cache = apply(
-        params, tokens, positions, cache, config=cfg, valid=valid, last_only=True, dtype=dtype
-    )
-    next_logits = logits[:, 0]
+    logits, cache = spec.step(params, tokens, positions, cache, valid)
+    next_logits = logits[:, -1]
     state = dict(
         it=jnp.int32(0),
         cache=cache,
@@ -116,14 +161,14 @@ def _cntp_decode(
 
     def resolve(s, which):
         """Copy the best trial of every prompt in `which` [P] onto all of that prompt's rows."""
-        score = jnp.where(s["seg_len"] > 0, s["seg_logp"] / jnp.maximum(s["seg_len"], 1), -jnp.inf)
-        score = jnp.where(trial_of < s["seg_trials"][prompt_of], score, -jnp.inf)
-        best = jnp.argmax(score.reshape(n_prompts, m), axis=1)
+        best = best_trials(s["seg_logp"], s["seg_len"], s["seg_trials"], trials=m)
         src = jnp.where(which[prompt_of], prompt_of * m + best[prompt_of], jnp.arange(rows))
         take = lambda x: jnp.take(x, src, axis=0)
-        c = s["cache"]
         s = dict(s)
-        s["cache"] = KVCache(tuple(map(take, c.k)), tuple(map(take, c.v)), take(c.valid), c.index)
+        # every per-row cache leaf (the KV cache's k, v, valid; not its shared write index)
+        s["cache"] = jax.tree.map(
+            lambda x: take(x) if x.ndim and x.shape[0] == rows else x, s["cache"]
+        )
         for key in ("next_logits", "pos", "done", "out_tokens", "out_logp", "out_len"):
             s[key] = take(s[key])
         s["seg_active"] = s["seg_active"] & ~which
@@ -177,14 +222,8 @@ def _cntp_decode(
         trial_done = trial_done | (emit & in_seg & ends)
 
         # 3. One forward step for every row; idle rows write a padding slot and keep their state.
-        logits, _, cache = apply(
-            params,
-            token[:, None],
-            s["pos"][:, None],
-            s["cache"],
-            config=cfg,
-            valid=emit[:, None],
-            dtype=dtype,
+        logits, cache = spec.step(
+            params, token[:, None], s["pos"][:, None], s["cache"], emit[:, None]
         )
         next_logits = jnp.where(emit[:, None], logits[:, 0], s["next_logits"])
         s = dict(
@@ -271,7 +310,9 @@ def generate(
     lm.check_context(prompts, max_new_tokens)
     num_new = next_power_of_two(max_new_tokens, 8)
     steps = next_power_of_two(max_steps or 2 * max_new_tokens, 8)
-    spec = CNTPSpec(lm.config, num_new, steps, max_trials, top_k > 0 or top_p < 1.0, lm.dtype)
+    spec = CNTPSpec(
+        DecoderStep(lm.config, lm.dtype), num_new, steps, max_trials, top_k > 0 or top_p < 1.0
+    )
     is_punct = _punct_cache(lm.tokenizer, lm.config.vocab_size)
     stop_ids, pad_id = lm.stop_and_pad()
     base = jax.random.PRNGKey(seed)

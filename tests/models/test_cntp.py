@@ -66,3 +66,92 @@ def test_punctuation_mask(tiny_lm):
     tok = tiny_lm.tokenizer
     assert mask[tok.encode(".")[0]] and mask[tok.encode("\n")[0]]
     assert not mask[tok.encode("cat")[0]]
+
+
+def test_best_trials_rule():
+    # 3 prompts x 4 trials; mean log-prob per trial decides, empty / unused trials never win
+    seg_logp = np.array([-4.0, -1.0, -3.0, -0.1, -2.0, -2.0, -9.0, 0.0, -5.0, 0.0, -1.0, -0.5])
+    seg_len = np.array([2, 2, 1, 1, 1, 2, 3, 0, 5, 0, 2, 1])
+    seg_trials = np.array([3, 4, 4])
+    got = np.asarray(cntp.best_trials(seg_logp, seg_len, seg_trials, trials=4))
+    # prompt 0: means -2, -0.5, -3 (trial 3 = -0.1 is beyond seg_trials=3) -> 1
+    # prompt 1: means -2, -1, -3, empty -> 1;  prompt 2: -1, empty, -0.5, -0.5 -> 2 (first tie)
+    assert got.tolist() == [1, 1, 2]
+
+
+class MarkovStep:
+    """A constructed 'model' for CNTP: next-token logits depend on the last token only (a
+    table), so every trial's perplexity is known exactly. The cache is a dummy per-row array."""
+
+    def __init__(self, table):
+        self.table = np.asarray(table, np.float32)
+
+    def __hash__(self):
+        return id(self)
+
+    def __eq__(self, other):
+        return self is other
+
+    def init_cache(self, rows, max_len):
+        import jax.numpy as jnp
+
+        return {"seen": jnp.zeros((rows, max_len), bool)}
+
+    def __call__(self, params, tokens, positions, cache, valid):
+        import jax.numpy as jnp
+
+        return jnp.asarray(self.table)[tokens], cache
+
+
+def test_cntp_keeps_the_most_probable_trial_of_a_constructed_model():
+    """From token 1 the model spreads its mass over the punctuation tokens 2..5 (p = .1 .. .4),
+    so every trial is a one-token segment whose perplexity is 1 / p. With the same keys as the
+    loop, each prompt's kept first token must be the most probable of its sampled trials."""
+    import jax
+    import jax.numpy as jnp
+
+    vocab, m = 8, 6
+    table = np.full((vocab, vocab), -30.0, np.float32)
+    table[1, 2:6] = np.log([0.1, 0.2, 0.3, 0.4])  # high entropy: N_max trials
+    table[2:6, 6] = 0.0  # after punctuation: token 6 (low entropy), then stop token 7
+    table[6, 7] = 0.0
+    table[7, 7] = 0.0
+    is_punct = np.zeros(vocab, bool)
+    is_punct[2:6] = True
+    n = 64
+    seed = 11
+    spec = cntp.CNTPSpec(MarkovStep(table), num_new=8, max_steps=16, trials=m, filtered=False)
+    base = jax.random.PRNGKey(seed)
+    prompt_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(base, jnp.arange(n))
+    out = cntp._cntp_decode(
+        None,
+        np.ones((n, 3), np.int32),
+        np.ones((n, 3), bool),
+        prompt_keys,
+        np.ones(n, bool),
+        np.int32(4),
+        np.float32(1.0),
+        np.int32(0),
+        np.float32(1.0),
+        np.array([7], np.int32),
+        np.int32(0),
+        is_punct,
+        np.float32(0.01),
+        np.float32(1.0),
+        np.int32(4),
+        spec=spec,
+    )
+    first = np.asarray(out["tokens"])[:, 0]
+    # the loop's keys at output step 0: fold_in(prompt key, 0), then fold_in(., 1 + trial)
+    step_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(prompt_keys)
+    trial_keys = jax.vmap(
+        lambda k: jax.vmap(lambda t: jax.random.fold_in(k, 1 + t))(jnp.arange(m))
+    )(step_keys)
+    trial_tokens = np.asarray(
+        jax.vmap(jax.vmap(lambda k: jax.random.categorical(k, jnp.asarray(table[1]))))(trial_keys)
+    )
+    want = trial_tokens.max(axis=1)  # larger token id = more probable = lower perplexity
+    np.testing.assert_array_equal(first, want)
+    assert (trial_tokens[:, 0] != want).sum() > n // 4  # the choice really matters
+    assert np.all(np.asarray(out["segments"]) == 1)
+    assert np.asarray(out["tokens"])[:, 1:3].tolist() == [[6, 7]] * n
