@@ -351,13 +351,13 @@ def generate(
         progress=progress,
         count=lambda row: len(row[0]),
     )
-    stop_set = set(stop_ids.tolist())
     toks = [r[0] for r in results]
+    texts, finish = lm.texts_and_finish(toks, stop_ids)
     return Generation(
         tokens=toks,
         logprobs=[r[1] for r in results],
-        texts=[lm.tokenizer.decode(t, skip_special_tokens=True) for t in toks],
-        finish_reasons=["stop" if t and t[-1] in stop_set else "length" for t in toks],
+        texts=texts,
+        finish_reasons=finish,
         stats={"segments": [np.array([r[2]]) for r in results]},
         seconds=time.perf_counter() - t0,
     )

@@ -253,6 +253,18 @@ class LM:
         pad_id = self.tokenizer.pad_token_id
         return stop_ids, int(stop_ids[0]) if pad_id is None else int(pad_id)
 
+    def texts_and_finish(
+        self, tokens: list[list[int]], stop_ids, *, ignore_eos: bool = False
+    ) -> tuple[list[str], list[str]]:
+        """Decoded texts (special tokens skipped) and finish reasons ("stop": the row ends with
+        one of `stop_ids`; else "length") of generated rows."""
+        stop_set = set(np.asarray(stop_ids).tolist())
+        texts = [self.tokenizer.decode(t, skip_special_tokens=True) for t in tokens]
+        finish = [
+            "stop" if t and t[-1] in stop_set and not ignore_eos else "length" for t in tokens
+        ]
+        return texts, finish
+
     # -- forward --------------------------------------------------------------------------------
 
     def forward(
@@ -452,11 +464,8 @@ class LM:
             progress=progress,
             count=lambda row: len(row[0]),
         )
-        stop_set = set(stop_ids.tolist())
         tokens = [results[i][0].tolist() for i in range(len(prompts))]
-        finish = [
-            "stop" if t and t[-1] in stop_set and not ignore_eos else "length" for t in tokens
-        ]
+        texts, finish = self.texts_and_finish(tokens, stop_ids, ignore_eos=ignore_eos)
         stats = None
         if return_stats:
             stats = {
@@ -469,7 +478,7 @@ class LM:
         return Generation(
             tokens=tokens,
             logprobs=[results[i][1] for i in range(len(prompts))],
-            texts=[self.tokenizer.decode(t, skip_special_tokens=True) for t in tokens],
+            texts=texts,
             finish_reasons=finish,
             stats=stats,
             hidden_states=hidden,
