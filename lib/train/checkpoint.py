@@ -19,10 +19,11 @@ The loop asks `should_save(step)`, checks the state, then saves (see `introspect
 OCDBT array store is read once with tensorstore (b-tree nodes carry CRC-32C checksums), each read
 waited for: orbax's concurrent restore stops at the first failing array and leaves the other
 reads running, whose errors would surface later as unretrieved-exception noise. A step that
-cannot be read, or whose fingerprint does not match, is reported with a warning; training resumes from the newest good step and the bad
-newer steps are moved to `<dir>.corrupt/<step>-<n>` (so they are kept for inspection and the step
-can be saved again). When steps exist but none is usable, CheckpointError says why for each. A
-checkpoint written for a different state (other shapes) raises ValueError instead of falling back.
+cannot be read, or whose fingerprint does not match, is reported with a warning; training
+resumes from the newest good step and the bad newer steps are moved to
+`<dir>.corrupt/<step>-<n>` (so they are kept for inspection and the step can be saved again).
+When steps exist but none is usable, CheckpointError says why for each. A checkpoint written
+for a different state (other shapes) raises ValueError instead of falling back.
 """
 
 from __future__ import annotations

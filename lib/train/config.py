@@ -63,8 +63,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.optimizer.eps = 1e-8
     c.optimizer.momentum = 0.9
     c.optimizer.nesterov = False
-    # Decoupled weight decay (0 = off) on parameters with ndim >= 2 only (not biases), through
-    # the optimiser's optax decay (OPTIMIZERS entries with weight_decay=True: sgd, adamw, lamb, lion).
+    # Decoupled weight decay (0 = off) on parameters with ndim >= 2 only (not biases), through the
+    # optimiser's own optax decay (OPTIMIZERS entries with weight_decay=True: sgd, adamw, lamb,
+    # lion; other optimisers reject weight_decay > 0).
     c.optimizer.weight_decay = 0.0
     # Clip gradients to this global L2 norm before the optimiser (0 = off).
     c.optimizer.clip_norm = 0.0
