@@ -220,20 +220,21 @@ class Run:
         n > 1; one compile per distinct n) with the state donated. Step i uses the RNG
         `fold_in(state.rng, state.step)`, so n steps per call give the same result as n calls.
         """
-        mesh, arrays = self.mesh, self.device_data
-
-        def one(state, item):
-            if arrays is not None:  # item: rows [batch]; each device gathers its rows
-                batch = jax.tree.map(lambda a: a[item], arrays)
-                batch = jax.lax.with_sharding_constraint(
-                    batch, jax.tree.map(lambda x: batch_sharding(mesh, x.ndim), batch)
-                )
-            else:
-                batch = item
-            return step(state, batch, jax.random.fold_in(state.rng, state.step))
+        mesh, device_data = self.mesh, self.device_data
 
         def steps(state, stacked, arrays):
-            del arrays  # closed over above; an argument so it is not baked in as a constant
+            # arrays: the device-resident data (an argument, not a closed-over constant) or None
+
+            def one(state, item):
+                if arrays is not None:  # item: rows [batch]; each device gathers its rows
+                    batch = jax.tree.map(lambda a: a[item], arrays)
+                    batch = jax.lax.with_sharding_constraint(
+                        batch, jax.tree.map(lambda x: batch_sharding(mesh, x.ndim), batch)
+                    )
+                else:
+                    batch = item
+                return step(state, batch, jax.random.fold_in(state.rng, state.step))
+
             n = jax.tree.leaves(stacked)[0].shape[0]
             if n == 1:
                 state, metrics = one(state, jax.tree.map(lambda x: x[0], stacked))
@@ -260,7 +261,7 @@ class Run:
 
         def step_fn(state, items):
             stacked = jax.tree.map(lambda *xs: place(np.stack(xs)), *items)
-            return jitted(state, stacked, arrays)
+            return jitted(state, stacked, device_data)
 
         return step_fn
 
