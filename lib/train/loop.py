@@ -184,7 +184,7 @@ def _flatten(d: Mapping, prefix: str = "") -> dict:
 # ----------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Run:
     """What `setup` prepared besides the state.
 
