@@ -4,10 +4,11 @@
     cfg = train.default_config()           # every field documented there
     result = train.train(cfg, init_fn=..., loss_fn=..., data=..., workdir=...)
 
-Pieces: `make_train_step` (the pure step), `train` (mesh-sharded jit, orbax checkpoints with
-automatic resume, metric writers, progress bar, NaN/inf guard), `Batcher`/`ArraySource` (data
-with a checkpointable position), `Checkpointer`, `MetricWriter`, the optimiser/schedule
-registries and `partition` (mesh, shardings, multi-host helpers).
+Pieces: `make_train_step` (the pure step), `train` = `setup` (config, mesh, optimiser, data feed,
+fresh or restored state) + `fit` (the loop: k steps per jitted dispatch, periodic hooks for the
+progress bar, metric log with the NaN/inf guard, orbax checkpoints, eval), `Batcher`/
+`ArraySource` (data with a checkpointable position), `Checkpointer`, `MetricWriter`, the
+optimiser/schedule registries and `partition` (mesh, shardings, multi-host helpers).
 """
 
 from introspect.train import partition
@@ -29,11 +30,20 @@ from introspect.train.config import (
 )
 from introspect.train.data import ArraySource, Batcher, as_source, epoch_batches
 from introspect.train.loop import (
+    Hook,
     NonFiniteError,
+    Run,
     TrainResult,
     TrainState,
+    check_finite,
+    checkpoint_hook,
+    eval_hook,
+    fit,
     init_train_state,
+    log_hook,
     make_train_step,
+    progress_hook,
+    setup,
     train,
 )
 from introspect.train.partition import initialize_distributed, is_main_process
@@ -47,24 +57,33 @@ __all__ = [
     "CheckpointError",
     "IncompatibleCheckpointError",
     "Checkpointer",
+    "Hook",
     "MetricWriter",
     "NonFiniteError",
+    "Run",
     "TrainResult",
     "TrainState",
     "as_source",
+    "check_finite",
+    "checkpoint_hook",
     "default_config",
     "epoch_batches",
+    "eval_hook",
     "fingerprint",
+    "fit",
     "init_train_state",
     "initialize_distributed",
     "is_main_process",
+    "log_hook",
     "make_optimizer",
     "make_schedule",
     "make_train_step",
     "partition",
+    "progress_hook",
     "read_metrics",
     "register_optimizer",
     "register_schedule",
     "resolve_config",
+    "setup",
     "train",
 ]

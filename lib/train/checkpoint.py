@@ -10,11 +10,20 @@ by a hash of the element's index), computed on device. Integer sums wrap exactly
 depend on summation order, so the fingerprint is the same whatever the mesh, and a restored state
 matches it bit for bit or the checkpoint is reported corrupt — never silent garbage.
 
-`restore_latest` walks the steps from the newest: a step that cannot be read, or whose fingerprint
-does not match, is reported with a warning; training resumes from the newest good step and the bad
-newer steps are moved to `<dir>.corrupt/<step>-<n>` (so they are kept for inspection and the step
-can be saved again). When steps exist but none is usable, CheckpointError says why for each. A
-checkpoint written for a different state (other shapes) raises ValueError instead of falling back.
+When to save is orbax's decision (`CheckpointManagerOptions(save_decision_policy=...)`):
+`FixedIntervalPolicy(every_steps)` and/or `ContinuousCheckpointingPolicy(every_seconds)`, which
+takes the time decision on the primary host and shares it, so every host saves at the same step.
+The loop asks `should_save(step)`, checks the state, then saves (see `introspect.train.loop`).
+
+`restore_latest` walks the steps from the newest. Before orbax restores a step, every key of its
+OCDBT array store is read once with tensorstore (b-tree nodes carry CRC-32C checksums), each read
+waited for: orbax's concurrent restore stops at the first failing array and leaves the other
+reads running, whose errors would surface later as unretrieved-exception noise. A step that
+cannot be read, or whose fingerprint does not match, is reported with a warning; training
+resumes from the newest good step and the bad newer steps are moved to
+`<dir>.corrupt/<step>-<n>` (so they are kept for inspection and the step can be saved again).
+When steps exist but none is usable, CheckpointError says why for each. A checkpoint written
+for a different state (other shapes) raises ValueError instead of falling back.
 """
 
 from __future__ import annotations
@@ -26,8 +35,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+import tensorstore as ts
 from absl import logging
 from jax.experimental import multihost_utils
+from orbax.checkpoint import checkpoint_managers as policies_lib
 
 
 class CheckpointError(RuntimeError):
@@ -85,13 +96,30 @@ class Checkpointer:
       keep: keep the newest `keep` checkpoints.
       asynchronous: write in a background thread (`wait()` blocks until written).
       verify: store and check fingerprints.
+      every_steps: `should_save` is True at multiples of this step (0 = never by step).
+      every_seconds: `should_save` is True once this many seconds have passed since the newest
+        checkpoint, or when there is none yet (0 = never by time).
     """
 
     def __init__(
-        self, directory: str, *, keep: int = 3, asynchronous: bool = True, verify: bool = True
+        self,
+        directory: str,
+        *,
+        keep: int = 3,
+        asynchronous: bool = True,
+        verify: bool = True,
+        every_steps: int = 0,
+        every_seconds: float = 0.0,
     ):
         self.directory = os.path.abspath(directory)
         self.verify = verify
+        policies = []
+        if every_steps:
+            policies.append(policies_lib.FixedIntervalPolicy(int(every_steps)))
+        if every_seconds:
+            policies.append(
+                policies_lib.ContinuousCheckpointingPolicy(minimum_interval_secs=every_seconds)
+            )
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
@@ -99,8 +127,13 @@ class Checkpointer:
                 create=True,
                 cleanup_tmp_directories=True,
                 enable_async_checkpointing=asynchronous,
+                save_decision_policy=policies_lib.AnySavePolicy(policies),
             ),
         )
+
+    def should_save(self, step: int) -> bool:
+        """Whether the save policy wants checkpoint `step` (the same answer on every host)."""
+        return bool(self.manager.should_save(int(step)))
 
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
@@ -121,6 +154,23 @@ class Checkpointer:
             force=True,
         )
 
+    def _check_store(self, step: int) -> None:
+        """Read every key of step's OCDBT array store, waiting for each read (raises on damage)."""
+        path = os.path.join(self.directory, str(step), "state")
+        if not os.path.exists(os.path.join(path, "manifest.ocdbt")):
+            return  # not an OCDBT store: orbax reads it directly
+        spec = {"driver": "ocdbt", "base": f"file://{path}/"}
+        store = ts.KvStore.open(spec).result()
+        reads = [store.read(key) for key in store.list().result()]
+        errors = []
+        for read in reads:  # every future is waited for, failed or not
+            try:
+                read.result()
+            except Exception as e:  # noqa: BLE001 (reported below, with the first message)
+                errors.append(e)
+        if errors:
+            raise errors[0]
+
     def _read(self, step: int, abstract_state):
         """(state, meta) of `step`; raises on anything unreadable or not matching."""
         meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))[
@@ -139,6 +189,7 @@ class Checkpointer:
                 f"state (checkpoint: {mismatch[0]}, now: {mismatch[1]}); use another workdir or "
                 "restore the config that wrote it"
             )
+        self._check_store(step)
         state = self.manager.restore(
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
         )["state"]

@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from introspect.registry import Registry
+
 # ----------------------------------------------------------------------------------------------
 # Defaults
 # ----------------------------------------------------------------------------------------------
@@ -44,6 +46,11 @@ def default_config() -> ml_collections.ConfigDict:
     # (replicated) and each step gathers its rows inside the jitted step, so only the row
     # indices travel per step (single-process runs; 0 = always feed batches from the host).
     c.device_data_max_mb = 4096
+    # Optimiser steps per jitted call: k steps run inside one `lax.scan` over k batches (same
+    # result as k calls, fewer dispatches and host round trips). The loop regains control at
+    # multiples of k and of log_every / eval_every / checkpoint.every_steps, so those stay exact;
+    # time-based checkpoints are decided at those points. 1 = one step per call.
+    c.steps_per_dispatch = 1
 
     c.optimizer = ml_collections.ConfigDict()
     # One of OPTIMIZERS: sgd, momentum, adam, adamw, lamb, lion, rmsprop, adafactor.
@@ -56,7 +63,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.optimizer.eps = 1e-8
     c.optimizer.momentum = 0.9
     c.optimizer.nesterov = False
-    # Decoupled weight decay (0 = off) applied to parameters with ndim >= 2 only (not biases).
+    # Decoupled weight decay (0 = off) on parameters with ndim >= 2 only (not biases), through the
+    # optimiser's own optax decay (OPTIMIZERS entries with weight_decay=True: sgd, adamw, lamb,
+    # lion; other optimisers reject weight_decay > 0).
     c.optimizer.weight_decay = 0.0
     # Clip gradients to this global L2 norm before the optimiser (0 = off).
     c.optimizer.clip_norm = 0.0
@@ -81,9 +90,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.sharding.min_size = 2**14
 
     c.checkpoint = ml_collections.ConfigDict()
-    # Save every this many steps (0 = only by time and at the end) ...
+    # Save every this many steps (0 = only by time and at the end; orbax FixedIntervalPolicy) ...
     c.checkpoint.every_steps = 1000
-    # ... and whenever this many seconds of training have passed since the last save (0 = off).
+    # ... and whenever this many seconds have passed since the newest checkpoint (0 = off; orbax
+    # ContinuousCheckpointingPolicy: with no checkpoint yet, the first step boundary saves).
     c.checkpoint.every_seconds = 0.0
     # Keep the newest this many checkpoints.
     c.checkpoint.keep = 3
@@ -116,31 +126,61 @@ OptimizerBuilder = Callable[
 ]
 ScheduleBuilder = Callable[[ml_collections.ConfigDict, float, int], optax.Schedule]
 
-OPTIMIZERS: dict[str, OptimizerBuilder] = {}
-SCHEDULES: dict[str, ScheduleBuilder] = {}
+# name -> builder(optimizer_config, lr_schedule); metadata `weight_decay` (bool): the builder
+# applies `optimizer_config.weight_decay` itself, decoupled and masked by `decay_mask`.
+OPTIMIZERS: Registry[OptimizerBuilder] = Registry("optimiser", defaults={"weight_decay": False})
+# name -> builder(schedule_config, peak_lr, decay_steps) -> (step -> lr), used after the warm-up.
+SCHEDULES: Registry[ScheduleBuilder] = Registry("schedule")
 
 
-def register_optimizer(name: str, builder: OptimizerBuilder) -> None:
-    """Register `builder(optimizer_config, lr_schedule) -> optax.GradientTransformation`."""
-    OPTIMIZERS[name] = builder
+def register_optimizer(
+    name: str, builder: OptimizerBuilder, *, weight_decay: bool = False, overwrite: bool = False
+) -> None:
+    """Register `builder(optimizer_config, lr_schedule) -> optax.GradientTransformation`.
+
+    weight_decay: True when the builder applies `optimizer_config.weight_decay` itself (decoupled,
+      masked by `decay_mask`); resolve_config rejects weight_decay > 0 for other optimisers.
+    """
+    OPTIMIZERS.register(name, builder, weight_decay=weight_decay, overwrite=overwrite)
 
 
-def register_schedule(name: str, builder: ScheduleBuilder) -> None:
+def register_schedule(name: str, builder: ScheduleBuilder, *, overwrite: bool = False) -> None:
     """Register `builder(schedule_config, peak_lr, decay_steps) -> step -> lr` (after warm-up)."""
-    SCHEDULES[name] = builder
+    SCHEDULES.register(name, builder, overwrite=overwrite)
 
 
-register_optimizer("sgd", lambda o, lr: optax.sgd(lr))
+def decay_mask(params):
+    """True for parameters that get weight decay: arrays with ndim >= 2 (kernels, embeddings)."""
+    return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
+
+
+def _adam_args(o) -> dict:
+    return {"b1": o.b1, "b2": o.b2, "eps": o.eps}
+
+
+def _decay(o) -> dict:
+    return {"weight_decay": o.weight_decay, "mask": decay_mask}
+
+
+register_optimizer(
+    # Plain SGD: weight decay added to the gradient before the lr scaling is exactly decoupled.
+    "sgd",
+    lambda o, lr: optax.chain(optax.add_decayed_weights(o.weight_decay, decay_mask), optax.sgd(lr)),
+    weight_decay=True,
+)
 register_optimizer(
     "momentum", lambda o, lr: optax.sgd(lr, momentum=o.momentum, nesterov=o.nesterov)
 )
-register_optimizer("adam", lambda o, lr: optax.adam(lr, b1=o.b1, b2=o.b2, eps=o.eps))
-# adamw's decay is added by `make_optimizer` (masked to ndim >= 2), so it is 0 here.
+register_optimizer("adam", lambda o, lr: optax.adam(lr, **_adam_args(o)))
 register_optimizer(
-    "adamw", lambda o, lr: optax.adamw(lr, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=0)
+    "adamw", lambda o, lr: optax.adamw(lr, **_adam_args(o), **_decay(o)), weight_decay=True
 )
-register_optimizer("lamb", lambda o, lr: optax.lamb(lr, b1=o.b1, b2=o.b2, eps=o.eps))
-register_optimizer("lion", lambda o, lr: optax.lion(lr, b1=o.b1, b2=o.b2))
+register_optimizer(
+    "lamb", lambda o, lr: optax.lamb(lr, **_adam_args(o), **_decay(o)), weight_decay=True
+)
+register_optimizer(
+    "lion", lambda o, lr: optax.lion(lr, b1=o.b1, b2=o.b2, **_decay(o)), weight_decay=True
+)
 register_optimizer("rmsprop", lambda o, lr: optax.rmsprop(lr, eps=o.eps, momentum=o.momentum))
 register_optimizer("adafactor", lambda o, lr: optax.adafactor(lr))
 
@@ -195,6 +235,13 @@ def _is_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+def _known(registry: Registry, name, field: str, register: str) -> None:
+    try:
+        registry.check(name, field=field)
+    except ValueError as e:
+        raise ValueError(f"{e} (or register one with {register})") from None
+
+
 def resolve_config(
     config: ml_collections.ConfigDict | dict | None, *, name: str = "train"
 ) -> ml_collections.ConfigDict:
@@ -228,11 +275,7 @@ def resolve_config(
     )
 
     o = out.optimizer
-    if o.name not in OPTIMIZERS:
-        raise ValueError(
-            f"{f('optimizer.name')}: unknown optimiser {o.name!r}; choose one of "
-            f"{', '.join(sorted(OPTIMIZERS))} (or register one with register_optimizer)"
-        )
+    _known(OPTIMIZERS, o.name, f("optimizer.name"), "register_optimizer")
     _check(_is_number(o.lr) and o.lr > 0, f("optimizer.lr"), "must be a finite number > 0", o.lr)
     for key in ("b1", "b2", "momentum"):
         v = o[key]
@@ -244,6 +287,12 @@ def resolve_config(
         "must be >= 0",
         o.weight_decay,
     )
+    if o.weight_decay > 0 and not OPTIMIZERS.meta(o.name, "weight_decay"):
+        raise ValueError(
+            f"{f('optimizer.weight_decay')}={o.weight_decay} needs an optimiser with decoupled "
+            f"weight decay ({', '.join(OPTIMIZERS.names(weight_decay=True))}); "
+            f"{o.name!r} has none (adam with weight decay is adamw)"
+        )
     _check(
         _is_number(o.clip_norm) and o.clip_norm >= 0,
         f("optimizer.clip_norm"),
@@ -252,11 +301,7 @@ def resolve_config(
     )
 
     s = out.schedule
-    if s.name not in SCHEDULES:
-        raise ValueError(
-            f"{f('schedule.name')}: unknown schedule {s.name!r}; choose one of "
-            f"{', '.join(sorted(SCHEDULES))} (or register one with register_schedule)"
-        )
+    _known(SCHEDULES, s.name, f("schedule.name"), "register_schedule")
     _check(
         _is_int(s.warmup_steps) and 0 <= s.warmup_steps < out.num_steps,
         f("schedule.warmup_steps"),
@@ -313,6 +358,12 @@ def resolve_config(
         out.device_data_max_mb,
     )
     _check(
+        _is_int(out.steps_per_dispatch) and out.steps_per_dispatch >= 1,
+        f("steps_per_dispatch"),
+        "must be an int >= 1",
+        out.steps_per_dispatch,
+    )
+    _check(
         _is_int(out.log_every) and out.log_every >= 1,
         f("log_every"),
         "must be an int >= 1",
@@ -355,47 +406,19 @@ def make_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
     return optax.join_schedules([warmup, main], [s.warmup_steps])
 
 
-def decay_mask(params):
-    """True for parameters that get weight decay: arrays with ndim >= 2 (kernels, embeddings)."""
-    return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
-
-
 def make_optimizer(
     config: ml_collections.ConfigDict,
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """(optax transformation, lr schedule) from a resolved training config.
 
-    Chain: clip_by_global_norm (if clip_norm > 0) -> optimiser(schedule) -> decoupled weight decay
-    `-lr(step) * weight_decay * param` on ndim >= 2 parameters (if weight_decay > 0).
+    Chain: clip_by_global_norm (if clip_norm > 0) -> the registered optimiser with the schedule
+    as its learning rate. With weight_decay > 0 the optimiser's own optax decay applies it
+    decoupled (AdamW-style: `-lr(step) * weight_decay * param`, after the preconditioner) to the
+    parameters `decay_mask` selects (ndim >= 2, not biases).
     """
     o = config.optimizer
     schedule = make_schedule(config)
-    parts = []
+    tx = OPTIMIZERS.get(o.name)(o, schedule)
     if o.clip_norm > 0:
-        parts.append(optax.clip_by_global_norm(o.clip_norm))
-    parts.append(OPTIMIZERS[o.name](o, schedule))
-    if o.weight_decay > 0:
-        wd = float(o.weight_decay)
-        decay = optax.add_decayed_weights(wd, mask=decay_mask)
-        scale = optax.scale_by_schedule(lambda step: -schedule(step))
-        # add_decayed_weights adds wd * p to the gradient; it must bypass the optimiser's own
-        # preconditioning (decoupled), so build the decay update separately and add it.
-        parts = [_add_updates(optax.chain(*parts), optax.chain(decay, scale))]
-    return (optax.chain(*parts) if len(parts) > 1 else parts[0]), schedule
-
-
-def _add_updates(
-    a: optax.GradientTransformation, b: optax.GradientTransformation
-) -> optax.GradientTransformation:
-    """Sum of two transformations applied to the same gradients (b sees zero gradients)."""
-
-    def init(params):
-        return (a.init(params), b.init(params))
-
-    def update(grads, state, params=None):
-        ua, sa = a.update(grads, state[0], params)
-        zeros = jax.tree.map(jnp.zeros_like, grads)
-        ub, sb = b.update(zeros, state[1], params)
-        return jax.tree.map(jnp.add, ua, ub), (sa, sb)
-
-    return optax.GradientTransformation(init, update)
+        tx = optax.chain(optax.clip_by_global_norm(o.clip_norm), tx)
+    return tx, schedule

@@ -1,4 +1,4 @@
-"""The one training loop: a pure step jitted over a mesh, orbax checkpoints, metrics, progress.
+"""The one training loop (DESIGN rule 3): probes, SAEs, SFT, DPO and GRPO all train through it.
 
     from introspect import train
     result = train.train(
@@ -11,24 +11,37 @@
     )
     result.state.params
 
-What happens:
-* `make_train_step(loss_fn, tx)` builds the pure `step(state, batch, rng) -> (state, metrics)`:
-  value_and_grad of the loss, the optax update (optimiser, schedule, clipping and weight decay from
+`train` is two parts, usable on their own:
+
+    state, run = train.setup(cfg, init_fn, data=data, workdir=workdir)   # fresh or resumed
+    step_fn = run.compile(train.make_train_step(loss_fn, run.tx, run.schedule))
+    start = int(state.step)
+    hooks = [train.log_hook(run, start), train.checkpoint_hook(run), my_hook]
+    state = train.fit(state, step_fn, run.feed, hooks, num_steps=run.config.num_steps,
+                      steps_per_dispatch=run.config.steps_per_dispatch)
+    run.close()
+
+* `make_train_step(loss_fn, tx)` is the pure `step(state, batch, rng) -> (state, metrics)`:
+  value_and_grad of the loss, the optax update (optimiser, schedule, clipping, weight decay from
   the config), metrics {loss, grad_norm, lr, **aux}. With the non-finite guard, a step whose loss
   or gradient norm is NaN/inf leaves params and optimiser state unchanged and records its index in
-  `state.bad_step`.
-* The step is `jax.jit`-ed over the config's mesh with NamedSharding for state (replicated, or
-  split over "model"/"data" by `partition.state_shardings`) and batch (split over "data"), with
-  the state donated. The step's RNG is `fold_in(state.rng, state.step)`, so it depends only on the
-  seed and the step number.
-* Checkpoints (orbax, `<workdir>/checkpoints`) are written every `checkpoint.every_steps` steps,
-  every `checkpoint.every_seconds` seconds and at the end, keeping `checkpoint.keep`; each stores
-  the data iterator's position. When the workdir has a checkpoint, the loop resumes from the newest
-  good one, so a run killed at any point and started again ends with bit-identical parameters.
-* Metrics (means over `log_every` steps) go to `<workdir>/metrics.jsonl`, TensorBoard files and
-  the log, on process 0 only; a tqdm bar shows steps/s and the ETA.
-* When the guard sees a non-finite step, the loop stops with NonFiniteError; no checkpoint is
-  written after that step, so the newest checkpoint on disk is the last good state.
+  `state.bad_step`. The step's RNG is `fold_in(state.rng, state.step)`: a function of the seed and
+  the step number only.
+* `setup` resolves the config, builds the mesh, the optimiser and the data feed, and restores the
+  newest good orbax checkpoint in `<workdir>/checkpoints` (state and data position) or
+  initialises the state under jit with the state's shardings (`partition.state_shardings`).
+  In-memory data that fits `device_data_max_mb` is put on the devices once; the feed then yields
+  only row indices and the compiled step gathers the rows.
+* `run.compile(step)` jits n consecutive steps as one call (`lax.scan` over n stacked batches when
+  n > 1) with the state donated and sharded, batches split over "data".
+* `fit` runs the steps in dispatches of up to `steps_per_dispatch`, ending a dispatch at every
+  multiple of a hook's `every` so periodic hooks see exact steps, and calls each hook after each
+  dispatch. The hooks `train` uses: progress bar, metric log (means over `log_every` steps to
+  metrics.jsonl, TensorBoard and the bar; stops with NonFiniteError after a non-finite step),
+  checkpoint (when orbax's save policy says so, and at the end; never after a non-finite step,
+  so the newest checkpoint on disk is the last good state), eval (`eval_fn` every `eval_every`
+  steps and at the end). A run killed at any point and started again resumes from its newest
+  checkpoint and ends with bit-identical parameters.
 """
 
 from __future__ import annotations
@@ -36,7 +49,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import flax.struct
@@ -46,8 +59,7 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
-from jax.experimental import multihost_utils
-from jax.sharding import NamedSharding
+from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
@@ -167,9 +179,358 @@ def _flatten(d: Mapping, prefix: str = "") -> dict:
     return out
 
 
-def _mean_metrics(pending: list[dict]) -> dict[str, float]:
-    rows = jax.device_get(pending)
-    return {k: float(np.mean([np.asarray(r[k], np.float64) for r in rows])) for k in rows[0]}
+# ----------------------------------------------------------------------------------------------
+# setup: config, mesh, optimiser, data feed, fresh or restored state
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """What `setup` prepared besides the state.
+
+    config: the resolved training config; name: its name in messages.
+    mesh, shardings: the device mesh and the state's NamedSharding tree.
+    tx, schedule: the optax transformation and the lr schedule.
+    data: the checkpointable data iterator (`get_state`/`set_state`; a Batcher or the user's).
+    feed: iterator of what one step consumes: row indices [batch_size] (int32) when the data lives
+      on the devices (`device_data`), else host-local batches {name: [batch_size / processes, ...]}.
+    device_data: the in-memory arrays on the devices (replicated), or None.
+    checkpointer, writer: orbax checkpoints and metric writers of the workdir.
+    resumed_from: the checkpoint step the state was restored from, or None.
+    """
+
+    config: ml_collections.ConfigDict
+    name: str
+    mesh: Mesh
+    shardings: Any
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    data: Any
+    feed: Iterator
+    device_data: dict | None
+    checkpointer: Checkpointer
+    writer: MetricWriter
+    resumed_from: int | None
+
+    def compile(self, step: Callable) -> Callable[[TrainState, Sequence], tuple[TrainState, dict]]:
+        """`step(state, batch, rng)` -> `step_fn(state, items) -> (state, {name: [n]})`.
+
+        `items` are n consecutive items of `feed`; they are stacked [n, ...], placed split over
+        "data" on their batch dimension, and run as n steps in one jitted call (`lax.scan` when
+        n > 1; one compile per distinct n) with the state donated. Step i uses the RNG
+        `fold_in(state.rng, state.step)`, so n steps per call give the same result as n calls.
+        """
+        mesh, device_data = self.mesh, self.device_data
+
+        def steps(state, stacked, arrays):
+            # arrays: the device-resident data (an argument, not a closed-over constant) or None
+
+            def one(state, item):
+                if arrays is not None:  # item: rows [batch]; each device gathers its rows
+                    batch = jax.tree.map(lambda a: a[item], arrays)
+                    batch = jax.lax.with_sharding_constraint(
+                        batch, jax.tree.map(lambda x: batch_sharding(mesh, x.ndim), batch)
+                    )
+                else:
+                    batch = item
+                return step(state, batch, jax.random.fold_in(state.rng, state.step))
+
+            n = jax.tree.leaves(stacked)[0].shape[0]
+            if n == 1:
+                state, metrics = one(state, jax.tree.map(lambda x: x[0], stacked))
+                return state, jax.tree.map(lambda x: x[None], metrics)
+            return jax.lax.scan(one, state, stacked)
+
+        jitted = jax.jit(
+            steps,
+            in_shardings=(self.shardings, None, None),
+            out_shardings=(self.shardings, None),
+            donate_argnums=0,
+        )
+        local_batch = self.config.batch_size // jax.process_count()
+
+        def place(x):
+            x = np.asarray(x)
+            if x.shape[1:2] != (local_batch,):
+                raise ValueError(
+                    f"the data yielded a batch leaf of shape {x.shape[1:]}; expected "
+                    f"[{local_batch}, ...] (batch_size / processes)"
+                )
+            spec = NamedSharding(mesh, P(None, DATA, *([None] * (x.ndim - 2))))
+            return jax.make_array_from_process_local_data(spec, x)
+
+        def step_fn(state, items):
+            stacked = jax.tree.map(lambda *xs: place(np.stack(xs)), *items)
+            return jitted(state, stacked, device_data)
+
+        return step_fn
+
+    def close(self) -> None:
+        """Wait for pending checkpoint writes and close the files."""
+        try:
+            self.checkpointer.close()
+        finally:
+            self.writer.close()
+
+
+class _Rows:
+    """The feed of device-resident data: the Batcher's row indices, one step at a time."""
+
+    def __init__(self, batcher: Batcher):
+        self.batcher = batcher
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> np.ndarray:
+        rows = self.batcher.indices(self.batcher.step).astype(np.int32)
+        self.batcher.step += 1
+        return rows
+
+
+def setup(
+    config: ml_collections.ConfigDict | dict | None,
+    init_fn: Callable[[jax.Array], Any],
+    *,
+    data,
+    workdir: str,
+    name: str = "train",
+) -> tuple[TrainState, Run]:
+    """The state to train (restored from `workdir`'s newest good checkpoint, or fresh) and its Run.
+
+    Args: as `train`. Returns: (TrainState, Run); call `run.close()` when done.
+    Raises: ValueError (a bad config field, data that does not fit it), CheckpointError.
+    """
+    cfg = resolve_config(config, name=name)
+    partition.initialize_distributed(cfg.distributed)
+    mesh = partition.mesh_from_config(cfg, name=name)
+    check_batch_divisible(cfg, mesh.shape[DATA], jax.process_count(), name=name)
+    if _is_iterator(data):
+        batches = data
+    else:
+        source = as_source(data)
+        if len(source) < cfg.batch_size:
+            raise ValueError(
+                f"{name}.batch_size={cfg.batch_size} is larger than the training data "
+                f"({len(source)} examples)"
+            )
+        batches = Batcher(source, cfg.batch_size, seed=cfg.seed, shuffle=cfg.shuffle)
+    device_data = None
+    if isinstance(batches, Batcher) and isinstance(batches.source, ArraySource):
+        nbytes = sum(a.nbytes for a in batches.source.arrays.values())
+        if jax.process_count() == 1 and nbytes <= cfg.device_data_max_mb * 2**20:
+            device_data = jax.device_put(batches.source.arrays, NamedSharding(mesh, P()))
+
+    tx, schedule = make_optimizer(cfg)
+    init_key, step_key = jax.random.split(jax.random.PRNGKey(cfg.seed))
+
+    def init_state():
+        return init_train_state(init_fn(init_key), tx, step_key)
+
+    abstract = jax.eval_shape(init_state)
+    shardings = partition.state_shardings(abstract, mesh, cfg)
+    abstract = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings
+    )
+
+    os.makedirs(workdir, exist_ok=True)
+    k = cfg.checkpoint
+    ckpt = Checkpointer(
+        os.path.join(workdir, "checkpoints"),
+        keep=k.keep,
+        asynchronous=k.asynchronous,
+        verify=k.verify,
+        every_steps=k.every_steps,
+        every_seconds=k.every_seconds,
+    )
+    writer = MetricWriter(
+        workdir, enabled=partition.is_main_process(), tensorboard=cfg.tensorboard, log=False
+    )
+    try:
+        restored = ckpt.restore_latest(abstract)
+    except Exception:
+        ckpt.close()
+        writer.close()
+        raise
+    if restored is not None:
+        resumed_from, state, data_state = restored
+        if data_state is not None:
+            batches.set_state(data_state)
+        writer.truncate_after(resumed_from)
+        if partition.is_main_process():
+            logging.info("%s: resumed from checkpoint step %d in %s", name, resumed_from, workdir)
+    else:
+        resumed_from = None
+        state = jax.jit(init_state, out_shardings=shardings)()
+        writer.write_hparams(_flatten(cfg.to_dict()))
+    run = Run(
+        config=cfg,
+        name=name,
+        mesh=mesh,
+        shardings=shardings,
+        tx=tx,
+        schedule=schedule,
+        data=batches,
+        feed=_Rows(batches) if device_data is not None else batches,
+        device_data=device_data,
+        checkpointer=ckpt,
+        writer=writer,
+        resumed_from=resumed_from,
+    )
+    return state, run
+
+
+# ----------------------------------------------------------------------------------------------
+# fit: the loop, and its periodic hooks
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Hook:
+    """A periodic hook of `fit`: `fn(step, state, metrics, last)` after every dispatch.
+
+    every: dispatches end at multiples of this step (0 = no constraint), so a hook due every
+      `every` steps sees exactly those steps.
+    fn: step = steps done; metrics = {name: [n]} device arrays of the dispatch's n steps;
+      last = step is the final one. It decides itself whether it is due.
+    close: called when `fit` ends (also on an exception), or None.
+    latest: what the hook last produced (the log's means, the eval's output).
+    """
+
+    every: int
+    fn: Callable[[int, TrainState, dict, bool], None]
+    close: Callable[[], None] | None = None
+    latest: dict = dataclasses.field(default_factory=dict)
+
+
+def fit(
+    state: TrainState,
+    step_fn: Callable[[TrainState, Sequence], tuple[TrainState, dict]],
+    batches: Iterator,
+    hooks: Sequence[Hook],
+    *,
+    num_steps: int,
+    steps_per_dispatch: int = 1,
+) -> TrainState:
+    """Run `state` up to step `num_steps`, up to `steps_per_dispatch` steps per `step_fn` call.
+
+    Args:
+      state: the TrainState to continue (its `step` says where).
+      step_fn: (state, [item, ...]) -> (state, {name: [n]}) for n consecutive items of `batches`.
+      batches: iterator of per-step items (batches or row indices).
+      hooks: called in order after each dispatch; closed when fit ends.
+      num_steps: the step to stop at.
+      steps_per_dispatch: the most steps per call; calls also end at multiples of it.
+    Returns:
+      The final state.
+    """
+    done = int(jax.device_get(state.step))
+    stops = [h.every for h in hooks if h.every] + [steps_per_dispatch]
+    try:
+        while done < num_steps:
+            n = min([num_steps] + [(done // e + 1) * e for e in stops]) - done
+            state, metrics = step_fn(state, [next(batches) for _ in range(n)])
+            done += n
+            for hook in hooks:
+                hook.fn(done, state, metrics, done == num_steps)
+    finally:
+        for hook in hooks:
+            if hook.close is not None:
+                hook.close()
+    return state
+
+
+def check_finite(state: TrainState, step: int, run: Run) -> None:
+    """NonFiniteError if a step so far had a non-finite loss or gradient norm (a host sync)."""
+    bad = int(jax.device_get(state.bad_step))
+    if bad >= 0:
+        latest = run.checkpointer.latest_step()
+        raise NonFiniteError(
+            f"{run.name}: the loss or gradient norm became NaN/inf at step {bad} (0-based); "
+            f"training stopped at step {step}, that update and later ones were skipped. "
+            + (
+                f"The last good checkpoint is step {latest} in {run.checkpointer.directory}."
+                if latest is not None
+                else "No checkpoint had been written yet."
+            )
+            + " Lower optimizer.lr, set optimizer.clip_norm, or check the data."
+        )
+
+
+def progress_hook(run: Run, start: int) -> Hook:
+    """A tqdm bar (steps/s, ETA, last logged loss in `bar.postfix`) on the main process."""
+    cfg = run.config
+    show = partition.is_main_process() and cfg.progress
+    bar = tqdm(total=cfg.num_steps, initial=start, unit="step", desc=run.name, disable=not show,
+               dynamic_ncols=True)  # fmt: skip
+
+    def fn(step, state, metrics, last):
+        bar.update(step - bar.n)
+
+    return Hook(every=0, fn=fn, close=bar.close, latest={"bar": bar})
+
+
+def log_hook(run: Run, start: int, progress: Hook | None = None) -> Hook:
+    """Means of the step metrics over `log_every` steps (and at the end) to the writer, plus
+    steps_per_sec; then, with the guard on, NonFiniteError if a step so far was non-finite."""
+    every = run.config.log_every
+    pending: list[dict] = []
+    clock = {"t": time.perf_counter(), "step": start}
+    latest: dict[str, float] = {}
+
+    def fn(step, state, metrics, last):
+        pending.append(metrics)
+        if not (last or step % every == 0):
+            return
+        rows = jax.device_get(pending)
+        pending.clear()
+        latest.clear()
+        for k in rows[0]:
+            latest[k] = float(
+                np.mean(np.concatenate([np.ravel(r[k]) for r in rows]), dtype=np.float64)
+            )
+        now = time.perf_counter()
+        latest["steps_per_sec"] = (step - clock["step"]) / max(now - clock["t"], 1e-9)
+        clock.update(t=now, step=step)
+        run.writer.write_scalars(step, latest)
+        if run.config.guard_nonfinite:
+            check_finite(state, step, run)
+        if progress is not None:
+            progress.latest["bar"].set_postfix(loss=f"{latest['loss']:.4g}", refresh=False)
+
+    return Hook(every=every, fn=fn, latest=latest)
+
+
+def checkpoint_hook(run: Run) -> Hook:
+    """Save when the checkpointer's orbax policy says so (every_steps / every_seconds) and at the
+    end, after the non-finite check: no checkpoint holds a state past a non-finite step."""
+    ckpt = run.checkpointer
+
+    def fn(step, state, metrics, last):
+        if last or ckpt.should_save(step):
+            if run.config.guard_nonfinite:
+                check_finite(state, step, run)
+            ckpt.save(step, state, run.data.get_state())
+
+    return Hook(every=run.config.checkpoint.every_steps, fn=fn)
+
+
+def eval_hook(run: Run, eval_fn: Callable[[Any, int], Mapping[str, float]]) -> Hook:
+    """`eval_fn(params, step)` every `eval_every` steps (0 = only at the end) and at the end,
+    written as "eval/<name>"; `latest` holds its last output."""
+    every = run.config.eval_every
+    latest: dict[str, float] = {}
+
+    def fn(step, state, metrics, last):
+        if not (last or (every and step % every == 0)):
+            return
+        latest.clear()
+        latest.update({k: float(v) for k, v in eval_fn(state.params, step).items()})
+        run.writer.write_scalars(step, {f"eval/{k}": v for k, v in latest.items()})
+        if partition.is_main_process():
+            logging.info("%s: step %d eval %s", run.name, step, latest)
+
+    return Hook(every=every, fn=fn, latest=latest)
 
 
 def train(
@@ -204,198 +565,29 @@ def train(
       NonFiniteError: the loss or gradient became NaN/inf (the newest checkpoint is good).
       CheckpointError: the workdir has checkpoints but none is usable.
     """
-    cfg = resolve_config(config, name=name)
-    partition.initialize_distributed(cfg.distributed)
-    mesh = partition.mesh_from_config(cfg, name=name)
-    check_batch_divisible(cfg, mesh.shape[DATA], jax.process_count(), name=name)
-    main = partition.is_main_process()
-    if _is_iterator(data):
-        batches = data
-    else:
-        source = as_source(data)
-        if len(source) < cfg.batch_size:
-            raise ValueError(
-                f"{name}.batch_size={cfg.batch_size} is larger than the training data "
-                f"({len(source)} examples)"
-            )
-        batches = Batcher(source, cfg.batch_size, seed=cfg.seed, shuffle=cfg.shuffle)
-    local_batch = cfg.batch_size // jax.process_count()
-    device_data = None
-    if isinstance(batches, Batcher) and isinstance(batches.source, ArraySource):
-        nbytes = sum(a.nbytes for a in batches.source.arrays.values())
-        if jax.process_count() == 1 and nbytes <= cfg.device_data_max_mb * 2**20:
-            device_data = jax.device_put(batches.source.arrays, NamedSharding(mesh, P()))
-
-    tx, schedule = make_optimizer(cfg)
-    init_key, step_key = jax.random.split(jax.random.PRNGKey(cfg.seed))
-
-    def init_state():
-        return init_train_state(init_fn(init_key), tx, step_key)
-
-    abstract = jax.eval_shape(init_state)
-    shardings = partition.state_shardings(abstract, mesh, cfg)
-    abstract = jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings
-    )
-
-    os.makedirs(workdir, exist_ok=True)
-    ckpt = Checkpointer(
-        os.path.join(workdir, "checkpoints"),
-        keep=cfg.checkpoint.keep,
-        asynchronous=cfg.checkpoint.asynchronous,
-        verify=cfg.checkpoint.verify,
-    )
-    writer = MetricWriter(workdir, enabled=main, tensorboard=cfg.tensorboard, log=False)
-    restored = ckpt.restore_latest(abstract)
-    if restored is not None:
-        resumed_from, state, data_state = restored
-        if data_state is not None:
-            batches.set_state(data_state)
-        writer.truncate_after(resumed_from)
-        if main:
-            logging.info("%s: resumed from checkpoint step %d in %s", name, resumed_from, workdir)
-    else:
-        resumed_from = None
-        state = jax.jit(init_state, out_shardings=shardings)()
-        writer.write_hparams(_flatten(cfg.to_dict()))
-
-    step_fn = make_train_step(loss_fn, tx, schedule, guard_nonfinite=cfg.guard_nonfinite)
-
-    def jitted_body(state, batch):
-        return step_fn(state, batch, jax.random.fold_in(state.rng, state.step))
-
-    def jitted_gather_body(state, rows, arrays):
-        # rows [batch] (split over "data"): each device gathers its rows of the replicated data
-        batch = jax.tree.map(lambda a: a[rows], arrays)
-        batch = jax.lax.with_sharding_constraint(
-            batch, jax.tree.map(lambda x: batch_sharding(mesh, x.ndim), batch)
-        )
-        return jitted_body(state, batch)
-
-    jstep = None
+    state, run = setup(config, init_fn, data=data, workdir=workdir, name=name)
+    cfg = run.config
+    t0 = time.perf_counter()
     start = int(jax.device_get(state.step))
-    last_saved = start if resumed_from is not None else None
-    last_save_time = time.monotonic()
-    metrics: dict[str, float] = {}
-    eval_metrics: dict[str, float] = {}
-    pending: list[dict] = []
-    t0 = t_log = time.perf_counter()
-    log_start = start
-
-    def check_finite():
-        if not cfg.guard_nonfinite:
-            return
-        bad = int(jax.device_get(state.bad_step))
-        if bad >= 0:
-            latest = ckpt.latest_step()
-            raise NonFiniteError(
-                f"{name}: the loss or gradient norm became NaN/inf at step {bad} (0-based); "
-                f"training stopped at step {done}, that update and later ones were skipped. "
-                + (
-                    f"The last good checkpoint is step {latest} in {ckpt.directory}."
-                    if latest is not None
-                    else "No checkpoint had been written yet."
-                )
-                + " Lower optimizer.lr, set optimizer.clip_norm, or check the data."
-            )
-
-    def save(step):
-        nonlocal last_saved, last_save_time
-        check_finite()
-        ckpt.save(step, state, batches.get_state())
-        last_saved, last_save_time = step, time.monotonic()
-
-    def run_eval(step):
-        nonlocal eval_metrics
-        if eval_fn is None:
-            return
-        eval_metrics = {k: float(v) for k, v in eval_fn(state.params, step).items()}
-        writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
-        if main:
-            logging.info("%s: step %d eval %s", name, step, eval_metrics)
-
-    bar = tqdm(
-        total=cfg.num_steps,
-        initial=start,
-        unit="step",
-        desc=name,
-        disable=not (main and cfg.progress),
-        dynamic_ncols=True,
-    )
-    done = start
+    progress = progress_hook(run, start)
+    log = log_hook(run, start, progress)
+    evaluate = eval_hook(run, eval_fn) if eval_fn is not None else None
+    hooks = [progress, log, checkpoint_hook(run)] + ([evaluate] if evaluate else [])
     try:
-        for done in range(start + 1, cfg.num_steps + 1):
-            if device_data is not None:
-                rows = batches.indices(batches.step).astype(np.int32)
-                batches.step += 1
-                rows = partition.global_batch(rows, mesh)
-                if jstep is None:
-                    jstep = jax.jit(
-                        jitted_gather_body,
-                        in_shardings=(shardings, batch_sharding(mesh, 1), None),
-                        out_shardings=(shardings, None),
-                        donate_argnums=0,
-                    )
-                state, step_metrics = jstep(state, rows, device_data)
-            else:
-                host_batch = next(batches)
-                for leaf in jax.tree.leaves(host_batch):
-                    if np.shape(leaf)[:1] != (local_batch,):
-                        raise ValueError(
-                            f"the data yielded a batch leaf of shape {np.shape(leaf)}; expected "
-                            f"[{local_batch}, ...] (batch_size / processes)"
-                        )
-                batch = partition.global_batch(host_batch, mesh)
-                if jstep is None:
-                    batch_shardings = jax.tree.map(lambda x: batch_sharding(mesh, x.ndim), batch)
-                    jstep = jax.jit(
-                        jitted_body,
-                        in_shardings=(shardings, batch_shardings),
-                        out_shardings=(shardings, None),
-                        donate_argnums=0,
-                    )
-                state, step_metrics = jstep(state, batch)
-            if done == start + 1:  # the first call compiled; time-based saves count from here
-                last_save_time = time.monotonic()
-            pending.append(step_metrics)
-            bar.update(1)
-
-            if done % cfg.log_every == 0 or done == cfg.num_steps:
-                metrics = _mean_metrics(pending)
-                pending = []
-                now = time.perf_counter()
-                metrics["steps_per_sec"] = (done - log_start) / max(now - t_log, 1e-9)
-                t_log, log_start = now, done
-                writer.write_scalars(done, metrics)
-                check_finite()
-                bar.set_postfix(loss=f"{metrics['loss']:.4g}", refresh=False)
-            if cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.num_steps:
-                run_eval(done)
-            if done == cfg.num_steps:
-                break
-            due = bool(cfg.checkpoint.every_steps and done % cfg.checkpoint.every_steps == 0)
-            if cfg.checkpoint.every_seconds:
-                by_time = time.monotonic() - last_save_time >= cfg.checkpoint.every_seconds
-                if jax.process_count() > 1:  # every host must take the same decision
-                    by_time = bool(multihost_utils.broadcast_one_to_all(np.int32(by_time)))
-                due = due or by_time
-            if due:
-                save(done)
-        check_finite()
-        if last_saved != cfg.num_steps:
-            save(cfg.num_steps)
-        run_eval(cfg.num_steps)
+        step = make_train_step(loss_fn, run.tx, run.schedule, guard_nonfinite=cfg.guard_nonfinite)
+        state = fit(state, run.compile(step), run.feed, hooks, num_steps=cfg.num_steps,
+                    steps_per_dispatch=cfg.steps_per_dispatch)  # fmt: skip
+        if start >= cfg.num_steps and evaluate is not None:  # a finished run, resumed
+            evaluate.fn(start, state, {}, True)
     finally:
-        bar.close()
-        ckpt.close()
-        writer.close()
+        run.close()
     seconds = time.perf_counter() - t0
-    trained = done - start
+    trained = int(jax.device_get(state.step)) - start
     return TrainResult(
         state=state,
-        metrics=metrics,
-        eval_metrics=eval_metrics,
-        resumed_from=resumed_from,
+        metrics=dict(log.latest),
+        eval_metrics=dict(evaluate.latest) if evaluate else {},
+        resumed_from=run.resumed_from,
         steps_per_second=trained / seconds if trained else 0.0,
         seconds=seconds,
     )

@@ -2,15 +2,16 @@
 
 The interface is clu's `MetricWriter` (`write_scalars(step, {name: value})`, `write_hparams`,
 `flush`, `close`). clu itself is not used because `clu.metric_writers` imports TensorFlow at
-module import, and tensorboardX imports PyTorch (seconds) when it is installed; TensorBoard event
-files are simple (TFRecord framing around `Event` protobufs with scalar summaries), so
-`EventFileWriter` below writes them directly, with no dependency.
+module import. TensorBoard event files are written by tensorboardX's `SummaryWriter` (imported
+only when a writer with `tensorboard=True` is made; tensorboardX imports PyTorch when that is
+installed, which costs a few seconds once per process).
 
 Only process 0 writes (`MetricWriter(workdir, enabled=jax.process_index() == 0)`); on the other
 processes every method is a no-op.
 
 Files:
   <workdir>/metrics.jsonl   one {"step": s, name: value, ...} object per write_scalars call
+                            (NaN/inf are written as the strings "nan"/"inf")
   <workdir>/tensorboard/    TensorBoard event files (when tensorboard=True)
   <workdir>/hparams.json    the flattened config of the run
 """
@@ -20,111 +21,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
-import struct
-import time
 from collections.abc import Mapping
 
 import numpy as np
 from absl import logging
 
 from introspect import results
-
-# ----------------------------------------------------------------------------------------------
-# TensorBoard event files
-# ----------------------------------------------------------------------------------------------
-
-
-def _crc32c_table() -> list[int]:
-    table = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_CRC_TABLE = _crc32c_table()
-
-
-def crc32c(data: bytes) -> int:
-    """CRC-32C (Castagnoli), as used by TFRecord framing."""
-    c = 0xFFFFFFFF
-    for b in data:
-        c = _CRC_TABLE[(c ^ b) & 0xFF] ^ (c >> 8)
-    return c ^ 0xFFFFFFFF
-
-
-def _masked_crc(data: bytes) -> int:
-    c = crc32c(data)
-    return (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def _varint(n: int) -> bytes:
-    n &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def _field(number: int, wire: int, payload: bytes) -> bytes:
-    key = _varint((number << 3) | wire)
-    if wire == 2:
-        return key + _varint(len(payload)) + payload
-    return key + payload
-
-
-def encode_scalar_event(step: int, scalars: Mapping[str, float], wall_time: float) -> bytes:
-    """Serialised tensorboard `Event{wall_time, step, summary{value{tag, simple_value}...}}`."""
-    values = b"".join(
-        _field(1, 2, _field(1, 2, tag.encode()) + _field(2, 5, struct.pack("<f", value)))
-        for tag, value in scalars.items()
-    )
-    return (
-        _field(1, 1, struct.pack("<d", wall_time))
-        + _field(2, 0, _varint(int(step)))
-        + _field(5, 2, values)
-    )
-
-
-class EventFileWriter:
-    """Appends scalar summaries to `<logdir>/events.out.tfevents.<time>.<host>` (TensorBoard)."""
-
-    def __init__(self, logdir: str):
-        os.makedirs(logdir, exist_ok=True)
-        now = time.time()
-        name = f"events.out.tfevents.{int(now)}.{socket.gethostname()}.{os.getpid()}"
-        self.path = os.path.join(logdir, name)
-        self._f = open(self.path, "ab")  # noqa: SIM115 (kept open between writes)
-        version = _field(1, 1, struct.pack("<d", now)) + _field(3, 2, b"brain.Event:2")
-        self._record(version)
-
-    def _record(self, data: bytes) -> None:
-        header = struct.pack("<Q", len(data))
-        self._f.write(header + struct.pack("<I", _masked_crc(header)))
-        self._f.write(data + struct.pack("<I", _masked_crc(data)))
-
-    def add_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
-        self._record(encode_scalar_event(step, scalars, time.time()))
-
-    def flush(self) -> None:
-        self._f.flush()
-
-    def close(self) -> None:
-        if not self._f.closed:
-            self._f.close()
-
-
-# ----------------------------------------------------------------------------------------------
-# The writer the loop uses
-# ----------------------------------------------------------------------------------------------
 
 
 def _to_float(v) -> float:
@@ -153,7 +55,9 @@ class MetricWriter:
             return
         os.makedirs(workdir, exist_ok=True)
         if tensorboard:
-            self._tb = EventFileWriter(os.path.join(workdir, "tensorboard"))
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
     def truncate_after(self, step: int) -> None:
         """Drop rows with step > `step` from metrics.jsonl (after resuming from `step`, those
@@ -190,8 +94,8 @@ class MetricWriter:
         self._file.write(json.dumps(row) + "\n")
         self._file.flush()
         if self._tb is not None:
-            finite = {k: v for k, v in row.items() if k != "step" and isinstance(v, float)}
-            self._tb.add_scalars(int(step), finite)
+            for k, v in scalars.items():
+                self._tb.add_scalar(k, _to_float(v), global_step=int(step))
             self._tb.flush()
         if self.log:
             text = ", ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}"

@@ -50,6 +50,7 @@ def main() -> int:
     cfg.checkpoint.keep = 2
     cfg.log_every = 10
     cfg.progress = False
+    cfg.tensorboard = False  # tensorboardX imports PyTorch (seconds per fresh process)
     data = task.make_data()
     source = task.SlowSource(data, a.sleep) if a.sleep else data
     try:

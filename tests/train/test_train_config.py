@@ -27,6 +27,7 @@ from introspect.train.config import check_batch_divisible, decay_mask
         ({"checkpoint": {"keep": 0}}, "train.checkpoint.keep"),
         ({"checkpoint": {"every_seconds": -1.0}}, "train.checkpoint.every_seconds"),
         ({"log_every": 0}, "train.log_every"),
+        ({"steps_per_dispatch": 0}, "train.steps_per_dispatch must be an int >= 1"),
         ({"mesh": {"data": 0}}, "train.mesh.data"),
         ({"lrate": 0.1}, "unknown training config field 'train.lrate'"),
         ({"optimizer": {"learning_rate": 0.1}}, "'train.optimizer.learning_rate'"),
@@ -55,23 +56,68 @@ def test_batch_must_divide_over_devices_and_hosts():
     check_batch_divisible(cfg, 3, 1)
 
 
-def test_adamw_decay_is_decoupled_and_masked():
+@pytest.mark.parametrize("warmup", [0, 2])
+def test_adamw_decay_is_optax_adamw_bit_for_bit_and_masked(warmup):
     cfg = train.resolve_config(
-        {"optimizer": {"name": "adamw", "lr": 0.1, "weight_decay": 0.5, "clip_norm": 0.0}}
+        {
+            "num_steps": 10,
+            "optimizer": {"name": "adamw", "lr": 0.1, "weight_decay": 0.5, "clip_norm": 0.0},
+            "schedule": {"name": "cosine", "warmup_steps": warmup},
+        }
     )
-    ours, _ = train.make_optimizer(cfg)
-    ref = optax.adamw(0.1, weight_decay=0.5, mask=decay_mask)
+    ours, schedule = train.make_optimizer(cfg)
+    ref = optax.adamw(schedule, weight_decay=0.5, mask=decay_mask)
     params = {"w": jnp.ones((3, 2)), "b": jnp.ones((2,))}
     s1, s2 = ours.init(params), ref.init(params)
     p1 = p2 = params
-    for i in range(3):
+    for i in range(4):
         g = jax.tree.map(lambda x, v=0.1 * (i + 1): jnp.full_like(x, v), params)
         u1, s1 = ours.update(g, s1, p1)
         u2, s2 = ref.update(g, s2, p2)
         p1, p2 = optax.apply_updates(p1, u1), optax.apply_updates(p2, u2)
     for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-6)
-    assert float(p1["b"][0]) != float(p1["w"][0, 0])  # biases are not decayed
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # Biases are not decayed: with the same gradients, w (decayed) and b part ways.
+    assert float(p1["b"][0]) != float(p1["w"][0, 0])
+    no_decay, _ = train.make_optimizer(
+        train.resolve_config({**cfg.to_dict(), "optimizer": {"name": "adam", "lr": 0.1}})
+    )
+    s3, p3 = no_decay.init(params), params
+    for i in range(4):
+        g = jax.tree.map(lambda x, v=0.1 * (i + 1): jnp.full_like(x, v), params)
+        u3, s3 = no_decay.update(g, s3, p3)
+        p3 = optax.apply_updates(p3, u3)
+    np.testing.assert_array_equal(np.asarray(p1["b"]), np.asarray(p3["b"]))
+
+
+def test_sgd_weight_decay_is_decoupled_and_other_optimisers_reject_it():
+    cfg = train.resolve_config({"optimizer": {"name": "sgd", "lr": 0.5, "weight_decay": 0.1}})
+    tx, _ = train.make_optimizer(cfg)
+    params = {"w": jnp.full((2, 2), 2.0), "b": jnp.full((2,), 2.0)}
+    g = jax.tree.map(jnp.ones_like, params)
+    u, _ = tx.update(g, tx.init(params), params)
+    np.testing.assert_allclose(u["w"], -0.5 * (1.0 + 0.1 * 2.0), rtol=1e-7)
+    np.testing.assert_allclose(u["b"], -0.5, rtol=1e-7)
+    with pytest.raises(ValueError, match=r"train\.optimizer\.weight_decay=0\.1 needs .*'adam'"):
+        train.resolve_config({"optimizer": {"name": "adam", "weight_decay": 0.1}})
+
+
+def test_optimizers_and_schedules_are_registries():
+    from introspect.registry import Registry
+
+    assert isinstance(train.OPTIMIZERS, Registry) and isinstance(train.SCHEDULES, Registry)
+    assert {"adam", "adamw", "sgd"} <= set(train.OPTIMIZERS.names())
+    assert train.OPTIMIZERS.meta("adamw", "weight_decay") is True
+    train.register_schedule("half", lambda s, lr, n: lambda step: 0.5 * lr)
+    try:
+        cfg = train.resolve_config({"schedule": {"name": "half"}, "optimizer": {"lr": 0.2}})
+        assert float(train.make_schedule(cfg)(3)) == pytest.approx(0.1)
+        with pytest.raises(ValueError, match="already registered"):
+            train.register_schedule("half", lambda s, lr, n: None)
+    finally:
+        train.SCHEDULES.unregister("half")
+    with pytest.raises(ValueError, match=r"known: .*cosine.*register_schedule"):
+        train.resolve_config({"schedule": {"name": "half"}})
 
 
 def test_warmup_then_cosine_schedule_and_clipping():

@@ -211,3 +211,53 @@ def test_device_resident_and_host_fed_data_give_identical_params(tmp_path):
     on_device = run(tmp_path / "device", tiny_config(num_steps=30))
     from_host = run(tmp_path / "host", tiny_config(num_steps=30, device_data_max_mb=0))
     assert_bitwise_equal(on_device.state.params, from_host.state.params)
+
+
+def test_steps_per_dispatch_matches_one_step_per_call(tmp_path):
+    one = run(tmp_path / "one", tiny_config(num_steps=60))
+    # 7 does not divide log_every / checkpoint.every_steps (20): dispatches end there too.
+    for name, extra in [("k7", {}), ("k7host", {"device_data_max_mb": 0})]:
+        cfg = tiny_config(num_steps=60, steps_per_dispatch=7, **extra)
+        fused = run(tmp_path / name, cfg)
+        for a, b in zip(leaves(one.state.params), leaves(fused.state.params), strict=True):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+        rows = [r for r in train.read_metrics(str(tmp_path / name)) if "loss" in r]
+        ref = [r for r in train.read_metrics(str(tmp_path / "one")) if "loss" in r]
+        assert [r["step"] for r in rows] == [r["step"] for r in ref] == [20, 40, 60]
+        np.testing.assert_allclose([r["loss"] for r in rows], [r["loss"] for r in ref], rtol=1e-5)
+        steps = sorted(int(d) for d in os.listdir(tmp_path / name / "checkpoints") if d.isdigit())
+        assert steps == [20, 40, 60]
+
+
+def test_setup_and_fit_with_a_custom_hook_see_exact_steps(tmp_path):
+    cfg = tiny_config(num_steps=45, steps_per_dispatch=10, **{"checkpoint.every_steps": 0})
+    state, run_ = train.setup(cfg, task.init_fn, data=task.make_data(), workdir=str(tmp_path))
+    seen = []
+
+    def fn(step, state, metrics, last):
+        seen.append((step, int(state.step), int(metrics["loss"].shape[0]), last))
+
+    hook = train.Hook(every=15, fn=fn)
+    step_fn = run_.compile(train.make_train_step(task.loss_fn, run_.tx, run_.schedule))
+    try:
+        state = train.fit(state, step_fn, run_.feed, [hook], num_steps=45, steps_per_dispatch=10)
+    finally:
+        run_.close()
+    # dispatch ends: multiples of 10 and of 15, and 45
+    assert [s for s, *_ in seen] == [10, 15, 20, 30, 40, 45]
+    assert all(s == t for s, t, *_ in seen)
+    assert [n for *_, n, _ in seen] == [10, 5, 5, 10, 10, 5]
+    assert [last for *_, last in seen] == [False] * 5 + [True]
+    assert int(state.step) == 45
+
+
+def test_time_based_checkpoints_use_orbax_policy(tmp_path):
+    # every_seconds without every_steps: orbax's ContinuousCheckpointingPolicy saves at the first
+    # step boundary when there is no checkpoint yet, then not again within the interval; the
+    # loop always saves the final step.
+    cfg = tiny_config(
+        num_steps=30, **{"checkpoint.every_steps": 0, "checkpoint.every_seconds": 1e6}
+    )
+    run(tmp_path, cfg)
+    steps = sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit())
+    assert steps == [1, 30]
