@@ -161,14 +161,27 @@ def spec_for(
     return P(*axes) if any(axes) else P()
 
 
+def check_rules(rules, *, field: str = "sharding.rules") -> tuple[tuple[str, str | None], ...]:
+    """`rules` as a tuple of (logical name, "data" | "model" | None) pairs, or a ValueError."""
+    out = []
+    for rule in rules:
+        rule = tuple(rule)
+        if len(rule) != 2 or not isinstance(rule[0], str) or rule[1] not in (DATA, MODEL, None):
+            raise ValueError(
+                f"{field}: each rule must be (logical axis name, 'data' | 'model' | None), "
+                f"got {rule!r}"
+            )
+        out.append(rule)
+    return tuple(out)
+
+
 def _options(config) -> dict:
     if config is None:
         config = default_config().sharding
-    rules = config["rules"] if "rules" in config else DEFAULT_RULES
     return {
         "fsdp": bool(config["fsdp"]),
         "min_size": int(config["min_size"]),
-        "rules": tuple(tuple(r) for r in rules),
+        "rules": check_rules(config["rules"] if "rules" in config else DEFAULT_RULES),
     }
 
 
@@ -213,6 +226,7 @@ __all__ = [
     "MODEL",
     "PARAM_AXES",
     "batch_sharding",
+    "check_rules",
     "default_config",
     "logical_axes",
     "make_mesh",

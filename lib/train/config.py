@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from introspect import sharding
 from introspect.registry import Registry
 
 # ----------------------------------------------------------------------------------------------
@@ -78,16 +79,11 @@ def default_config() -> ml_collections.ConfigDict:
     # cosine/linear decay to lr * end_factor at num_steps.
     c.schedule.end_factor = 0.0
 
-    c.mesh = ml_collections.ConfigDict()
-    # Device mesh ("data", "model"): data = -1 uses every device not used by the model axis.
-    c.mesh.data = -1
-    c.mesh.model = 1
-
-    c.sharding = ml_collections.ConfigDict()
-    # Shard parameters and optimiser state over the data axis too (FSDP / ZeRO-3 style).
-    c.sharding.fsdp = False
-    # Arrays with fewer elements than this stay replicated (sharding them costs more than it saves).
-    c.sharding.min_size = 2**14
+    # Device mesh ("data", "model") and the parameter layout (fsdp, min_size, rules): the one
+    # scheme shared with inference, fields documented in introspect.sharding.default_config().
+    placement = sharding.default_config()
+    c.mesh = placement.mesh
+    c.sharding = placement.sharding
 
     c.checkpoint = ml_collections.ConfigDict()
     # Save every this many steps (0 = only by time and at the end; orbax FixedIntervalPolicy) ...
@@ -330,6 +326,7 @@ def resolve_config(
     _check(
         isinstance(out.sharding.fsdp, bool), f("sharding.fsdp"), "must be a bool", out.sharding.fsdp
     )
+    sharding.check_rules(out.sharding.rules, field=f("sharding.rules"))
     _check(
         _is_int(out.sharding.min_size) and out.sharding.min_size >= 0,
         f("sharding.min_size"),

@@ -29,6 +29,7 @@ from introspect.train.config import check_batch_divisible, decay_mask
         ({"log_every": 0}, "train.log_every"),
         ({"steps_per_dispatch": 0}, "train.steps_per_dispatch must be an int >= 1"),
         ({"mesh": {"data": 0}}, "train.mesh.data"),
+        ({"sharding": {"rules": (("heads", "modle"),)}}, "train.sharding.rules: each rule"),
         ({"lrate": 0.1}, "unknown training config field 'train.lrate'"),
         ({"optimizer": {"learning_rate": 0.1}}, "'train.optimizer.learning_rate'"),
     ],
@@ -43,7 +44,7 @@ def test_field_name_prefix_and_mesh_errors(tmp_path):
     with pytest.raises(ValueError, match=r"config\.train\.optimizer\.lr"):
         train.resolve_config({"optimizer": {"lr": -1.0}}, name="config.train")
     cfg = train.resolve_config({"mesh": {"model": 2}})
-    with pytest.raises(ValueError, match=r"train\.mesh\.model=2 must divide"):
+    with pytest.raises(ValueError, match=r"train\.mesh\.model=2 must be an int >= 1 that divides"):
         train.partition.mesh_from_config(cfg)
 
 
@@ -149,16 +150,20 @@ def test_every_registered_optimizer_builds_and_steps():
         assert np.all(np.isfinite(np.asarray(u["w"]))), name
 
 
-def test_state_sharding_rule():
+def test_state_sharding_is_the_one_scheme():
+    """Generic leaves (the tiny task's w1 [16, 32]) follow introspect.sharding's rules."""
     from types import SimpleNamespace
 
+    import ml_collections
     from jax.sharding import PartitionSpec as P
 
-    from introspect.train.partition import leaf_spec
+    from introspect import sharding
 
     mesh = SimpleNamespace(shape={"data": 4, "model": 2})
-    assert leaf_spec((16, 32), mesh, fsdp=True, min_size=0) == P("data", "model")
-    assert leaf_spec((16, 32), mesh, fsdp=False, min_size=0) == P(None, "model")
-    assert leaf_spec((16, 32), mesh, fsdp=True, min_size=1000) == P()
-    assert leaf_spec((5, 3), mesh, fsdp=True, min_size=0) == P()  # nothing divides
-    assert leaf_spec((), mesh, fsdp=True, min_size=0) == P()
+    cfg = train.resolve_config({"sharding": {"fsdp": True, "min_size": 0}})
+    assert isinstance(cfg.sharding, ml_collections.ConfigDict)
+    assert tuple(map(tuple, cfg.sharding.rules)) == sharding.DEFAULT_RULES
+    specs = sharding.param_specs(
+        {"w1": np.zeros((16, 32)), "b": np.zeros((5, 3))}, mesh, cfg.sharding
+    )
+    assert specs == {"w1": P("data", "model"), "b": P()}
