@@ -38,6 +38,7 @@ setup(
         "array-record==0.8.6",
         "importlib_resources==7.1.0",
         "tensorboardX==2.6.5",
+        "tensorstore==0.1.86",
     ],
     extras_require={
         "dev": [
