@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tiny_models import TINY_VARIANTS, random_ids, torch
+from tiny_models import TINY_VARIANTS, random_ids, torch, write_gguf_from_hf
 
 from introspect import models
 from introspect.models import generate as gen_lib
@@ -227,76 +227,6 @@ def test_score_matches_forward(tiny_lm):
 # GGUF loader: quant types, llama.cpp's Q/K permutation, metadata.
 # ----------------------------------------------------------------------------------------------
 
-GGUF_NAME = {
-    "model.embed_tokens.weight": "token_embd.weight",
-    "model.norm.weight": "output_norm.weight",
-    "lm_head.weight": "output.weight",
-}
-GGUF_LAYER = {
-    "input_layernorm": "attn_norm",
-    "post_attention_layernorm": "ffn_norm",
-    "self_attn.q_proj": "attn_q",
-    "self_attn.k_proj": "attn_k",
-    "self_attn.v_proj": "attn_v",
-    "self_attn.o_proj": "attn_output",
-    "mlp.gate_proj": "ffn_gate",
-    "mlp.up_proj": "ffn_up",
-    "mlp.down_proj": "ffn_down",
-}
-
-
-def _llamacpp_permute(w, n_heads):
-    """What llama.cpp's converter does to Q/K rows (the loader must undo it)."""
-    return (
-        w.reshape(n_heads, 2, w.shape[0] // n_heads // 2, *w.shape[1:])
-        .swapaxes(1, 2)
-        .reshape(w.shape)
-    )
-
-
-def write_tiny_gguf(path, hf_model, qtype, *, override=None):
-    """Convert a tiny transformers Llama to GGUF the way llama.cpp lays it out."""
-    cfg = hf_model.config
-    w = gguf.GGUFWriter(path, "llama")
-    w.add_block_count(cfg.num_hidden_layers)
-    w.add_context_length(cfg.max_position_embeddings)
-    w.add_embedding_length(cfg.hidden_size)
-    w.add_feed_forward_length(cfg.intermediate_size)
-    w.add_head_count(cfg.num_attention_heads)
-    w.add_head_count_kv(cfg.num_key_value_heads)
-    w.add_rope_freq_base(10000.0)
-    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
-    w.add_vocab_size(cfg.vocab_size)
-    for name, t in hf_model.state_dict().items():
-        if name == "lm_head.weight" and cfg.tie_word_embeddings:
-            continue  # llama.cpp stores a tied head once, as token_embd
-        arr = t.numpy().astype(np.float32)
-        if name.startswith("model.layers."):
-            _, _, i, rest = name.split(".", 3)
-            module = rest.rsplit(".", 1)[0]
-            gname = f"blk.{i}.{GGUF_LAYER[module]}.weight"
-        else:
-            gname = GGUF_NAME[name]
-        if gname.endswith("attn_q.weight"):
-            arr = _llamacpp_permute(arr, cfg.num_attention_heads)
-        elif gname.endswith("attn_k.weight"):
-            arr = _llamacpp_permute(arr, cfg.num_key_value_heads)
-        kind = (override or {}).get(gname, qtype if arr.ndim == 2 else "F32")
-        qt = gguf.GGMLQuantizationType[kind]
-        if kind == "F32":
-            w.add_tensor(gname, arr)
-        elif kind == "F16":
-            w.add_tensor(gname, arr.astype(np.float16))
-        elif kind == "IQ4_NL":  # gguf-py cannot quantise it; any bytes make a valid file
-            raw = np.zeros(gguf.quants.quant_shape_to_byte_shape(arr.shape, qt), np.uint8)
-            w.add_tensor(gname, raw, raw_dtype=qt)
-        else:
-            w.add_tensor(gname, gguf.quants.quantize(arr, qt), raw_dtype=qt)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-
 
 @pytest.fixture(scope="module")
 def tiny_llama_hf(tiny_dirs):
@@ -306,7 +236,7 @@ def tiny_llama_hf(tiny_dirs):
 @pytest.mark.parametrize("qtype", ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0"])
 def test_gguf_dequantisation_and_unpermutation(tmp_path, tiny_llama_hf, smollm, qtype):
     path = str(tmp_path / f"tiny-{qtype}.gguf")
-    write_tiny_gguf(path, tiny_llama_hf, qtype)
+    write_gguf_from_hf(path, tiny_llama_hf, qtype=qtype)
     config, params, reader = loaders.load_gguf(path)
     assert config.num_layers == 2 and config.tie_embeddings and config.num_kv_heads == 2
     # Every tensor equals gguf's own dequantisation of the stored data, un-permuted.
@@ -328,7 +258,7 @@ def test_gguf_dequantisation_and_unpermutation(tmp_path, tiny_llama_hf, smollm, 
 
 def test_gguf_unsupported_quant_type(tmp_path, tiny_llama_hf):
     path = str(tmp_path / "iq.gguf")
-    write_tiny_gguf(path, tiny_llama_hf, "F32", override={"blk.0.attn_v.weight": "IQ4_NL"})
+    write_gguf_from_hf(path, tiny_llama_hf, override={"blk.0.attn_v.weight": "IQ4_NL"})
     with pytest.raises(NotImplementedError, match=r"IQ4_NL.*supported: F32"):
         loaders.load_gguf(path)
 

@@ -187,10 +187,16 @@ def llamacpp_llama3_rope_factors(rope, head_dim):
     return np.asarray(out, np.float32)
 
 
-def write_gguf_from_hf(path, hf_model, *, rope_freqs=None, rope_linear_factor=None):
-    """Write a transformers Llama as an F32 GGUF file.
+def write_gguf_from_hf(
+    path, hf_model, *, qtype="F32", override=None, rope_freqs=None, rope_linear_factor=None
+):
+    """Write a transformers Llama as a GGUF file, laid out the way llama.cpp's converter does.
 
     Args:
+      qtype: GGML type of the 2-D weights ("F32", "F16", "Q8_0", ... quantised by gguf-py;
+        norms stay F32).
+      override: {gguf tensor name: type} exceptions ("IQ4_NL": gguf-py cannot quantise it, so
+        zero bytes are written, which makes a valid file).
       rope_freqs: optional [head_dim // 2] `rope_freqs.weight` tensor to store.
       rope_linear_factor: optional factor written as `rope.scaling.type = linear`.
     """
@@ -225,7 +231,17 @@ def write_gguf_from_hf(path, hf_model, *, rope_freqs=None, rope_linear_factor=No
             arr = llamacpp_permute(arr, cfg.num_attention_heads)
         elif gname.endswith("attn_k.weight"):
             arr = llamacpp_permute(arr, cfg.num_key_value_heads)
-        w.add_tensor(gname, arr)
+        kind = (override or {}).get(gname, qtype if arr.ndim == 2 else "F32")
+        qt = gguf.GGMLQuantizationType[kind]
+        if kind == "F32":
+            w.add_tensor(gname, arr)
+        elif kind == "F16":
+            w.add_tensor(gname, arr.astype(np.float16))
+        elif kind == "IQ4_NL":
+            raw = np.zeros(gguf.quants.quant_shape_to_byte_shape(arr.shape, qt), np.uint8)
+            w.add_tensor(gname, raw, raw_dtype=qt)
+        else:
+            w.add_tensor(gname, gguf.quants.quantize(arr, qt), raw_dtype=qt)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
