@@ -23,6 +23,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from introspect.registry import Registry
+
 Messages = list[dict[str, str]]
 
 _LETTERS = "ABCDEFGHIJ"
@@ -133,20 +135,18 @@ def top_k(example: Mapping[str, Any], *, k: int = 3) -> Messages:
     return _user(example, instruction)
 
 
-PROMPT_FORMATS: dict[str, Callable[..., Messages]] = {
-    "plain": plain,
-    "cot": chain_of_thought,
-    "verbalized": verbalized_confidence,
-    "rlcr": rlcr,
-    "topk": top_k,
-}
+# Prompt formats by name: (example, **options) -> chat messages.
+PROMPT_FORMATS: Registry[Callable[..., Messages]] = Registry("prompt format")
+PROMPT_FORMATS.register("plain", plain)
+PROMPT_FORMATS.register("cot", chain_of_thought)
+PROMPT_FORMATS.register("verbalized", verbalized_confidence)
+PROMPT_FORMATS.register("rlcr", rlcr)
+PROMPT_FORMATS.register("topk", top_k)
 
 
 def get_format(name: str) -> Callable[..., Messages]:
-    """The prompt format registered under `name` (see PROMPT_FORMATS)."""
-    if name not in PROMPT_FORMATS:
-        raise ValueError(f"unknown prompt format {name!r}; known: {', '.join(PROMPT_FORMATS)}")
-    return PROMPT_FORMATS[name]
+    """The prompt format registered under `name` (ValueError listing the known names)."""
+    return PROMPT_FORMATS.get(name)
 
 
 def build_messages(

@@ -26,6 +26,7 @@ from typing import Any
 
 from introspect.data import grading
 from introspect.data.prompts import extract_answer_text
+from introspect.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,47 +38,51 @@ class TaskSpec:
     description: str
 
 
-TASKS: dict[str, TaskSpec] = {
-    **{
-        f"synthetic_{level}": TaskSpec(
-            f"introspect_synthetic/{level}",
+# Tasks by name.
+TASKS: Registry[TaskSpec] = Registry("task")
+for _level in ("easy", "medium", "hard"):
+    TASKS.register(
+        f"synthetic_{_level}",
+        TaskSpec(
+            f"introspect_synthetic/{_level}",
             ("train", "calibration", "test"),
-            f"synthetic verifiable suite, {level} level (arithmetic, comparison, counting, "
+            f"synthetic verifiable suite, {_level} level (arithmetic, comparison, counting, "
             "word problems)",
-        )
-        for level in ("easy", "medium", "hard")
-    },
-    "gsm8k": TaskSpec("introspect_gsm8k", ("train", "test"), "GSM8K math word problems"),
-    "math500": TaskSpec("introspect_math500", ("test",), "MATH-500 competition math"),
-    "triviaqa": TaskSpec(
-        "introspect_trivia_qa", ("train", "validation"), "TriviaQA closed-book trivia"
-    ),
-    "hotpotqa": TaskSpec(
+        ),
+    )
+TASKS.register("gsm8k", TaskSpec("introspect_gsm8k", ("train", "test"), "GSM8K math word problems"))
+TASKS.register("math500", TaskSpec("introspect_math500", ("test",), "MATH-500 competition math"))
+TASKS.register(
+    "triviaqa",
+    TaskSpec("introspect_trivia_qa", ("train", "validation"), "TriviaQA closed-book trivia"),
+)
+TASKS.register(
+    "hotpotqa",
+    TaskSpec(
         "introspect_hotpot_qa", ("train", "validation"), "HotpotQA multi-hop, distractor context"
     ),
-    "commonsenseqa": TaskSpec(
-        "introspect_commonsense_qa", ("train", "validation"), "CommonsenseQA 5-way choice"
-    ),
-}
+)
+TASKS.register(
+    "commonsenseqa",
+    TaskSpec("introspect_commonsense_qa", ("train", "validation"), "CommonsenseQA 5-way choice"),
+)
 
-GRADERS: dict[str, Callable[..., tuple[Any, bool]]] = {
-    "number": grading.grade_numeric,
-    "math": grading.grade_boxed,
-    "choice": grading.grade_choice,
-    "text": grading.grade_exact_match,
-}
+# Graders by answer type: (response, gold) -> (extracted answer, correct).
+GRADERS: Registry[Callable[..., tuple[Any, bool]]] = Registry("answer type")
+GRADERS.register("number", grading.grade_numeric)
+GRADERS.register("math", grading.grade_boxed)
+GRADERS.register("choice", grading.grade_choice)
+GRADERS.register("text", grading.grade_exact_match)
 
 
 def registered_tasks() -> tuple[str, ...]:
     """The names `load_task` accepts."""
-    return tuple(TASKS)
+    return TASKS.names()
 
 
 def task_spec(name: str) -> TaskSpec:
     """The registry entry of `name`; ValueError listing the known names otherwise."""
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
-    return TASKS[name]
+    return TASKS.get(name)
 
 
 def load_task(
@@ -114,9 +119,7 @@ def grader_for(answer_type: str) -> Callable[..., tuple[Any, bool]]:
     """The grader for an answer type: number -> grade_numeric, math -> grade_boxed,
     choice -> grade_choice, text -> grade_exact_match. Each is (response, gold) ->
     (extracted, correct)."""
-    if answer_type not in GRADERS:
-        raise ValueError(f"unknown answer type {answer_type!r}; known: {', '.join(GRADERS)}")
-    return GRADERS[answer_type]
+    return GRADERS.get(answer_type)
 
 
 def golds(example: Mapping[str, Any]) -> list[str]:

@@ -63,7 +63,7 @@ def tokenizer():
 
 
 def test_registry_names():
-    assert list(PROMPT_FORMATS) == ["plain", "cot", "verbalized", "rlcr", "topk"]
+    assert PROMPT_FORMATS.names() == ("cot", "plain", "rlcr", "topk", "verbalized")
 
 
 @pytest.mark.parametrize("fmt", list(PROMPT_FORMATS))
@@ -101,7 +101,7 @@ def test_options_and_system_message(tokenizer):
 
 
 def test_bad_names_and_inputs():
-    with pytest.raises(ValueError, match="unknown prompt format 'json'; known: plain, cot"):
+    with pytest.raises(ValueError, match="unknown prompt format 'json'; known: cot, plain"):
         build_messages(EXAMPLES["number"], "json")
     with pytest.raises(ValueError, match="answer_type must be one of"):
         build_messages({"question": "q", "answer_type": "bool"}, "plain")
