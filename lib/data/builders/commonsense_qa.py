@@ -26,7 +26,9 @@ def parse_commonsense_qa(record: dict[str, Any]) -> dict[str, Any]:
     q = record["question"]
     if isinstance(q, str):  # HF: question text, choices {"label": [...], "text": [...]}
         stem, raw = q, record["choices"]
-        options = [{"label": la, "text": t} for la, t in zip(raw["label"], raw["text"])]
+        options = [
+            {"label": la, "text": t} for la, t in zip(raw["label"], raw["text"], strict=True)
+        ]
     else:
         stem, options = q["stem"], q["choices"]
     options = sorted(options, key=lambda c: c["label"])
