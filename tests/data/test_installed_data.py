@@ -245,3 +245,16 @@ def test_unknown_task_and_split():
         tasks.load_task("mmlu", "train")
     with pytest.raises(ValueError, match="no split 'test'.*'validation'"):
         tasks.load_task("boolq", "test")
+
+
+def test_iter_arrow_reads_stream_and_file_formats(tmp_path):
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    rows = [{"q": "a", "c": {"label": ["A"], "text": ["x"]}}, {"q": "b", "c": None}]
+    table = pa.Table.from_pylist(rows)
+    for name, writer in (("s.arrow", ipc.new_stream), ("f.arrow", ipc.new_file)):
+        path = tmp_path / name
+        with pa.OSFile(str(path), "wb") as sink, writer(sink, table.schema) as w:
+            w.write_table(table, max_chunksize=1)  # two record batches
+        assert list(builders.iter_arrow(str(path))) == rows
