@@ -114,8 +114,11 @@ SCRIPT = textwrap.dedent(
         q = lm.params["layers_0"]["attn"]["q_proj"]["kernel"]
         # training lays the same params out exactly as LM serves them
         cfg = train.resolve_config({"mesh": {"data": data, "model": model}})
-        state = train.init_train_state(lm.params, optax.adam(1e-3), jax.random.PRNGKey(0))
-        state_sh = train.partition.state_shardings(jax.eval_shape(lambda: state), mesh, cfg)
+        # abstract (eval_shape): 8 replicas of the adam moments would not fit in host memory
+        state = jax.eval_shape(
+            lambda: train.init_train_state(lm.params, optax.adam(1e-3), jax.random.PRNGKey(0))
+        )
+        state_sh = train.partition.state_shardings(state, mesh, cfg)
         same = jax.tree.all(jax.tree.map(
             lambda s, p: s.spec == p.sharding.spec, state_sh.params, lm.params))
         out[f"{data}x{model}"] = {"tokens": gen.tokens, "q_spec": list(q.sharding.spec),
@@ -125,6 +128,8 @@ SCRIPT = textwrap.dedent(
             c = cntp.generate(lm, prompts, max_new_tokens=12, temperature=0.8, max_trials=3,
                               seed=3)
             out["cntp"] = c.tokens
+        del lm, gen, q  # one model on the simulated devices at a time
+        jax.clear_caches()
     print(json.dumps(out))
     """
 )
