@@ -15,6 +15,9 @@ reliability.png, risk_coverage.png.
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import os
 import time
 
 import numpy as np
@@ -22,6 +25,7 @@ from absl import app, logging
 from ml_collections import config_flags
 
 from introspect import calibrators, data, decoding, metrics, models, results, signals
+from introspect import store as store_lib
 
 # ---------------------------------------------------------------------------------------------
 # Data and answers
@@ -114,46 +118,165 @@ def _fmt(x, digits=3):
 # ---------------------------------------------------------------------------------------------
 
 
-def score_split(lm, examples, config, *, with_samples: bool, rng_seed: int) -> dict:
-    """Generate, grade and compute every signal for one split."""
-    fmt = config.prompt_format
-    ids = [data.build_prompt_ids(lm.tokenizer, ex, fmt) for ex in examples]
-    gen = lm.generate(
-        ids,
-        max_new_tokens=config.max_new_tokens,
-        return_stats=True,
-        batch_size=config.batch_size,
-        progress=True,
+def model_key(config) -> dict:
+    """What the stored generations depend on about the model: its name, the bytes of its
+    weights file(s) (a different file under the same name is a different model) and dtype."""
+    path = models.resolve(config.model)
+    files = (
+        [path]
+        if os.path.isfile(path)
+        else [os.path.join(path, f) for f in sorted(os.listdir(path))]
     )
-    graded = [data.grade(ex, t, fmt=fmt) for ex, t in zip(examples, gen.texts, strict=True)]
+    size = sum(os.path.getsize(f) for f in files if os.path.isfile(f))
+    return {"model": str(config.model), "model_bytes": size, "dtype": config.dtype}
+
+
+def split_records(lm, examples, config, *, split: str, num_samples: int, seed: int, imported):
+    """The generation records of one split (see `introspect.store`), from the store when a
+    previous run with the same key made them, else made now (and stored).
+
+    A record holds the greedy answer (tokens, log-probs, per-step statistics, text), its
+    grade, P(True), `num_samples` sampled answers with their self-certainty, and, with
+    `config.store_hidden_layers`, the hidden states the first answer token was computed from.
+    With `imported` ({(task, split, id): row}, `introspect.store.read_generations`) the answers
+    are the outside responses, scored teacher-forced instead of generated.
+    """
+    fmt, task = config.prompt_format, config.task
+    layers = tuple(int(x) for x in config.store_hidden_layers)
+    key = {
+        **model_key(config),
+        "task": task,
+        "split": split,
+        "prompt_format": fmt,
+        "max_new_tokens": config.max_new_tokens,
+        "decoding": "greedy",
+        "num_samples": num_samples,
+        "sample_temperature": config.sample_temperature if num_samples else None,
+        "sample_top_p": config.sample_top_p if num_samples else None,
+        "seed": seed if num_samples else None,
+        "hidden_layers": list(layers),
+        "p_true": hashlib.sha256(signals.P_TRUE_TEMPLATE.encode()).hexdigest()[:16],
+        "imported": config.import_generations and _file_digest(config.import_generations),
+    }
+
+    def make(positions):
+        exs = [examples[i] for i in positions]
+        ids = [data.build_prompt_ids(lm.tokenizer, ex, fmt) for ex in exs]
+        if imported is not None:
+            rows = [_imported_row(imported, task, split, ex["id"]) for ex in exs]
+            recs = store_lib.scored_records(
+                lm,
+                ids,
+                [r["response"] for r in rows],
+                [r.get("finish_reason", "stop") for r in rows],
+                batch_size=config.batch_size,
+                progress=True,
+            )
+        else:
+            gen = lm.generate(
+                ids,
+                max_new_tokens=config.max_new_tokens,
+                return_stats=True,
+                hidden_layers=layers or None,
+                hidden_steps=(0,) if layers else None,
+                batch_size=config.batch_size,
+                progress=True,
+            )
+            recs = store_lib.generation_records(gen, ids)
+            for i, r in enumerate(recs):
+                if layers:
+                    r["hidden"] = np.asarray(gen.hidden_states[:, i, 0], np.float32)
+        p_true = signals.p_true(lm, [ex["question"] for ex in exs], [r["text"] for r in recs])
+        for ex, r, p in zip(exs, recs, p_true, strict=True):
+            r["p_true"] = float(p)
+            extracted, correct = data.grade(ex, r["text"], fmt=fmt)
+            r["extracted"], r["correct"] = extracted, bool(correct)
+        if num_samples:
+            samples = decoding.best_of_n.sample(
+                lm,
+                ids,
+                n=num_samples,
+                max_new_tokens=config.max_new_tokens,
+                temperature=config.sample_temperature,
+                top_p=config.sample_top_p,
+                seed=seed + positions[0],
+                batch_size=config.batch_size,
+                progress=True,
+            )
+            for i, r in enumerate(recs):
+                r["sample_texts"] = list(samples.texts[i])
+                r["sample_self_certainty"] = np.asarray(
+                    samples.signals["self_certainty"][i], np.float32
+                )
+        return recs
+
+    if not config.use_store:
+        return make(list(range(len(examples))))
+    root = config.store or os.path.join(config.results_root, "store")
+    entry = store_lib.GenerationStore(root).entry(key)
+    recs = entry.get(
+        [ex["id"] for ex in examples],
+        make,
+        shard_size=config.store_shard_size,
+        desc=f"{task}/{split}",
+    )
+    logging.info("store %s/%s: %s", task, split, entry.counts)
+    STORE_COUNTS[f"{task}/{split}"] = dict(entry.counts)
+    return recs
+
+
+# Per (task, split) of the last `run` in this process: examples loaded from the store and made.
+STORE_COUNTS: dict[str, dict] = {}
+
+
+def _file_digest(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _imported_row(imported, task, split, example_id):
+    for k in ((task, split, example_id), ("", "", example_id)):
+        if k in imported:
+            return imported[k]
+    raise ValueError(
+        f"import_generations has no response for task {task!r}, split {split!r}, id "
+        f"{example_id!r}; each line needs the example's id (and task/split, or neither)"
+    )
+
+
+def score_split(lm, examples, config, *, split: str, with_samples: bool, seed: int, imported):
+    """Records of one split (stored or made), graded, with every signal computed."""
+    fmt = config.prompt_format
+    num_samples = config.num_samples if with_samples else 0
+    recs = split_records(
+        lm, examples, config, split=split, num_samples=num_samples, seed=seed, imported=imported
+    )
+    texts = [r["text"] for r in recs]
+    # Graded again from the text (cheap), so a grader fix never needs new generations.
+    graded = [data.grade(ex, t, fmt=fmt) for ex, t in zip(examples, texts, strict=True)]
     extracted = [g[0] for g in graded]
     correct = np.array([g[1] for g in graded], np.float64)
-    stats, mask = signals.from_ragged(gen.logprobs, gen.stats)
+    stats, mask = store_lib.logit_inputs(recs)
     values = signals.compute_all(
         stats, mask, vocab_size=lm.config.vocab_size, exclude=("answer_confidence",)
     )
     span = np.zeros_like(mask)
-    for i, (toks, ans) in enumerate(zip(gen.tokens, extracted, strict=True)):
-        span[i, : len(toks)] = answer_span_mask(lm.tokenizer, toks, ans)
+    for i, (r, ans) in enumerate(zip(recs, extracted, strict=True)):
+        span[i, : len(r["tokens"])] = answer_span_mask(lm.tokenizer, r["tokens"].tolist(), ans)
     values["answer_confidence"] = np.asarray(signals.compute("answer_confidence", stats, span))
-    values["p_true"] = signals.p_true(lm, [ex["question"] for ex in examples], gen.texts)
-    values["hedge"] = signals.hedge_score(gen.texts)
-    out = {"ids": ids, "gen": gen, "extracted": extracted, "correct": correct, "values": values}
-    if with_samples and config.num_samples > 0:
-        samples = decoding.best_of_n.sample(
-            lm,
-            ids,
-            n=config.num_samples,
-            max_new_tokens=config.max_new_tokens,
-            temperature=config.sample_temperature,
-            top_p=config.sample_top_p,
-            seed=rng_seed,
-            batch_size=config.batch_size,
-            progress=True,
-        )
+    values["p_true"] = np.array([r["p_true"] for r in recs])
+    values["hedge"] = signals.hedge_score(texts)
+    out = {
+        "ids": [r["prompt_ids"].tolist() for r in recs],
+        "texts": texts,
+        "extracted": extracted,
+        "correct": correct,
+        "values": values,
+    }
+    if num_samples:
         answers = [
-            [data.grade(ex, t, fmt=fmt)[0] for t in row]
-            for ex, row in zip(examples, samples.texts, strict=True)
+            [data.grade(ex, t, fmt=fmt)[0] for t in r["sample_texts"]]
+            for ex, r in zip(examples, recs, strict=True)
         ]
         same = equivalent(examples[0]["answer_type"])
         values["consistency"] = np.array(
@@ -168,7 +291,7 @@ def score_split(lm, examples, config, *, with_samples: bool, rng_seed: int) -> d
         values["neg_cluster_entropy"] = np.array(
             [signals.neg_cluster_entropy(r, equivalent=same) for r in answers]
         )
-        out["samples"] = samples
+        out["sample_self_certainty"] = np.stack([r["sample_self_certainty"] for r in recs])
         out["sample_answers"] = answers
     return out
 
@@ -176,7 +299,7 @@ def score_split(lm, examples, config, *, with_samples: bool, rng_seed: int) -> d
 def best_of_n_table(examples, test, config) -> list[dict]:
     """Accuracy vs N for greedy, majority, self-certainty and Borda(p) over the sample pool."""
     rows = []
-    answers, sc = test["sample_answers"], test["samples"].signals["self_certainty"]
+    answers, sc = test["sample_answers"], test["sample_self_certainty"]
     golds = examples
     greedy_acc = float(test["correct"].mean())
 
@@ -206,19 +329,43 @@ def best_of_n_table(examples, test, config) -> list[dict]:
     return rows
 
 
-def run(config) -> dict:
-    out_dir = results.run_dir(
-        "confidence_benchmark", config.run_name or None, root=config.results_root
-    )
-    results.write_json(f"{out_dir}/config.json", config.to_dict())
+def task_config(config, task: str):
+    """The config of one task: a copy of `config` with `task` set and its `task_overrides`
+    applied (e.g. a longer max_new_tokens for GSM8K)."""
+    c = copy.deepcopy(config)
+    with c.unlocked():
+        c.task = task
+    overrides = dict(config.task_overrides).get(task, {})
+    for k, v in dict(overrides).items():
+        if k not in c or k in ("tasks", "task_overrides"):
+            raise ValueError(f"task_overrides[{task!r}]: {k!r} is not a per-task config field")
+        c[k] = v
+    return c
+
+
+def run_task(lm, config, out_dir: str, imported) -> dict:
+    """The whole benchmark on one task: calibration and test splits scored, every table."""
     t0 = time.perf_counter()
-    lm = models.load(config.model, dtype=config.dtype)
     cal_ex = load_examples(config, config.calibration_split, config.num_calibration)
     test_ex = load_examples(config, config.test_split, config.num_test)
     cal = score_split(
-        lm, cal_ex, config, with_samples=config.samples_on_calibration, rng_seed=config.seed
+        lm,
+        cal_ex,
+        config,
+        split=config.calibration_split,
+        with_samples=config.samples_on_calibration,
+        seed=config.seed,
+        imported=imported,
     )
-    test = score_split(lm, test_ex, config, with_samples=True, rng_seed=config.seed + 1)
+    test = score_split(
+        lm,
+        test_ex,
+        config,
+        split=config.test_split,
+        with_samples=True,
+        seed=config.seed + 1_000_003,
+        imported=imported,
+    )
 
     table = {}
     for name, t_scores in test["values"].items():
@@ -232,27 +379,29 @@ def run(config) -> dict:
             test["correct"],
             config.num_bins,
         )
+        table[name].update(auroc_ci(t_scores, test["correct"], config))
 
     # Plots: reliability of the best-AUROC signal after isotonic calibration; risk-coverage.
     ranked = sorted((r["auroc"] or 0.0, n) for n, r in table.items())
     best = ranked[-1][1] if ranked else None
+    os.makedirs(out_dir, exist_ok=True)
     if best is not None and table[best]["_p_iso"] is not None:
         metrics.plot_reliability_diagram(
             table[best]["_p_iso"],
             test["correct"],
             num_bins=config.num_bins,
-            title=f"{best} (isotonic), test split",
+            title=f"{config.task}: {best} (isotonic), test split",
             path=f"{out_dir}/reliability.png",
         )
     if best is not None:
         metrics.plot_risk_coverage(
             test["values"][best],
             test["correct"],
-            title=f"risk-coverage: {best}",
+            title=f"{config.task} risk-coverage: {best}",
             path=f"{out_dir}/risk_coverage.png",
         )
 
-    bon = best_of_n_table(test_ex, test, config) if "samples" in test else []
+    bon = best_of_n_table(test_ex, test, config) if "sample_answers" in test else []
     blackbox = blackbox_table(lm, test_ex, test, config)
     cascade = cascade_table(test_ex, cal, test, config)
     cntp_rows = cntp_table(lm, test_ex, test, config)
@@ -261,6 +410,7 @@ def run(config) -> dict:
     summary = {
         "model": config.model,
         "task": config.task,
+        "splits": [config.calibration_split, config.test_split],
         "num_calibration": len(cal_ex),
         "num_test": len(test_ex),
         "accuracy_test": float(test["correct"].mean()),
@@ -270,26 +420,161 @@ def run(config) -> dict:
         "cntp": cntp_rows,
         "blackbox": blackbox,
         "cascade": cascade,
+        "store": {
+            k: v for k, v in STORE_COUNTS.items() if k.startswith(f"{config.task}/")
+        },
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    md = render_table(summary)
-    rows = []
-    for i, ex in enumerate(test_ex):
-        rows.append(
-            {
-                **ex,
-                "response": test["gen"].texts[i],
-                "extracted": test["extracted"][i],
-                "correct": bool(test["correct"][i]),
-                "signals": {k: float(v[i]) for k, v in test["values"].items()},
-            }
-        )
+    rows = [
+        {
+            **ex,
+            "split": config.test_split,
+            "response": test["texts"][i],
+            "extracted": test["extracted"][i],
+            "correct": bool(test["correct"][i]),
+            "signals": {k: float(v[i]) for k, v in test["values"].items()},
+        }
+        for i, ex in enumerate(test_ex)
+    ]
     results.write_jsonl(f"{out_dir}/answers.jsonl", rows)
     results.write_json(f"{out_dir}/metrics.json", summary)
+    results.write_text(f"{out_dir}/table.md", render_table(summary))
+    return summary
+
+
+def auroc_ci(scores, correct, config) -> dict:
+    """Percentile-bootstrap interval of the test AUROC (`config.bootstrap_resamples`
+    resamples of the test questions; None when the split has one class only)."""
+    y = np.asarray(correct, np.float64)
+    if not config.bootstrap_resamples or not 0 < y.sum() < len(y):
+        return {"auroc_lo": None, "auroc_hi": None}
+    ci = metrics.bootstrap_ci(
+        metrics.auroc,
+        np.asarray(scores, np.float32),
+        y.astype(np.float32),
+        num_resamples=config.bootstrap_resamples,
+        seed=config.seed,
+    )
+    return {"auroc_lo": float(ci.low), "auroc_hi": float(ci.high)}
+
+
+def run(config) -> dict:
+    """Every task of `config.tasks` (or `config.task`); per-task and cross-task tables."""
+    out_dir = results.run_dir(
+        "confidence_benchmark", config.run_name or None, root=config.results_root
+    )
+    results.write_json(f"{out_dir}/config.json", config.to_dict())
+    t0 = time.perf_counter()
+    tasks = tuple(config.tasks) or (config.task,)
+    unknown = [t for t in tasks if t not in data.TASKS]
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; registered: {', '.join(data.TASKS.names())}")
+    for t in config.task_overrides:
+        if t not in tasks:
+            raise ValueError(f"task_overrides names {t!r}, which is not among the tasks {tasks}")
+    imported = (
+        store_lib.read_generations(config.import_generations)
+        if config.import_generations
+        else None
+    )
+    lm = models.load(config.model, dtype=config.dtype)
+    STORE_COUNTS.clear()
+    per_task = {}
+    for task in tasks:
+        tc = task_config(config, task)
+        sub = out_dir if len(tasks) == 1 else os.path.join(out_dir, task)
+        per_task[task] = run_task(lm, tc, sub, imported)
+        print(render_table(per_task[task]))
+    summary = {
+        "model": config.model,
+        "tasks": per_task,
+        "store": dict(STORE_COUNTS),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    md = "\n".join(render_table(s) for s in per_task.values())
+    if len(tasks) > 1:
+        cross = render_cross_task(per_task)
+        md = cross + "\n" + md
+        print(cross)
+        plot_auroc_grid(per_task, f"{out_dir}/auroc.png")
+    results.write_json(f"{out_dir}/metrics.json", summary)
     results.write_text(f"{out_dir}/table.md", md)
-    print(md)
+    made = sum(c["made"] for c in STORE_COUNTS.values())
+    loaded = sum(c["loaded"] for c in STORE_COUNTS.values())
+    print(f"generations: {made} made, {loaded} read from the store; {summary['seconds']:.0f} s")
     print(f"results: {out_dir}/")
     return summary
+
+
+def render_cross_task(per_task: dict) -> str:
+    """Signal x task tables of test AUROC (with its bootstrap interval) and PRR, and a mean
+    column; rows sorted by mean AUROC."""
+    tasks = list(per_task)
+    names = sorted(set.intersection(*(set(s["signals"]) for s in per_task.values())))
+
+    def mean(name, key):
+        vals = [per_task[t]["signals"][name][key] for t in tasks]
+        vals = [v for v in vals if v is not None]
+        return float(np.mean(vals)) if vals else None
+
+    names.sort(key=lambda n: -(mean(n, "auroc") or 0))
+    acc = " | ".join(
+        f"{t} {per_task[t]['accuracy_test']:.3f} (n={per_task[t]['num_test']})" for t in tasks
+    )
+    lines = [
+        f"# Confidence benchmark: {next(iter(per_task.values()))['model']}, "
+        f"{len(tasks)} tasks",
+        "",
+        f"Test accuracy: {acc}.",
+        "",
+        "## AUROC by task (test split; 95% bootstrap interval)",
+        "",
+        "| signal | " + " | ".join(tasks) + " | mean |",
+        "|---|" + "---|" * (len(tasks) + 1),
+    ]
+    for n in names:
+        cells = []
+        for t in tasks:
+            r = per_task[t]["signals"][n]
+            ci = (
+                f" [{r['auroc_lo']:.2f}, {r['auroc_hi']:.2f}]"
+                if r.get("auroc_lo") is not None
+                else ""
+            )
+            cells.append(_fmt(r["auroc"]) + ci)
+        lines.append(f"| {n} | " + " | ".join(cells) + f" | {_fmt(mean(n, 'auroc'))} |")
+    lines += [
+        "",
+        "## PRR by task (test split)",
+        "",
+        "| signal | " + " | ".join(tasks) + " | mean |",
+        "|---|" + "---|" * (len(tasks) + 1),
+    ]
+    for n in names:
+        cells = [_fmt(per_task[t]["signals"][n]["prr"]) for t in tasks]
+        lines.append(f"| {n} | " + " | ".join(cells) + f" | {_fmt(mean(n, 'prr'))} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_auroc_grid(per_task: dict, path: str) -> None:
+    """A signal x task heat map of test AUROC (0.5 = chance, white)."""
+    tasks = list(per_task)
+    names = sorted(set.intersection(*(set(s["signals"]) for s in per_task.values())))
+    grid = np.array(
+        [
+            [np.nan if (v := per_task[t]["signals"][n]["auroc"]) is None else v for t in tasks]
+            for n in names
+        ]
+    )
+    order = np.argsort(-np.nanmean(np.where(np.isnan(grid), 0.5, grid), axis=1))
+    metrics.plot_heatmap(
+        grid[order],
+        row_labels=[names[i] for i in order],
+        col_labels=tasks,
+        title="AUROC by signal and task (test split)",
+        center=0.5,
+        path=path,
+    )
 
 
 def blackbox_table(lm, examples, test, config) -> list[dict]:
@@ -441,8 +726,9 @@ def render_table(summary) -> str:
     lines = [
         f"# Confidence benchmark: {summary['model']} on {summary['task']}",
         "",
-        f"Test accuracy {summary['accuracy_test']:.3f} (n = {summary['num_test']}); "
-        f"calibration split n = {summary['num_calibration']}.",
+        f"Test accuracy {summary['accuracy_test']:.3f} (split {summary['splits'][1]!r}, "
+        f"n = {summary['num_test']}); calibration split {summary['splits'][0]!r}, "
+        f"n = {summary['num_calibration']}. AUROC with its 95% bootstrap interval.",
         "",
         "| signal | " + " | ".join(c for _, c in COLUMNS) + " |",
         "|---|" + "---|" * len(COLUMNS),
@@ -450,7 +736,10 @@ def render_table(summary) -> str:
     order = sorted(summary["signals"], key=lambda n: -(summary["signals"][n]["auroc"] or 0))
     for name in order:
         r = summary["signals"][name]
-        lines.append(f"| {name} | " + " | ".join(_fmt(r[k]) for k, _ in COLUMNS) + " |")
+        cells = [_fmt(r[k]) for k, _ in COLUMNS]
+        if r.get("auroc_lo") is not None:
+            cells[0] += f" [{r['auroc_lo']:.2f}, {r['auroc_hi']:.2f}]"
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if summary["best_of_n"]:
         keys = [k for k in summary["best_of_n"][0] if k != "N"]
         lines += [

@@ -22,6 +22,7 @@ _SUBMODULES = (
     "registry",
     "resources",
     "sharding",
+    "store",
 )
 
 

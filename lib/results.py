@@ -57,3 +57,32 @@ def write_json(path: str, obj) -> None:
 
 def write_jsonl(path: str, rows: Iterable[dict]) -> None:
     write_text(path, "".join(json.dumps(r, default=_default) + "\n" for r in rows))
+
+
+def read_jsonl(path: str, *, required: tuple[str, ...] = ()) -> list[dict]:
+    """The objects of a JSON-lines file (blank lines skipped).
+
+    Raises:
+      FileNotFoundError for a missing file; ValueError naming the line for malformed JSON, a line
+      that is not an object or lacks a `required` key, and for a file with no objects.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"JSONL file not found: {path}")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from e
+            if not isinstance(row, dict) or any(k not in row for k in required):
+                raise ValueError(
+                    f"{path}:{n}: expected an object with {', '.join(map(repr, required))}, "
+                    f"got {str(row)[:80]}"
+                )
+            rows.append(row)
+    if not rows:
+        raise ValueError(f"{path}: no records")
+    return rows

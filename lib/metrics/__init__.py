@@ -6,7 +6,8 @@ Calibration (lower = better): `ece` (with `binning="quantile"` = ACE, `norm="l2"
 Ranking and selective prediction: `auroc`, `auprc` (higher = better), `risk_coverage_curve`,
 `aurc`, `excess_aurc` (lower = better), `selective_accuracy`, `prr`, `spearman` (higher = better).
 Uncertainty of a metric: `bootstrap_ci`.
-Plots (PNG, Agg): `plot_reliability_diagram`, `plot_risk_coverage`, `plot_confidence_histogram`
+Plots (PNG, Agg): `plot_reliability_diagram`, `plot_risk_coverage`, `plot_confidence_histogram`,
+`plot_heatmap`
 (imported on first use, so `import introspect.metrics` does not load matplotlib).
 
 Every function takes `mask=` for padding and `validate=` (default True: a ValueError naming the
@@ -40,7 +41,12 @@ from introspect.metrics.ranking import (
     spearman,
 )
 
-_PLOTS = ("plot_reliability_diagram", "plot_risk_coverage", "plot_confidence_histogram")
+_PLOTS = (
+    "plot_reliability_diagram",
+    "plot_risk_coverage",
+    "plot_confidence_histogram",
+    "plot_heatmap",
+)
 
 # Metrics by name, for configs: every entry is callable(confidences_or_scores, labels, **options).
 METRICS = {

@@ -19,7 +19,12 @@ from matplotlib.figure import Figure
 from introspect import _checks as V
 from introspect.metrics import calibration, ranking
 
-__all__ = ["plot_reliability_diagram", "plot_risk_coverage", "plot_confidence_histogram"]
+__all__ = [
+    "plot_confidence_histogram",
+    "plot_heatmap",
+    "plot_reliability_diagram",
+    "plot_risk_coverage",
+]
 
 
 def _new_figure(figsize: tuple[float, float]) -> Figure:
@@ -208,4 +213,54 @@ def plot_confidence_histogram(
     ax.set_ylabel("count")
     ax.legend(loc="upper left", fontsize="small")
     ax.set_title(title if title is not None else "Confidence by correctness")
+    return _finish(fig, path)
+
+
+def plot_heatmap(
+    values: Any,
+    *,
+    row_labels: list[str],
+    col_labels: list[str],
+    title: str | None = None,
+    center: float | None = None,
+    digits: int = 2,
+    path: str | os.PathLike | None = None,
+) -> Figure:
+    """A labelled grid of numbers (e.g. AUROC by signal and task), each cell annotated.
+
+    Args:
+      values: [rows, cols] floats; NaN = missing (grey, no label).
+      row_labels, col_labels: one label per row / column.
+      title: figure title.
+      center: the value drawn white (diverging colours around it, e.g. 0.5 for AUROC); None =
+        a sequential colour map over the data range.
+      digits: decimals of the cell labels.
+      path: where to write the PNG (optional).
+    Returns:
+      the Figure.
+    """
+    v = np.asarray(values, dtype=float)
+    if v.ndim != 2 or v.shape != (len(row_labels), len(col_labels)) or v.size == 0:
+        raise ValueError(
+            f"values: expected shape [{len(row_labels)}, {len(col_labels)}] (rows x columns of "
+            f"the labels), got {v.shape}"
+        )
+    finite = v[np.isfinite(v)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if center is not None:
+        half = max(abs(hi - center), abs(center - lo), 1e-6)
+        lo, hi, cmap = center - half, center + half, "RdBu_r"
+    else:
+        cmap = "viridis"
+    fig = _new_figure((1.6 + 1.1 * v.shape[1], 0.8 + 0.32 * v.shape[0]))
+    ax = fig.subplots()
+    image = ax.imshow(np.ma.masked_invalid(v), cmap=cmap, vmin=lo, vmax=hi, aspect="auto")
+    image.cmap.set_bad("lightgrey")
+    ax.set_xticks(range(v.shape[1]), col_labels, rotation=30, ha="right")
+    ax.set_yticks(range(v.shape[0]), row_labels)
+    for (i, j), x in np.ndenumerate(v):
+        if np.isfinite(x):
+            ax.text(j, i, f"{x:.{digits}f}", ha="center", va="center", fontsize="x-small")
+    fig.colorbar(image, ax=ax, fraction=0.05)
+    ax.set_title(title or "")
     return _finish(fig, path)

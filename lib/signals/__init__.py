@@ -31,7 +31,7 @@ from introspect.signals.logit import (
     stats_signals,
     token_stats,
 )
-from introspect.signals.model import context_gain, p_true, score_jsonl, score_pairs
+from introspect.signals.model import P_TRUE_TEMPLATE, context_gain, p_true, score_jsonl, score_pairs
 from introspect.signals.stats import STAT_NAMES, step_statistics
 from introspect.signals.text import (
     consistency,
@@ -64,6 +64,7 @@ __all__ = [
     "neg_num_distinct",
     "neg_perplexity",
     "parse_verbalized_confidence",
+    "P_TRUE_TEMPLATE",
     "p_true",
     "register",
     "score_jsonl",

@@ -6,12 +6,11 @@ These take any object with the `introspect.models.LM` interface (`tokenizer`, `s
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
 
 import numpy as np
 
+from introspect import results, store
 from introspect.signals.logit import compute_all, confidence_gain, from_ragged
 
 
@@ -39,14 +38,15 @@ def score_pairs(lm, prompts: Sequence, answers: Sequence[str], *, batch_size: in
     """
     if len(prompts) != len(answers):
         raise ValueError(f"got {len(prompts)} prompts but {len(answers)} answers")
-    ids = [_prompt_ids(lm.tokenizer, p) for p in prompts]
-    conts = []
     for i, a in enumerate(answers):
         if not isinstance(a, str) or not a.strip():
             raise ValueError(f"answers[{i}] is empty; every answer needs text to score")
-        conts.append(lm.tokenizer.encode(a))
-    sc = lm.score(ids, conts, batch_size=batch_size)
-    stats, mask = from_ragged(sc.logprobs, sc.stats)
+    ids = [_prompt_ids(lm.tokenizer, p) for p in prompts]
+    # "length": the answer's own tokens only, no end-of-turn token appended.
+    records = store.scored_records(
+        lm, ids, answers, ["length"] * len(answers), batch_size=batch_size
+    )
+    stats, mask = store.logit_inputs(records)
     return compute_all(stats, mask, vocab_size=lm.config.vocab_size)
 
 
@@ -59,25 +59,7 @@ def score_jsonl(
       FileNotFoundError for a missing file; ValueError naming the line for malformed JSON or a
       record without the keys.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"JSONL file not found: {path}")
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from e
-            if not isinstance(rec, dict) or prompt_key not in rec or answer_key not in rec:
-                raise ValueError(
-                    f"{path}:{n}: expected an object with {prompt_key!r} and "
-                    f"{answer_key!r}, got {str(rec)[:80]}"
-                )
-            records.append(rec)
-    if not records:
-        raise ValueError(f"{path}: no records")
+    records = results.read_jsonl(path, required=(prompt_key, answer_key))
     values = score_pairs(
         lm,
         [r[prompt_key] for r in records],

@@ -38,7 +38,7 @@ def test_confidence_benchmark_experiment(tiny_dirs, tmp_path):
     c.cascade_model = tiny_dirs["qwen2"][0]  # a second model to defer to
     c.results_root = str(tmp_path)
     c.run_name = "t"
-    summary = confidence_benchmark.run(c)
+    summary = confidence_benchmark.run(c)["tasks"]["synthetic_easy"]
     out = tmp_path / "confidence_benchmark" / "t"
     for f in ("config.json", "metrics.json", "table.md", "answers.jsonl", "risk_coverage.png"):
         assert (out / f).is_file(), f
