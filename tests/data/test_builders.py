@@ -15,6 +15,7 @@ from introspect.data.builders import (  # noqa: E402
     LEVELS,
     SYNTHETIC_TASKS,
     SyntheticConfig,
+    common,
     iter_json_array,
     parse_commonsense_qa,
     parse_gsm8k,
@@ -174,7 +175,10 @@ def test_load_task_synthetic(synthetic_dir):
     first = tasks.load_task("synthetic_easy", "test", data_dir=synthetic_dir, num=7)
     assert first == test[:7]
     assert all(isinstance(ex["question"], str) and ex["choices"] == [] for ex in first)
-    assert len(tasks.load_task("synthetic_easy", "calibration", data_dir=synthetic_dir)) == 1000
+    calibration = tasks.load_task("synthetic_easy", "calibration", data_dir=synthetic_dir)
+    assert len(calibration) == 1000  # the suite's own split, in stored order (no carve)
+    source = tfds.data_source("introspect_synthetic/easy", data_dir=synthetic_dir)
+    assert calibration[:5] == [builders.decode_record(source["calibration"][i]) for i in range(5)]
 
 
 # ----------------------------------------------------------------------------- raw formats
@@ -336,7 +340,13 @@ REAL = {
 
 def test_registry_matches_builders():
     for name, (cls, splits) in REAL.items():
-        assert tasks.TASKS[name].builder == cls.name and tasks.TASKS[name].splits == splits
+        spec = tasks.TASKS[name]
+        assert spec.builder == cls.name and spec.stored_splits == splits
+        assert spec.splits == (*splits, "calibration", "evaluation")
+        test_carved = name in ("gsm8k", "math500", "mmlu")
+        assert spec.carve_from == ("test" if test_carved else "validation")
+        assert "50/50 carve" in spec.description
+        assert common.CARVE_NOTE in cls(data_dir="/nonexistent-unused").info.description
 
 
 @pytest.mark.parametrize("name", list(REAL))
@@ -348,7 +358,11 @@ def test_real_builder_under_mock_data(name):
             assert len(source) == 4
             assert set(source[0]) == set(FEATURE_KEYS)
         examples = tasks.load_task(name, splits[-1], num=3)
+        carved = [tasks.load_task(name, split) for split in tasks.CARVED_SPLITS]
     assert len(examples) == 3 and set(examples[0]) == set(FEATURE_KEYS)
+    assert [len(c) for c in carved] == [2, 2] and all(
+        set(c[0]) == set(FEATURE_KEYS) for c in carved
+    )
     assert all(isinstance(ex["answer"], str) for ex in examples)
 
 

