@@ -420,9 +420,7 @@ def run_task(lm, config, out_dir: str, imported) -> dict:
         "cntp": cntp_rows,
         "blackbox": blackbox,
         "cascade": cascade,
-        "store": {
-            k: v for k, v in STORE_COUNTS.items() if k.startswith(f"{config.task}/")
-        },
+        "store": {k: v for k, v in STORE_COUNTS.items() if k.startswith(f"{config.task}/")},
         "seconds": round(time.perf_counter() - t0, 1),
     }
     rows = [
@@ -473,9 +471,7 @@ def run(config) -> dict:
         if t not in tasks:
             raise ValueError(f"task_overrides names {t!r}, which is not among the tasks {tasks}")
     imported = (
-        store_lib.read_generations(config.import_generations)
-        if config.import_generations
-        else None
+        store_lib.read_generations(config.import_generations) if config.import_generations else None
     )
     lm = models.load(config.model, dtype=config.dtype)
     STORE_COUNTS.clear()
@@ -522,8 +518,7 @@ def render_cross_task(per_task: dict) -> str:
         f"{t} {per_task[t]['accuracy_test']:.3f} (n={per_task[t]['num_test']})" for t in tasks
     )
     lines = [
-        f"# Confidence benchmark: {next(iter(per_task.values()))['model']}, "
-        f"{len(tasks)} tasks",
+        f"# Confidence benchmark: {next(iter(per_task.values()))['model']}, {len(tasks)} tasks",
         "",
         f"Test accuracy: {acc}.",
         "",

@@ -124,6 +124,28 @@ def f1_score(prediction: str, golds) -> float:
     return best
 
 
+def alias_match(prediction: str, golds) -> bool:
+    """True when a gold (or alias), SQuAD-normalised, appears as a run of whole words in the
+    normalised prediction ("Jimmy Carter was president" matches "jimmy carter"; "Carterville"
+    does not match "carter"). An empty gold never matches."""
+    golds = [golds] if isinstance(golds, str) else list(golds)
+    words = normalize_answer(prediction).split()
+    for g in golds:
+        want = normalize_answer(g).split()
+        n = len(want)
+        if n and any(words[i : i + n] == want for i in range(len(words) - n + 1)):
+            return True
+    return False
+
+
+def grade_alias_match(text: str, golds):
+    """(first line of the answer, correct): exact match, or a gold alias appearing as whole
+    words in the first line (`alias_match`): the usual grading of closed-book QA (TriviaQA,
+    NQ-open) for free-form answers, which rarely are the bare alias."""
+    answer = text.strip().split("\n")[0].strip()
+    return answer, exact_match(answer, golds) or alias_match(answer, golds)
+
+
 def grade_exact_match(text: str, golds):
     """(first line of the answer, SQuAD exact match)."""
     answer = text.strip().split("\n")[0].strip()

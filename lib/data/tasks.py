@@ -67,12 +67,15 @@ class TaskSpec:
     carve_from: the dataset split that "calibration" and "evaluation" are carved from (a seeded
       50/50 split by sha256 of the example id, see `carve_order`); "" for no carve (the
       synthetic suite has real calibration/test splits).
+    grader: a GRADERS name that grades this task's examples in place of the answer type's
+      grader ("alias" for TriviaQA and NQ-open); "" = by answer type.
     """
 
     builder: str
     splits: tuple[str, ...]
     description: str
     carve_from: str = ""
+    grader: str = ""
 
     def __post_init__(self):
         splits = tuple(self.splits)
@@ -145,15 +148,24 @@ for _name, (_builder, _splits, _description) in _REAL.items():
     _carve = _CARVE_FROM.get(_name, "validation")
     TASKS.register(
         _name,
-        TaskSpec(_builder, _splits, _description + _CARVE_NOTE.format(split=_carve), _carve),
+        TaskSpec(
+            _builder,
+            _splits,
+            _description + _CARVE_NOTE.format(split=_carve),
+            _carve,
+            # Free-form closed-book answers: a gold alias anywhere in the first line counts.
+            grader="alias" if _name in ("triviaqa", "nq_open") else "",
+        ),
     )
 
-# Graders by answer type: (response, gold) -> (extracted answer, correct).
+# Graders by answer type (and "alias", chosen per task): (response, gold) -> (extracted,
+# correct).
 GRADERS: Registry[Callable[..., tuple[Any, bool]]] = Registry("answer type")
 GRADERS.register("number", grading.grade_numeric)
 GRADERS.register("math", grading.grade_boxed)
 GRADERS.register("choice", grading.grade_choice)
 GRADERS.register("text", grading.grade_exact_match)
+GRADERS.register("alias", grading.grade_alias_match)
 
 
 def registered_tasks() -> tuple[str, ...]:
@@ -294,8 +306,9 @@ def grade(example: Mapping[str, Any], response: str, *, fmt: str = "plain") -> t
     """Grade a model response to `example` that was prompted in format `fmt`.
 
     The answer part is cut out of the response first (`prompts.extract_answer_text`), so
-    "Answer: 42\\nConfidence: 80%" is graded on "42", then the answer type's grader runs:
-    text answers match any alias, choice letters range over the example's choices.
+    "Answer: 42\\nConfidence: 80%" is graded on "42", then the task's grader (TaskSpec.grader)
+    or else the answer type's grader runs: text answers match any alias (TriviaQA and NQ-open:
+    an alias anywhere in the first line), choice letters range over the example's choices.
 
     Returns:
       (extracted answer or None, correct).
@@ -304,7 +317,10 @@ def grade(example: Mapping[str, Any], response: str, *, fmt: str = "plain") -> t
         if key not in example:
             raise ValueError(f"an example needs {key!r} to be graded, got keys {sorted(example)}")
     kind = example["answer_type"]
-    grader = grader_for(kind)
+    task = str(example.get("task", ""))
+    # A task may name its own grader (TriviaQA and NQ-open: alias match).
+    name = TASKS.get(task).grader if task in TASKS else ""
+    grader = GRADERS.get(name) if name else grader_for(kind)
     text = extract_answer_text(response, fmt)
     if kind == "text":
         return grader(text, golds(example))

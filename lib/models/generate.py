@@ -242,29 +242,44 @@ def decode(
     return result
 
 
-@functools.partial(jax.jit, static_argnames=("config", "dtype", "want_stats"))
-def score_tokens(params, tokens, valid, targets_mask, *, config, dtype="float32", want_stats=True):
+@functools.partial(jax.jit, static_argnames=("config", "dtype", "want_stats", "tail"))
+def score_tokens(
+    params, tokens, valid, targets_mask, *, config, dtype="float32", want_stats=True, tail=None
+):
     """Teacher-forced log-probabilities of every token given its prefix.
 
     Args:
       tokens: [batch, length] int32 (left-padded).
       valid: [batch, length] bool.
       targets_mask: [batch, length] bool, positions whose token is scored (continuations).
+      tail: static; when every target lies in the last `tail` positions, the LM head (a
+        [.., vocab] projection, the bulk of the cost for short continuations) runs on the last
+        tail + 1 positions only. None = all positions.
     Returns:
       dict with logprobs [batch, length] (log p(token_t | tokens_<t), 0 where not a target) and
       stats [batch, length, 4]: statistics of the distribution that predicted token t.
     """
+    length = tokens.shape[1]
+    n = length if tail is None else min(int(tail) + 1, length)
     positions = jnp.maximum(jnp.cumsum(valid, axis=1) - 1, 0).astype(jnp.int32)
     logits, _, _ = apply(
-        params, tokens, positions, config=config, valid=valid, dtype=jnp.dtype(dtype)
+        params,
+        tokens,
+        positions,
+        config=config,
+        valid=valid,
+        last_only=n if n < length else False,
+        dtype=jnp.dtype(dtype),
     )
-    # The distribution at position t - 1 predicts token t.
+    # The distribution at position t - 1 predicts token t: logits cover positions
+    # [length - n, length), so they predict the tokens at [length - n + 1, length).
+    start = length - n + 1
     pred = logits[:, :-1]
     logp = jax.nn.log_softmax(pred, axis=-1)
-    tok_logp = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
-    mask = targets_mask[:, 1:]
-    out = {"logprobs": jnp.pad(jnp.where(mask, tok_logp, 0.0), ((0, 0), (1, 0)))}
+    tok_logp = jnp.take_along_axis(logp, tokens[:, start:, None], axis=-1)[..., 0]
+    mask = targets_mask[:, start:]
+    out = {"logprobs": jnp.pad(jnp.where(mask, tok_logp, 0.0), ((0, 0), (start, 0)))}
     if want_stats:
         stats = jnp.where(mask[..., None], step_statistics(pred), 0.0)
-        out["stats"] = jnp.pad(stats, ((0, 0), (1, 0), (0, 0)))
+        out["stats"] = jnp.pad(stats, ((0, 0), (start, 0), (0, 0)))
     return out

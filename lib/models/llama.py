@@ -216,8 +216,9 @@ class Decoder(nn.Module):
             new_v.append(vc)
             if i < cfg.num_layers - 1:
                 hidden.append(x)
-        if last_only:
-            x = x[:, -1:]
+        tail = _tail(last_only)
+        if tail:
+            x = x[:, -tail:]
         x = RMSNorm(cfg.rms_norm_eps, self.dtype, name="final_norm")(x)
         hidden.append(x)
         if not with_logits:  # features only: skip the [batch, length, vocab] head
@@ -232,11 +233,20 @@ class Decoder(nn.Module):
             new_cache = KVCache(tuple(new_k), tuple(new_v), key_valid, cache.index + t)
         hs = None
         if capture is not None:
-            # Positions of the final norm output are [:, -1:] when last_only; keep shapes uniform.
-            if last_only:
-                hidden = [h[:, -1:] for h in hidden]
+            # The final norm output covers the last `tail` positions only; keep shapes uniform.
+            if tail:
+                hidden = [h[:, -tail:] for h in hidden]
             hs = jnp.stack([hidden[i] for i in capture])
         return None if logits is None else logits.astype(jnp.float32), hs, new_cache
+
+
+def _tail(last_only: bool | int) -> int:
+    """`last_only` as a number of final positions: False/0 = all (0), True = 1, n = n."""
+    if isinstance(last_only, bool):
+        return int(last_only)
+    if not isinstance(last_only, int) or last_only < 0:
+        raise ValueError(f"last_only must be a bool or a non-negative int, got {last_only!r}")
+    return last_only
 
 
 def _steering_delta(steering: Steering, x: Array) -> Array:
@@ -260,7 +270,7 @@ def apply(
     valid: Array | None = None,
     capture: tuple[int, ...] | None = None,
     steering: Steering | None = None,
-    last_only: bool = False,
+    last_only: bool | int = False,
     with_logits: bool = True,
     dtype=jnp.float32,
 ):
@@ -276,12 +286,14 @@ def apply(
       capture: indices into hidden_states (0 = embeddings ... num_layers = final-norm output) to
         return, or None for none.
       steering: an optional residual-stream intervention.
-      last_only: compute logits (and captured states) for the last position only.
+      last_only: compute logits (and captured states) for the last position only (True) or
+        the last n positions (an int n; static).
       with_logits: False skips the LM head (logits None), for hidden-state features.
       dtype: compute dtype of activations.
     Returns:
-      (logits [batch, length or 1, vocab] float32,
-       hidden [len(capture), batch, length or 1, hidden] or None,
+      (logits [batch, length or 1 (or n), vocab] float32,
+       hidden [len(capture), batch, length or 1, hidden] or None (n in place of 1 for
+       last_only=n),
        the updated KVCache or None).
     """
     if valid is None:

@@ -522,12 +522,15 @@ class LM:
             target = np.zeros(chunk.tokens.shape, bool)
             for r, i in enumerate(chunk.indices):
                 target[r, length - len(continuations[i]) :] = True
+            # Continuations are right-aligned: the LM head runs on their (bucketed) span only.
+            longest = max(len(continuations[i]) for i in chunk.indices)
             out = gen_lib.score_tokens(
                 self.params,
                 *self.runner.place(chunk.tokens, chunk.valid, target),
                 config=self.config,
                 dtype=self.dtype,
                 want_stats=return_stats,
+                tail=next_power_of_two(longest, 8),
             )
             out = jax.tree.map(np.asarray, out)
             rows = []

@@ -91,3 +91,31 @@ def test_arithmetic_generator():
         data.arithmetic_questions(2, operators=("/",))
     with pytest.raises(ValueError, match="digits"):
         data.arithmetic_questions(2, digits=0)
+
+
+def test_alias_match_is_whole_words_after_normalisation():
+    from introspect.data import grading
+
+    assert grading.alias_match("I think it was Jimmy Carter, in 1977.", ["jimmy carter"])
+    assert grading.alias_match("The Beatles", "beatles")  # articles and case normalised
+    assert not grading.alias_match("Carterville", "Carter")
+    assert not grading.alias_match("Jimmy was there. Carter too", "Jimmy Carter")
+    assert not grading.alias_match("anything", ["", "  "])
+    assert grading.alias_match("x", ["no", "X!"])
+
+
+def test_triviaqa_and_nq_open_grade_by_alias_in_the_first_line():
+    from introspect import data
+
+    for task in ("triviaqa", "nq_open"):
+        ex = {"task": task, "answer": "James Garner", "aliases": ["Garner"], "answer_type": "text"}
+        assert data.grade(ex, "It was James Garner who played him.") == (
+            "It was James Garner who played him.",
+            True,
+        )
+        assert data.grade(ex, "Rockford.\nJames Garner")[1] is False  # first line only
+        assert data.grade(ex, "garner")[1] is True
+    # Other text tasks keep SQuAD exact match.
+    ex = {"task": "hotpotqa/bridge", "answer": "James Garner", "answer_type": "text"}
+    assert data.grade(ex, "It was James Garner.")[1] is False
+    assert data.grade(ex, "james garner.")[1] is True

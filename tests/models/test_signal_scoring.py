@@ -94,3 +94,24 @@ def test_context_gain_is_entropy_difference(tiny_lm):
     np.testing.assert_allclose(gain, np.array(ent(q)) - np.array(ent(ctx)), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="answers"):
         signals.context_gain(tiny_lm, q, ctx, answers[:1])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_score_tokens_tail_matches_the_full_head(tiny_lm, seed):
+    """LM.score runs the LM head on the continuation span only (`tail`); the result equals the
+    head over every position, for ragged prompts and continuations."""
+    from introspect.models import generate as gen_lib
+
+    rng = np.random.default_rng(seed)
+    b, length = 4, 24
+    tokens = rng.integers(3, tiny_lm.config.vocab_size, size=(b, length)).astype(np.int32)
+    pad = rng.integers(0, 8, size=b)
+    cont = rng.integers(1, 9, size=b)
+    valid = np.arange(length)[None] >= pad[:, None]
+    target = np.arange(length)[None] >= (length - cont)[:, None]
+    kw = dict(config=tiny_lm.config, dtype=tiny_lm.dtype, want_stats=True)
+    full = gen_lib.score_tokens(tiny_lm.params, tokens, valid, target, **kw)
+    for tail in (int(cont.max()), 8, 16, length + 5):
+        part = gen_lib.score_tokens(tiny_lm.params, tokens, valid, target, tail=tail, **kw)
+        for k in ("logprobs", "stats"):
+            np.testing.assert_allclose(part[k], full[k], rtol=1e-5, atol=1e-5, err_msg=k)
