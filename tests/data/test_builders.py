@@ -402,9 +402,9 @@ def test_grader_for_wires_answer_types():
     assert tasks.grader_for("math") is grading.grade_boxed
     assert tasks.grader_for("choice") is grading.grade_choice
     assert tasks.grader_for("text") is grading.grade_exact_match
-    assert set(tasks.GRADERS) == set(builders.ANSWER_TYPES)
+    assert set(tasks.GRADERS) == set(builders.ANSWER_TYPES) | {"alias"}
     with pytest.raises(
-        ValueError, match="unknown answer type 'boolean'; known: choice, math, number, text"
+        ValueError, match="unknown answer type 'boolean'; known: alias, choice, math, number, text"
     ):
         tasks.grader_for("boolean")
 
