@@ -502,11 +502,23 @@ def run(config) -> dict:
     return summary
 
 
+def _common_signals(per_task: dict) -> list[str]:
+    """The signals every task has, sorted by name."""
+    return sorted(set.intersection(*(set(s["signals"]) for s in per_task.values())))
+
+
+def _auroc_cell(row: dict) -> str:
+    """AUROC with its bootstrap interval when there is one: "0.612 [0.55, 0.67]"."""
+    if row.get("auroc_lo") is None:
+        return _fmt(row["auroc"])
+    return f"{_fmt(row['auroc'])} [{row['auroc_lo']:.2f}, {row['auroc_hi']:.2f}]"
+
+
 def render_cross_task(per_task: dict) -> str:
     """Signal x task tables of test AUROC (with its bootstrap interval) and PRR, and a mean
     column; rows sorted by mean AUROC."""
     tasks = list(per_task)
-    names = sorted(set.intersection(*(set(s["signals"]) for s in per_task.values())))
+    names = _common_signals(per_task)
 
     def mean(name, key):
         vals = [per_task[t]["signals"][name][key] for t in tasks]
@@ -521,40 +533,29 @@ def render_cross_task(per_task: dict) -> str:
         f"# Confidence benchmark: {next(iter(per_task.values()))['model']}, {len(tasks)} tasks",
         "",
         f"Test accuracy: {acc}.",
-        "",
-        "## AUROC by task (test split; 95% bootstrap interval)",
-        "",
-        "| signal | " + " | ".join(tasks) + " | mean |",
-        "|---|" + "---|" * (len(tasks) + 1),
     ]
-    for n in names:
-        cells = []
-        for t in tasks:
-            r = per_task[t]["signals"][n]
-            ci = (
-                f" [{r['auroc_lo']:.2f}, {r['auroc_hi']:.2f}]"
-                if r.get("auroc_lo") is not None
-                else ""
-            )
-            cells.append(_fmt(r["auroc"]) + ci)
-        lines.append(f"| {n} | " + " | ".join(cells) + f" | {_fmt(mean(n, 'auroc'))} |")
-    lines += [
-        "",
-        "## PRR by task (test split)",
-        "",
-        "| signal | " + " | ".join(tasks) + " | mean |",
-        "|---|" + "---|" * (len(tasks) + 1),
+    sections = [
+        ("AUROC by task (test split; 95% bootstrap interval)", "auroc", _auroc_cell),
+        ("PRR by task (test split)", "prr", lambda r: _fmt(r["prr"])),
     ]
-    for n in names:
-        cells = [_fmt(per_task[t]["signals"][n]["prr"]) for t in tasks]
-        lines.append(f"| {n} | " + " | ".join(cells) + f" | {_fmt(mean(n, 'prr'))} |")
+    for title, key, cell in sections:
+        lines += [
+            "",
+            f"## {title}",
+            "",
+            "| signal | " + " | ".join(tasks) + " | mean |",
+            "|---|" + "---|" * (len(tasks) + 1),
+        ]
+        for n in names:
+            cells = [cell(per_task[t]["signals"][n]) for t in tasks]
+            lines.append(f"| {n} | " + " | ".join(cells) + f" | {_fmt(mean(n, key))} |")
     return "\n".join(lines) + "\n"
 
 
 def plot_auroc_grid(per_task: dict, path: str) -> None:
     """A signal x task heat map of test AUROC (0.5 = chance, white)."""
     tasks = list(per_task)
-    names = sorted(set.intersection(*(set(s["signals"]) for s in per_task.values())))
+    names = _common_signals(per_task)
     grid = np.array(
         [
             [np.nan if (v := per_task[t]["signals"][n]["auroc"]) is None else v for t in tasks]
@@ -731,9 +732,7 @@ def render_table(summary) -> str:
     order = sorted(summary["signals"], key=lambda n: -(summary["signals"][n]["auroc"] or 0))
     for name in order:
         r = summary["signals"][name]
-        cells = [_fmt(r[k]) for k, _ in COLUMNS]
-        if r.get("auroc_lo") is not None:
-            cells[0] += f" [{r['auroc_lo']:.2f}, {r['auroc_hi']:.2f}]"
+        cells = [_auroc_cell(r) if k == "auroc" else _fmt(r[k]) for k, _ in COLUMNS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if summary["best_of_n"]:
         keys = [k for k in summary["best_of_n"][0] if k != "N"]
