@@ -132,8 +132,9 @@ def model_key(config) -> dict:
 
 
 def split_records(lm, examples, config, *, split: str, num_samples: int, seed: int, imported):
-    """The generation records of one split (see `introspect.store`), from the store when a
-    previous run with the same key made them, else made now (and stored).
+    """(records, counts): the generation records of one split (see `introspect.store`), from
+    the store when a previous run with the same key made them, else made now (and stored);
+    counts = {"loaded", "made", "remade_shards"} examples/shards of this call.
 
     A record holds the greedy answer (tokens, log-probs, per-step statistics, text), its
     grade, P(True), `num_samples` sampled answers with their self-certainty, and, with
@@ -211,7 +212,11 @@ def split_records(lm, examples, config, *, split: str, num_samples: int, seed: i
         return recs
 
     if not config.use_store:
-        return make(list(range(len(examples))))
+        return make(list(range(len(examples)))), {
+            "loaded": 0,
+            "made": len(examples),
+            "remade_shards": 0,
+        }
     root = config.store or os.path.join(config.results_root, "store")
     entry = store_lib.GenerationStore(root).entry(key)
     recs = entry.get(
@@ -221,12 +226,7 @@ def split_records(lm, examples, config, *, split: str, num_samples: int, seed: i
         desc=f"{task}/{split}",
     )
     logging.info("store %s/%s: %s", task, split, entry.counts)
-    STORE_COUNTS[f"{task}/{split}"] = dict(entry.counts)
-    return recs
-
-
-# Per (task, split) of the last `run` in this process: examples loaded from the store and made.
-STORE_COUNTS: dict[str, dict] = {}
+    return recs, dict(entry.counts)
 
 
 def _file_digest(path: str) -> str:
@@ -248,7 +248,7 @@ def score_split(lm, examples, config, *, split: str, with_samples: bool, seed: i
     """Records of one split (stored or made), graded, with every signal computed."""
     fmt = config.prompt_format
     num_samples = config.num_samples if with_samples else 0
-    recs = split_records(
+    recs, counts = split_records(
         lm, examples, config, split=split, num_samples=num_samples, seed=seed, imported=imported
     )
     texts = [r["text"] for r in recs]
@@ -272,7 +272,13 @@ def score_split(lm, examples, config, *, split: str, with_samples: bool, seed: i
         "extracted": extracted,
         "correct": correct,
         "values": values,
+        "store": counts,
     }
+    if examples and examples[0]["answer_type"] == "text":
+        # Closed-book QA is also reported in SQuAD terms, on the graded answer (first line).
+        pairs = [(data.golds(ex), a or "") for ex, a in zip(examples, extracted, strict=True)]
+        out["em"] = np.array([data.exact_match(a, g) for g, a in pairs])
+        out["f1"] = np.array([data.f1_score(a, g) for g, a in pairs])
     if num_samples:
         answers = [
             [data.grade(ex, t, fmt=fmt)[0] for t in r["sample_texts"]]
@@ -415,12 +421,20 @@ def run_task(lm, config, out_dir: str, imported) -> dict:
         "num_test": len(test_ex),
         "accuracy_test": float(test["correct"].mean()),
         "accuracy_calibration": float(cal["correct"].mean()),
+        **(
+            {"em_test": float(test["em"].mean()), "f1_test": float(test["f1"].mean())}
+            if "em" in test
+            else {}
+        ),
         "signals": table,
         "best_of_n": bon,
         "cntp": cntp_rows,
         "blackbox": blackbox,
         "cascade": cascade,
-        "store": {k: v for k, v in STORE_COUNTS.items() if k.startswith(f"{config.task}/")},
+        "store": {
+            f"{config.task}/{config.calibration_split}": cal["store"],
+            f"{config.task}/{config.test_split}": test["store"],
+        },
         "seconds": round(time.perf_counter() - t0, 1),
     }
     rows = [
@@ -474,17 +488,17 @@ def run(config) -> dict:
         store_lib.read_generations(config.import_generations) if config.import_generations else None
     )
     lm = models.load(config.model, dtype=config.dtype)
-    STORE_COUNTS.clear()
     per_task = {}
     for task in tasks:
         tc = task_config(config, task)
         sub = out_dir if len(tasks) == 1 else os.path.join(out_dir, task)
         per_task[task] = run_task(lm, tc, sub, imported)
         print(render_table(per_task[task]))
+    counts = {k: v for s in per_task.values() for k, v in s["store"].items()}
     summary = {
         "model": config.model,
         "tasks": per_task,
-        "store": dict(STORE_COUNTS),
+        "store": counts,
         "seconds": round(time.perf_counter() - t0, 1),
     }
     md = "\n".join(render_table(s) for s in per_task.values())
@@ -495,8 +509,8 @@ def run(config) -> dict:
         plot_auroc_grid(per_task, f"{out_dir}/auroc.png")
     results.write_json(f"{out_dir}/metrics.json", summary)
     results.write_text(f"{out_dir}/table.md", md)
-    made = sum(c["made"] for c in STORE_COUNTS.values())
-    loaded = sum(c["loaded"] for c in STORE_COUNTS.values())
+    made = sum(c["made"] for c in counts.values())
+    loaded = sum(c["loaded"] for c in counts.values())
     print(f"generations: {made} made, {loaded} read from the store; {summary['seconds']:.0f} s")
     print(f"results: {out_dir}/")
     return summary
@@ -724,7 +738,14 @@ def render_table(summary) -> str:
         "",
         f"Test accuracy {summary['accuracy_test']:.3f} (split {summary['splits'][1]!r}, "
         f"n = {summary['num_test']}); calibration split {summary['splits'][0]!r}, "
-        f"n = {summary['num_calibration']}. AUROC with its 95% bootstrap interval.",
+        f"n = {summary['num_calibration']}."
+        + (
+            f" SQuAD exact match {summary['em_test']:.3f}, token F1 {summary['f1_test']:.3f}"
+            " (the graded answer is the first line; accuracy counts an alias anywhere in it)."
+            if "em_test" in summary
+            else ""
+        )
+        + " AUROC with its 95% bootstrap interval.",
         "",
         "| signal | " + " | ".join(c for _, c in COLUMNS) + " |",
         "|---|" + "---|" * len(COLUMNS),

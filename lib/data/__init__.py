@@ -48,6 +48,7 @@ from introspect.data.prompts import (  # noqa: E402
 )
 from introspect.data.tasks import (  # noqa: E402
     TASKS,
+    golds,
     grade,
     grader_for,
     load_task,
@@ -61,6 +62,7 @@ __all__ += [
     "build_prompt_ids",
     "build_prompt_text",
     "extract_answer_text",
+    "golds",
     "grade",
     "grader_for",
     "load_task",
