@@ -3,10 +3,11 @@
 Implemented: `borda_vote`, `majority_vote`, `select_by_score`, `selective_answer`, `cascade`,
 `best_of_n.sample` / `best_of_n.choose` (N samples per question in one batched call) and
 `cntp.generate` (cautious next-token prediction, batched, one compiled loop) and
-`early_stop.generate` (confidence-triggered early stop of a reasoning trace, ConCISE-style).
+`early_stop.generate` (confidence-triggered early stop of a reasoning trace, ConCISE-style) and
+`lynx.generate` (LYNX: a conformal exit probe stops reasoning inside the compiled loop).
 """
 
-from introspect.decoding import best_of_n, cntp, early_stop
+from introspect.decoding import best_of_n, cntp, early_stop, lynx
 from introspect.decoding.selective import cascade, selective_answer
 from introspect.decoding.vote import borda_vote, majority_vote, select_by_score
 
@@ -14,6 +15,7 @@ __all__ = [
     "best_of_n",
     "cntp",
     "early_stop",
+    "lynx",
     "borda_vote",
     "cascade",
     "majority_vote",

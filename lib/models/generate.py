@@ -35,6 +35,10 @@ class DecodeSpec:
     steer_layer: int | None
     steer_prompt: bool  # steering also applies to the prompt tokens
     dtype: str = "float32"
+    # Online early exit (LYNX): hidden_states indices whose states at a cue token feed the
+    # probe, and the probe (a hashable Flax module, sigmoid(apply(variables, x)) = P(exit ok)).
+    exit_layers: tuple | None = None
+    exit_probe: object = None
 
 
 def filter_logits(logits: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.Array:
@@ -116,6 +120,7 @@ def decode(
     hidden_slot_of_step,
     steer_vector,
     steer_scale,
+    exit_args=None,
     *,
     spec: DecodeSpec,
 ):
@@ -136,12 +141,22 @@ def decode(
       hidden_slot_of_step: [num_new] int32, buffer slot for each step's hidden state or -1.
       steer_vector: [hidden] or [batch, hidden]; steer_scale: [] or [batch] (ignored when
         spec.steer_layer is None).
+      exit_args: with spec.exit_layers, the online exit rule's arrays: {"next_state",
+        "hit"} [states, vocab] cue-automaton tables (`introspect.probes.cues`), "variables"
+        (the probe's), "q0", "q1" [] conformal thresholds. A generated token that completes a
+        cue is fed to the model at the next step; the probe then reads its hidden states
+        (exit_layers, concatenated) and the row ends there when the prediction set is {1}
+        (`conformal.exit_decision`): nothing more is generated for it, and the loop stops once
+        every row has ended. A cue on a row's last token (stop token or budget) is never
+        evaluated.
       spec: static settings.
     Returns:
       dict with tokens [batch, num_new], logprobs [batch, num_new], lengths [batch], and
       optionally stats [batch, num_new, 4] and hidden [layers, batch, slots, hidden].
       The hidden state of step s is the one the distribution of new token s was computed from
-      (step 0: the last prompt token).
+      (step 0: the last prompt token). With an exit rule also exit_step [batch] (index of the
+      cue token the row exited at, -1 = none) and cue_probs [batch, num_new] (the probe's
+      probability at each evaluated cue token, NaN elsewhere).
     """
     cfg = spec.config
     dtype = jnp.dtype(spec.dtype)
@@ -157,6 +172,20 @@ def decode(
         return Steering(steer_vector, steer_scale, spec.steer_layer, mask)
 
     prompt_mask = valid if spec.steer_prompt else jnp.zeros_like(valid)
+    keep = tuple(spec.hidden_layers or ())
+    exiting = spec.exit_layers is not None
+    capture = (keep + tuple(spec.exit_layers or ())) or None
+
+    def split_hidden(hs):
+        """(states kept for the caller or None, exit-probe features [batch, L * hidden])."""
+        if hs is None:
+            return None, None
+        kept = hs[: len(keep)] if keep else None
+        if not exiting:
+            return kept, None
+        h = hs[len(keep) :, :, -1]  # [exit layers, batch, hidden]
+        return kept, jnp.transpose(h, (1, 0, 2)).reshape(batch, -1).astype(jnp.float32)
+
     logits, hs, cache = apply(
         params,
         tokens,
@@ -164,7 +193,7 @@ def decode(
         cache,
         config=cfg,
         valid=valid,
-        capture=spec.hidden_layers,
+        capture=capture,
         steering=steering(prompt_mask),
         last_only=True,
         dtype=dtype,
@@ -200,18 +229,49 @@ def decode(
         if spec.num_hidden_slots
         else None,
     )
+    hs, _ = split_hidden(hs)
     done = ~row_active
     token, logp, stats = choose(logits[:, 0], 0)
     buffers = record(buffers, 0, token, logp, stats, hs, done)
     out_len = jnp.where(done, 0, 1).astype(jnp.int32)
     done = done | is_stop(token)
 
+    # Online exit state: cue-automaton state, "the token just generated completed a cue",
+    # the exit step and the probe's probability at each evaluated cue.
+    if exiting:
+        cue_state = exit_args["next_state"][0, token]
+        cue_hit = exit_args["hit"][0, token]
+        exit_state = (
+            cue_state,
+            cue_hit,
+            jnp.full((batch,), -1, jnp.int32),
+            jnp.full((batch, num_new), jnp.nan, jnp.float32),
+        )
+    else:
+        exit_state = ()
+
+    def check_exit(step, feats, done, exit_state):
+        """Evaluate the probe where the previous token (step - 1) completed a cue."""
+        cue_state, cue_hit, exit_step, cue_probs = exit_state
+        p = jax.nn.sigmoid(spec.exit_probe.apply(exit_args["variables"], feats))
+        p = p.astype(jnp.float32)
+        evaluated = cue_hit & ~done
+        fire = evaluated & ((1.0 - p) <= exit_args["q1"]) & ~(p <= exit_args["q0"])
+        cue_probs = cue_probs.at[:, step - 1].set(jnp.where(evaluated, p, jnp.nan))
+        exit_step = jnp.where(fire, step - 1, exit_step)
+        return done | fire, (cue_state, cue_hit, exit_step, cue_probs)
+
+    def follow_cues(token, exit_state):
+        cue_state, _, exit_step, cue_probs = exit_state
+        nxt = exit_args["next_state"][cue_state, token]
+        return nxt, exit_args["hit"][cue_state, token], exit_step, cue_probs
+
     def cond(state):
-        step, _, _, done, _, _ = state
+        step, _, _, done, _, _, _ = state
         return (step < max_new) & ~jnp.all(done)
 
     def body(state):
-        step, cache, prev, done, out_len, buffers = state
+        step, cache, prev, done, out_len, buffers, exit_state = state
         pos = (lengths_prompt + step - 1)[:, None]
         ones = jnp.ones((batch, 1), bool)
         logits, hs, cache = apply(
@@ -221,20 +281,27 @@ def decode(
             cache,
             config=cfg,
             valid=ones,
-            capture=spec.hidden_layers,
+            capture=capture,
             steering=steering(ones),
             dtype=dtype,
         )
+        hs, feats = split_hidden(hs)
+        if exiting:
+            done, exit_state = check_exit(step, feats, done, exit_state)
         token, logp, stats = choose(logits[:, 0], step)
         buffers = record(buffers, step, token, logp, stats, hs, done)
         out_len = out_len + (~done).astype(jnp.int32)
         done = done | is_stop(token)
-        return step + 1, cache, token, done, out_len, buffers
+        if exiting:
+            exit_state = follow_cues(token, exit_state)
+        return step + 1, cache, token, done, out_len, buffers, exit_state
 
-    state = (jnp.int32(1), cache, token, done, out_len, buffers)
-    _, _, _, _, out_len, buffers = jax.lax.while_loop(cond, body, state)
+    state = (jnp.int32(1), cache, token, done, out_len, buffers, exit_state)
+    _, _, _, _, out_len, buffers, exit_state = jax.lax.while_loop(cond, body, state)
     out_tokens, out_logp, out_stats, hid = buffers
     result = {"tokens": out_tokens, "logprobs": out_logp, "lengths": out_len}
+    if exiting:
+        result["exit_step"], result["cue_probs"] = exit_state[2], exit_state[3]
     if out_stats is not None:
         result["stats"] = out_stats
     if hid is not None:

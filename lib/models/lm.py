@@ -62,6 +62,10 @@ class Generation:
     hidden_states: optional [len(hidden_layers), num_prompts, len(hidden_steps), hidden]: at step s
       the hidden state the distribution of new token s was computed from (s = 0: last prompt
       token). Steps past a row's end are zero.
+    exit_steps: with an exit rule, per row the index (into tokens) of the cue token where the
+      row exited, -1 when it did not (finish_reason is then "exit" instead of "stop"/"length").
+    cue_probs: with an exit rule, per row [n_new] the probe's probability at each evaluated cue
+      token, NaN elsewhere.
     """
 
     tokens: list[list[int]]
@@ -73,6 +77,8 @@ class Generation:
     hidden_layers: tuple[int, ...] | None = None
     hidden_steps: tuple[int, ...] | None = None
     seconds: float = 0.0
+    exit_steps: list[int] | None = None
+    cue_probs: list[np.ndarray] | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -218,6 +224,39 @@ class LM:
             )
         return layers
 
+    def _exit_args(self, rule):
+        """(exit layers, decode's exit_args) of an online exit rule, checked against the model:
+        its layers exist, the probe takes len(layers) * hidden_size features."""
+        if rule is None:
+            return None, None
+        for field in ("probe", "variables", "layers", "cues", "q0", "q1", "input_dim", "tables"):
+            if not hasattr(rule, field):
+                raise TypeError(
+                    f"exit_rule must be an introspect.probes.ExitRule, got {type(rule).__name__} "
+                    f"without {field!r}"
+                )
+        try:
+            layers = self._hidden_layers(rule.layers)
+        except ValueError as e:
+            raise ValueError(f"exit rule: {e}") from None
+        if not layers:
+            raise ValueError("exit rule: layers must name at least one hidden state")
+        dim = len(layers) * self.config.hidden_size
+        if rule.input_dim != dim:
+            raise ValueError(
+                f"exit rule: the probe takes {rule.input_dim} features but layers {list(layers)} "
+                f"of this model give {len(layers)} x {self.config.hidden_size} = {dim}"
+            )
+        nxt, hit = rule.tables(self.tokenizer, self.config.vocab_size)
+        args = {
+            "next_state": jnp.asarray(nxt, jnp.int32),
+            "hit": jnp.asarray(hit, bool),
+            "variables": jax.tree.map(jnp.asarray, rule.variables),
+            "q0": jnp.asarray(rule.q0, jnp.float32),
+            "q1": jnp.asarray(rule.q1, jnp.float32),
+        }
+        return layers, args
+
     def _check_steering(self, steering: Steering | None):
         if steering is None:
             return None
@@ -337,6 +376,7 @@ class LM:
         hidden_steps=None,
         steering: Steering | None = None,
         steer_prompt: bool = False,
+        exit_rule=None,
         batch_size: int = 32,
         progress: bool | None = None,
     ) -> Generation:
@@ -356,6 +396,10 @@ class LM:
             hidden_layers is set.
           steering: residual-stream intervention on generated tokens (and the prompt when
             steer_prompt).
+          exit_rule: an online early-exit rule (`introspect.probes.ExitRule`, LYNX): at every
+            generated token that completes a cue the probe reads the hidden states and the row
+            ends when the conformal prediction set is {1} (see `generate.decode`). Rows report
+            `exit_steps` and `cue_probs`; `decoding.lynx` appends the exit string and answers.
           batch_size: prompts per compiled call; more prompts are processed in chunks with a
             progress bar.
           progress: show the progress bar (default: when there is more than one chunk).
@@ -396,6 +440,7 @@ class LM:
                 "are supported by forward()"
             )
 
+        exit_layers, exit_args = self._exit_args(exit_rule)
         num_new = next_power_of_two(max_new_tokens, 8)
         slots = next_power_of_two(len(steps)) if steps else 0
         slot_of_step = np.full((num_new,), -1, np.int32)
@@ -412,6 +457,8 @@ class LM:
             steer_layer=None if steering is None else steering.layer,
             steer_prompt=steer_prompt,
             dtype=self.dtype,
+            exit_layers=exit_layers,
+            exit_probe=None if exit_rule is None else exit_rule.probe,
         )
         stop_ids, pad_id = self.stop_and_pad(stop_token_ids)
         steer_vec = (
@@ -439,6 +486,7 @@ class LM:
                 slot_of_step,
                 steer_vec,
                 steer_scale,
+                exit_args,
                 spec=spec,
             )
             out = jax.tree.map(np.asarray, out)
@@ -451,6 +499,8 @@ class LM:
                         out["logprobs"][r, :n],
                         out["stats"][r, :n] if return_stats else None,
                         out["hidden"][:, r, : len(steps)] if slots else None,
+                        int(out["exit_step"][r]) if exit_layers else None,
+                        out["cue_probs"][r, :n] if exit_layers else None,
                     )
                 )
             return rows
@@ -475,6 +525,11 @@ class LM:
         hidden = None
         if slots:
             hidden = np.stack([results[i][3] for i in range(len(prompts))], axis=1)
+        exit_steps = cue_probs = None
+        if exit_layers:
+            exit_steps = [results[i][4] for i in range(len(prompts))]
+            cue_probs = [results[i][5] for i in range(len(prompts))]
+            finish = ["exit" if e >= 0 else f for e, f in zip(exit_steps, finish, strict=True)]
         return Generation(
             tokens=tokens,
             logprobs=[results[i][1] for i in range(len(prompts))],
@@ -485,6 +540,8 @@ class LM:
             hidden_layers=layers,
             hidden_steps=steps or None,
             seconds=time.perf_counter() - t0,
+            exit_steps=exit_steps,
+            cue_probs=cue_probs,
         )
 
     # -- scoring --------------------------------------------------------------------------------

@@ -11,8 +11,19 @@ Features: positions (`select_positions`, `cue_positions`), extraction from `lm.f
 `PROBES`), `feature_stats`, `class_weights`, `l2_penalty`. Training (loss by name,
 `probe.loss.name`):
 `fit_probe` (through `introspect.train`), `predict`, `save_probe`/`load_probe` (orbax).
+Exits (LYNX): `CueMatcher` (cue tokens, the same automaton online and post hoc), `ExitRule`
+(probe + Mondrian conformal thresholds; `lm.generate(exit_rule=...)` exits inside the compiled
+loop), `scan_exits` (the post-hoc scan of finished traces).
 """
 
+from introspect.probes.cues import CueMatcher, token_pieces, vocab_tables
+from introspect.probes.exit import (
+    ExitRule,
+    ExitScan,
+    evaluable_cues,
+    first_exits,
+    scan_exits,
+)
 from introspect.probes.features import (
     POSITION_KINDS,
     FeatureStore,
@@ -45,6 +56,14 @@ from introspect.probes.training import (
 )
 
 __all__ = [
+    "CueMatcher",
+    "ExitRule",
+    "ExitScan",
+    "evaluable_cues",
+    "first_exits",
+    "scan_exits",
+    "token_pieces",
+    "vocab_tables",
     "POSITION_KINDS",
     "PROBES",
     "FeatureStore",

@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from introspect import results
+from introspect.probes.cues import CueMatcher, token_pieces
 
 POSITION_KINDS = ("last_prompt", "answer", "every_k", "cues")
 STORE_FORMAT = "introspect.features/1"
@@ -49,7 +49,9 @@ def token_char_ends(tokenizer, ids: Sequence[int]) -> tuple[np.ndarray, str]:
 
 
 def cue_positions(tokenizer, ids: Sequence[int], cues: Sequence[str]) -> np.ndarray:
-    """Indices into `ids` of the tokens that complete a case-insensitive match of any cue.
+    """Indices into `ids` of the tokens that complete a case-insensitive match of any cue
+    (`CueMatcher`: non-overlapping, possibly spanning tokens; the decode loop's online exit
+    finds the same tokens).
 
     Args:
       tokenizer: has decode(list[int]) -> str.
@@ -58,15 +60,8 @@ def cue_positions(tokenizer, ids: Sequence[int], cues: Sequence[str]) -> np.ndar
     Returns:
       sorted unique int64 indices (a token that completes several matches appears once).
     """
-    if not cues or any(not isinstance(c, str) or not c for c in cues):
-        raise ValueError(f"cues must be a non-empty list of non-empty strings, got {cues!r}")
-    if len(ids) == 0:
-        return np.zeros((0,), np.int64)
-    ends, text = token_char_ends(tokenizer, ids)
-    pattern = re.compile("|".join(re.escape(c) for c in cues), re.IGNORECASE)
-    # a match ends at char m.end(); the token containing char m.end() - 1 completes it
-    found = {int(np.searchsorted(ends, m.end() - 1, side="right")) for m in pattern.finditer(text)}
-    return np.array(sorted(found), np.int64)
+    matcher = CueMatcher(cues)
+    return matcher.positions(token_pieces(tokenizer, ids))
 
 
 def select_positions(
