@@ -116,6 +116,9 @@ class CueMatcher:
         nxt = np.zeros((self.num_states, vocab), np.int32)
         hit = np.zeros((self.num_states, vocab), bool)
         for i, piece in enumerate(pieces):
+            if not piece:  # decodes to nothing (e.g. a special token): the state is kept
+                nxt[:, i] = np.arange(self.num_states)
+                continue
             if not self.alphabet.intersection(piece.lower()):
                 continue  # every state falls back to 0, nothing matches
             for s in range(self.num_states):
