@@ -21,8 +21,7 @@ A loss of your own: `@losses.register("my_loss")` in `my_module.py`, then
 
 import ml_collections
 
-from introspect.probes import default_probe_config
-from introspect.train import default_config as default_train_config
+from configs.common import probe_fields
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -50,25 +49,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Fraction of questions held out for the probe's AUROC/accuracy.
     c.val_fraction = 0.3
 
-    c.probe = default_probe_config()
-    c.probe.name = "mlp"
-    c.probe.hidden = (256, 64)
-    c.probe.l2 = 1e-4
-    # The loss by name (introspect.losses.LOSSES) and its options (float options are traced).
-    c.probe.loss.name = "bce"
-
-    c.train = default_train_config()
-    c.train.num_steps = 2000
-    c.train.batch_size = 64
-    c.train.optimizer.name = "adam"
-    c.train.optimizer.lr = 1e-3
-    c.train.schedule.name = "cosine"
-    c.train.schedule.warmup_steps = 50
-    c.train.log_every = 100
-    c.train.eval_every = 500
-    c.train.checkpoint.every_steps = 500
-    c.train.checkpoint.every_seconds = 10.0
-    c.train.checkpoint.keep = 2
+    # Probe (MLP 256-64, BCE, L2 1e-4) and its training loop (configs/common.py).
+    c.probe, c.train = probe_fields(num_steps=2000, eval_every=500)
 
     # Results go to <results_root>/train_probe/<run_name> (default: a UTC timestamp).
     c.run_name = ""

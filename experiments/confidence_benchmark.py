@@ -119,16 +119,8 @@ def _fmt(x, digits=3):
 
 
 def model_key(config) -> dict:
-    """What the stored generations depend on about the model: its name, the bytes of its
-    weights file(s) (a different file under the same name is a different model) and dtype."""
-    path = models.resolve(config.model)
-    files = (
-        [path]
-        if os.path.isfile(path)
-        else [os.path.join(path, f) for f in sorted(os.listdir(path))]
-    )
-    size = sum(os.path.getsize(f) for f in files if os.path.isfile(f))
-    return {"model": str(config.model), "model_bytes": size, "dtype": config.dtype}
+    """The model part of the store key (`introspect.store.model_key`)."""
+    return store_lib.model_key(config.model, config.dtype)
 
 
 def split_records(lm, examples, config, *, split: str, num_samples: int, seed: int, imported):
