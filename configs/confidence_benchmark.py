@@ -3,7 +3,10 @@
     python -m experiments.confidence_benchmark --config configs/confidence_benchmark.py:smoke
 
 Runtime on a 2-core CPU: ~6 minutes for `:smoke` (24 calibration + 24 test questions of the
-synthetic suite, 4 samples each, CNTP with 4 trials), ~1 hour for the default. Prints a markdown
+synthetic suite, 4 samples each, CNTP with 4 trials), ~1 hour for the default. `:real` (five
+real tasks, 500 questions each, greedy only): 96 minutes for the first run (measured on a
+2-core machine shared with other jobs), 39 s for a rerun, which reads every generation from the
+store; the README shows the cross-task table it printed. Prints a markdown
 table (one row per signal, sorted by AUROC) followed by the Best-of-N, black-box and CNTP tables,
 and writes results/confidence_benchmark/<run>/ (config.json, metrics.json, table.md,
 answers.jsonl, reliability.png, risk_coverage.png).
