@@ -59,6 +59,7 @@ __all__ = [
     "encode_shard",
     "generation_records",
     "key_digest",
+    "model_key",
     "logit_inputs",
     "read_generations",
     "response_ids",
@@ -73,6 +74,21 @@ def _canonical(obj: Any) -> str:
         raise ValueError(
             f"store key must be JSON (str, numbers, bools, None, lists, dicts), got {obj!r}: {e}"
         ) from None
+
+
+def model_key(model: str, dtype: str) -> dict:
+    """What stored generations depend on about a model: its name, the bytes of its weights
+    file(s) (a different file under the same name is a different model) and compute dtype."""
+    from introspect import models
+
+    path = models.resolve(model)
+    files = (
+        [path]
+        if os.path.isfile(path)
+        else [os.path.join(path, f) for f in sorted(os.listdir(path))]
+    )
+    size = sum(os.path.getsize(f) for f in files if os.path.isfile(f))
+    return {"model": str(model), "model_bytes": size, "dtype": dtype}
 
 
 def key_digest(key: Mapping[str, Any]) -> str:

@@ -1,6 +1,6 @@
 """The generation store through the confidence benchmark: a second run with the same key makes
-nothing, a corrupted shard is made again alone, and imported generations give the same table
-as the same answers generated in-process."""
+nothing, a corrupted shard is made again alone, and generations exported to JSONL and imported
+are scored and graded like the same answers generated in-process (tiny model: fast)."""
 
 import glob
 import json
@@ -98,16 +98,13 @@ def test_corrupted_shard_is_made_again_alone(store_runs):
             np.testing.assert_allclose(rc["signals"][name], v, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
-def test_imported_generations_through_the_benchmark(smollm, tmp_path):
-    """SmolLM2's answers written to JSONL and imported score as when generated (real text, so
-    the responses re-tokenise to the generated tokens)."""
-    del smollm  # loaded once per session; models.load's cache hands the benchmark the same LM
-    made = confidence_benchmark.run(
-        _config("smollm2-135m-instruct", tmp_path, "made", num_samples=0, best_of_n=(1,))
-    )
-    # Every split's responses, read back from the store the run filled.
+def test_imported_generations_through_the_benchmark(store_runs, tiny_dirs):
+    """The answers of the first run, exported from the store to JSONL and imported, are
+    scored teacher-forced (a new key: everything is made) and graded the same. (Log-prob
+    parity of imported vs generated answers on the real model: tests/store.)"""
+    tmp, first, _, _ = store_runs
     lines = []
-    for entry_dir, index in _entries(tmp_path / "store"):
+    for entry_dir, index in _entries(tmp / "store"):
         for name in index["shards"]:
             with open(os.path.join(entry_dir, name), "rb") as f:
                 ids, records = store.decode_shard(f.read())
@@ -122,28 +119,16 @@ def test_imported_generations_through_the_benchmark(smollm, tmp_path):
                 for i, r in zip(ids, records, strict=True)
             ]
     assert len(lines) == 12
-    path = tmp_path / "outside.jsonl"
+    path = tmp / "outside.jsonl"
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    imported = confidence_benchmark.run(
-        _config(
-            "smollm2-135m-instruct",
-            tmp_path,
-            "imported",
-            num_samples=0,
-            best_of_n=(1,),
-            import_generations=str(path),
-        )
-    )
-    assert sum(c["made"] for c in imported["store"].values()) == 12  # a new key: scored now
-    a, b = _answers(tmp_path, "made"), _answers(tmp_path, "imported")
+    c = _config(tiny_dirs["llama3"][0], tmp, "imported", num_samples=0, best_of_n=(1,))
+    c.import_generations = str(path)
+    imported = confidence_benchmark.run(c)
+    assert imported["store"] == {
+        "synthetic_easy/calibration": {"loaded": 0, "made": 6, "remade_shards": 0},
+        "synthetic_easy/test": {"loaded": 0, "made": 6, "remade_shards": 0},
+    }
+    a, b = _answers(tmp, "first"), _answers(tmp, "imported")
     assert [r["response"] for r in a] == [r["response"] for r in b]
     assert [r["correct"] for r in a] == [r["correct"] for r in b]
-    for ra, rb in zip(a, b, strict=True):
-        assert ra["signals"].keys() == rb["signals"].keys()
-        for name, v in ra["signals"].items():
-            # KV-cached decoding vs one teacher-forced pass: float32 rounding only.
-            np.testing.assert_allclose(rb["signals"][name], v, rtol=1e-4, atol=2e-4, err_msg=name)
-    ta = made["tasks"]["synthetic_easy"]["signals"]
-    tb = imported["tasks"]["synthetic_easy"]["signals"]
-    for name in ta:
-        assert ta[name]["auroc"] == pytest.approx(tb[name]["auroc"], abs=1e-6), name
+    assert all(np.isfinite(list(r["signals"].values())).all() for r in b)

@@ -15,7 +15,7 @@ from introspect import data, decoding, probes
 
 LAYERS = (10, 20, 30)
 CUES = ("\n\n", ". ")
-MAX_NEW = 64
+MAX_NEW = 48
 
 
 @pytest.fixture(scope="module")
@@ -53,13 +53,13 @@ def test_online_and_posthoc_decisions_are_identical(smollm, setup):
     assert sum(len(c) for c in scan.cues) >= 8, "too few cues to test anything"
     p = np.concatenate(scan.probs)
     # thresholds at several quantiles of the cue probabilities: some rows exit, some not
-    for qt in (0.3, 0.6, 0.9):
+    for qt in (0.4, 0.8):
         q0 = float(np.quantile(p, qt)) + 1e-7
         rule = probes.ExitRule(probe, variables, LAYERS, CUES, q0=q0, q1=1.0)
         post = probes.scan_exits(smollm, prompts, full.tokens, rule)
         gen = smollm.generate(prompts, max_new_tokens=MAX_NEW, exit_rule=rule, batch_size=8)
         assert gen.exit_steps == post.exit_steps.tolist(), qt
-        assert 0 < sum(e >= 0 for e in gen.exit_steps) < len(prompts) or qt == 0.9
+        assert 0 < sum(e >= 0 for e in gen.exit_steps) < len(prompts)
         for i, e in enumerate(gen.exit_steps):
             if e >= 0:  # the loop really stopped there; what came before is unchanged
                 assert gen.tokens[i] == full.tokens[i][: e + 1]
