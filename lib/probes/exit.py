@@ -104,10 +104,11 @@ class ExitRule:
 
     def decide(self, p) -> np.ndarray:
         """[...] bool: exit at cues with probe probabilities p (S == {1})."""
-        # float32 throughout, as the compiled loop computes it
+        from introspect import conformal
+
+        # the rule the compiled loop applies, in float32 as there
         p = np.asarray(p, np.float32)
-        q0, q1 = np.float32(self.q0), np.float32(self.q1)
-        return ((np.float32(1.0) - p) <= q1) & ~(p <= q0)
+        return np.asarray(conformal.exit_decision(p, np.float32(self.q0), np.float32(self.q1)).exit)
 
     def probabilities(self, features) -> np.ndarray:
         """[n] the probe's probability at cues with features [n, input_dim]."""

@@ -44,7 +44,7 @@ def token_char_ends(tokenizer, ids: Sequence[int]) -> tuple[np.ndarray, str]:
     """([len(ids)] end offset of each token, text): the text is the concatenation of the
     per-token decodings (a character split across tokens decodes as U+FFFD on both sides, which
     never matches an ASCII cue)."""
-    pieces = [tokenizer.decode([int(t)]) for t in ids]
+    pieces = token_pieces(tokenizer, ids)
     return np.cumsum([len(p) for p in pieces], dtype=np.int64), "".join(pieces)
 
 
