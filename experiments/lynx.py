@@ -69,6 +69,16 @@ def answer_line(text: str) -> str:
     return ""
 
 
+def grade_answer(example, text: str) -> bool:
+    """Whether a forced answer is right: graded on its first non-empty line; a number answer
+    by the first number of that line (the number right after the exit string: the answer
+    "58 is smaller than 7" is 58), other answers by the task's grader."""
+    line = answer_line(text)
+    if example["answer_type"] == "number":
+        return bool(data.grade_numeric(line, example["answer"], which="first")[1])
+    return bool(data.grade(example, line)[1])
+
+
 def reason(lm, prompts, rule, config):
     """Greedy reasoning (with the exit rule online, or to the end with None), then the forced
     answer on every row (`decoding.lynx.generate`)."""
@@ -103,13 +113,11 @@ def trace_records(lm, examples, config, *, role: str) -> list[dict]:
         if rows:
             forced = decoding.lynx.forced_answers(
                 lm,
-                [prompts[r] for r, _ in rows],
-                [
-                    decoding.lynx.forced_exit_ids(
-                        lm.tokenizer, full.trace_ids[r], c, cues, config.exit_text
-                    )
-                    for r, c in rows
-                ],
+                prompts,
+                full.trace_ids,
+                rows,
+                cues=cues,
+                exit_text=config.exit_text,
                 answer_tokens=config.answer_tokens,
                 batch_size=config.batch_size,
                 progress=True,
@@ -134,13 +142,11 @@ def trace_records(lm, examples, config, *, role: str) -> list[dict]:
                     "text": full.traces[i],
                     "final_answer": full.answers[i],
                     "final_answer_tokens": int(full.answer_tokens[i]),
-                    "final_correct": bool(data.grade(ex, answer_line(full.answers[i]))[1]),
+                    "final_correct": grade_answer(ex, full.answers[i]),
                     "cue_tokens": np.asarray(cue_tok[i], np.int64),
                     "cue_answers": list(texts),
                     "cue_answer_tokens": np.asarray(ntoks, np.int64),
-                    "cue_labels": np.asarray(
-                        [bool(data.grade(ex, answer_line(t))[1]) for t in texts], np.int8
-                    ),
+                    "cue_labels": np.asarray([grade_answer(ex, t) for t in texts], np.int8),
                     "features": np.asarray(feats[i], np.float32).reshape(n, dim),
                 }
             )
@@ -159,7 +165,7 @@ def trace_records(lm, examples, config, *, role: str) -> list[dict]:
         "exit_text": config.exit_text,
         "answer_tokens": config.answer_tokens,
         "layers": list(layers),
-        "grader": hashlib.sha256(answer_line.__doc__.encode()).hexdigest()[:8],
+        "grader": hashlib.sha256(grade_answer.__doc__.encode()).hexdigest()[:8],
     }
     root = config.store or os.path.join(config.results_root, "store")
     entry = store_lib.GenerationStore(root).entry(key)
@@ -215,9 +221,7 @@ def run_online(lm, examples, recs, rule, config) -> dict:
     t0 = time.perf_counter()
     out = reason(lm, prompts, rule, config)
     seconds = time.perf_counter() - t0
-    correct = [
-        bool(data.grade(ex, answer_line(a))[1]) for ex, a in zip(examples, out.answers, strict=True)
-    ]
+    correct = [grade_answer(ex, a) for ex, a in zip(examples, out.answers, strict=True)]
     return {
         "exit_steps": out.exit_token.tolist(),
         "accuracy": float(np.mean(correct)),
@@ -242,7 +246,7 @@ def run(config, workdir: str) -> dict:
     mesh = sharding.make_mesh(config.mesh) if jax.device_count() > 1 else None
     lm = models.load(config.model, dtype=config.dtype, mesh=mesh)
     layers = tuple(int(i) for i in config.layers)
-    lm._hidden_layers(layers)  # a layer the model lacks fails here, before any generation
+    lm.check_layers(layers)  # a layer the model lacks fails here, before any generation
     roles = load_roles(config)
     recs = {r: trace_records(lm, roles[r], config, role=r) for r in ROLES}
 

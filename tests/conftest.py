@@ -54,3 +54,25 @@ def chat_prompt_ids(smollm):
     return [
         smollm.tokenizer.apply_chat_template(m, add_generation_prompt=True) for m in CHAT_PROMPTS
     ]
+
+
+# `make test` runs two pytest-xdist workers that take whole files (--dist loadfile) in
+# collection order; the slowest files go first so that none of them starts last.
+SLOW_FIRST = (
+    "models/test_sharding.py",
+    "models/test_lynx_experiment.py",
+    "probes/test_exit_online.py",
+    "models/test_benchmark_store.py",
+    "probes/test_probes_experiment.py",
+    "models/test_smollm.py",
+    "models/test_experiments.py",
+    "train/test_train_subprocess.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        path = item.nodeid.split("::")[0]
+        return next((i for i, m in enumerate(SLOW_FIRST) if path.endswith(m)), len(SLOW_FIRST))
+
+    items.sort(key=rank)  # stable: the order within a file is kept

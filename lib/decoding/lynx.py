@@ -14,17 +14,20 @@ greedily (one batched call over all rows). Rows that never exit are answered the
 their full trace (the "always full" baseline is the same call with no rule).
 
 The forced answers for labels (`forced_answers`) use the same cut, so the probe is trained on
-exactly the event the online exit acts on. Each forced answer prefills its prefix in one parallel
-pass (no KV reuse across cues of a trace: prefill is a small share of the cost at these lengths).
+exactly the event the online exit acts on. They reuse the KV cache of each trace: the trace is
+prefilled once and every cue's answer continues its cut (`LM.prefill`, `generate(prefix=)`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from introspect.models.lm import Generation
 from introspect.probes.cues import CueMatcher, token_pieces
 
 
@@ -50,6 +53,18 @@ class LynxResult:
         return self.reasoning_tokens + self.answer_tokens
 
 
+def _exit_cut(tokenizer, trace, cue_token, cues, exit_text) -> tuple[int, list[int]]:
+    """(tokens of the trace kept, ids appended after them) for a forced exit at `cue_token`."""
+    if cue_token is None:
+        return len(trace), tokenizer.encode(exit_text)
+    pieces = token_pieces(tokenizer, trace[: cue_token + 1])
+    starts = [(s, off) for t, s, off in CueMatcher(cues).scan(pieces) if t == cue_token]
+    if not starts:
+        raise ValueError(f"token {cue_token} of the trace completes none of the cues {cues}")
+    s, off = starts[0]
+    return s, tokenizer.encode(pieces[s][:off] + exit_text)
+
+
 def forced_exit_ids(
     tokenizer, trace: Sequence[int], cue_token: int | None, cues: Sequence[str], exit_text: str
 ) -> list[int]:
@@ -58,14 +73,8 @@ def forced_exit_ids(
     `exit_text`. Tokens before the cue's first token are kept as generated; the part of that
     token before the cue (e.g. "." of ".\\n\\n") is re-encoded with the exit string."""
     trace = [int(t) for t in trace]
-    if cue_token is None:
-        return trace + tokenizer.encode(exit_text)
-    pieces = token_pieces(tokenizer, trace[: cue_token + 1])
-    starts = [(s, off) for t, s, off in CueMatcher(cues).scan(pieces) if t == cue_token]
-    if not starts:
-        raise ValueError(f"token {cue_token} of the trace completes none of the cues {cues}")
-    s, off = starts[0]
-    return trace[:s] + tokenizer.encode(pieces[s][:off] + exit_text)
+    keep, tail = _exit_cut(tokenizer, trace, cue_token, cues, exit_text)
+    return trace[:keep] + tail
 
 
 def _without_stop(tokens: list[int], finish: str) -> list[int]:
@@ -75,18 +84,84 @@ def _without_stop(tokens: list[int], finish: str) -> list[int]:
 def forced_answers(
     lm,
     prompts,
-    conts,
+    traces,
+    exits,
     *,
+    cues: Sequence[str],
+    exit_text: str,
     answer_tokens: int,
     batch_size: int = 32,
+    group_size: int | None = None,
     progress: bool | None = None,
 ):
-    """Greedy answers after `prompts[i] + conts[i]` (from `forced_exit_ids`): the Generation."""
-    return lm.generate(
-        [list(p) + list(c) for p, c in zip(prompts, conts, strict=True)],
-        max_new_tokens=answer_tokens,
-        batch_size=batch_size,
-        progress=progress,
+    """Greedy forced answers at many exits of a few traces, each trace prefilled once.
+
+    Args:
+      lm: an `introspect.models.LM`.
+      prompts, traces: per trace, the prompt ids and the generated ids (without a final stop
+        token).
+      exits: (trace index, cue token or None) per answer: exit before the cue completed at
+        that token (None: after the whole trace), as `forced_exit_ids` cuts.
+      group_size: traces prefilled together (their KV caches are held at once); default
+        batch_size.
+    Returns:
+      a `models.Generation` with one row per exit, in order.
+
+    Prefix KV reuse: each group of traces is prefilled once (`LM.prefill`); an exit's row keeps
+    the cache of prompt + trace[:cut] and decodes the exit string and the answer from there, so
+    prefill costs one pass per trace instead of one per cue. Sliding-window models (where the
+    reuse is not implemented) prefill every exit's full prefix instead.
+    """
+    exits = [(int(t), None if c is None else int(c)) for t, c in exits]
+    if not exits:
+        raise ValueError("exits is empty: pass at least one (trace index, cue token) pair")
+    group_size = group_size or batch_size
+    cuts = [_exit_cut(lm.tokenizer, list(traces[t]), c, cues, exit_text) for t, c in exits]
+    rows_of: dict[int, list[int]] = {}
+    for i, (t, _) in enumerate(exits):
+        rows_of.setdefault(t, []).append(i)
+    out: list = [None] * len(exits)
+    t0 = time.perf_counter()
+    if lm.config.sliding_window is not None:
+        gen = lm.generate(
+            [
+                list(prompts[t]) + list(traces[t])[:k] + tail
+                for (t, _), (k, tail) in zip(exits, cuts, strict=True)
+            ],
+            max_new_tokens=answer_tokens,
+            batch_size=batch_size,
+            progress=progress,
+        )
+        out = list(zip(gen.tokens, gen.logprobs, gen.texts, gen.finish_reasons, strict=True))
+    else:
+        used = sorted(rows_of)
+        groups = [used[i : i + group_size] for i in range(0, len(used), group_size)]
+        show = len(groups) > 1 if progress is None else progress
+        with tqdm(
+            total=len(exits), unit="answer", desc="forced answers", disable=not show, leave=False
+        ) as bar:
+            for group in groups:
+                pre = lm.prefill([list(prompts[t]) + list(traces[t]) for t in group])
+                rows = [i for g, t in enumerate(group) for i in rows_of[t]]
+                local = {t: g for g, t in enumerate(group)}
+                gen = lm.generate(
+                    [cuts[i][1] for i in rows],
+                    max_new_tokens=answer_tokens,
+                    prefix=pre,
+                    prefix_rows=[local[exits[i][0]] for i in rows],
+                    prefix_keep=[len(prompts[exits[i][0]]) + cuts[i][0] for i in rows],
+                    batch_size=batch_size,
+                    progress=False,
+                )
+                for j, i in enumerate(rows):
+                    out[i] = (gen.tokens[j], gen.logprobs[j], gen.texts[j], gen.finish_reasons[j])
+                bar.update(len(rows))
+    return Generation(
+        tokens=[o[0] for o in out],
+        logprobs=[o[1] for o in out],
+        texts=[o[2] for o in out],
+        finish_reasons=[o[3] for o in out],
+        seconds=time.perf_counter() - t0,
     )
 
 
@@ -126,15 +201,16 @@ def generate(
         progress=progress,
     )
     exit_steps = gen.exit_steps or [-1] * len(prompts)
-    conts = []
-    for toks, finish, e in zip(gen.tokens, gen.finish_reasons, exit_steps, strict=True):
-        if e >= 0:
-            conts.append(forced_exit_ids(lm.tokenizer, toks, e, rule.cues, exit_text))
-        else:
-            full = _without_stop(toks, finish)
-            conts.append(forced_exit_ids(lm.tokenizer, full, None, (), exit_text))
     answers = forced_answers(
-        lm, prompts, conts, answer_tokens=answer_tokens, batch_size=batch_size, progress=progress
+        lm,
+        prompts,
+        [_without_stop(t, f) for t, f in zip(gen.tokens, gen.finish_reasons, strict=True)],
+        [(i, e if e >= 0 else None) for i, e in enumerate(exit_steps)],
+        cues=rule.cues if rule is not None else (),
+        exit_text=exit_text,
+        answer_tokens=answer_tokens,
+        batch_size=batch_size,
+        progress=progress,
     )
     exit_steps = np.array(exit_steps, np.int64)
     return LynxResult(

@@ -3,7 +3,15 @@
 from introspect.models.config import ModelConfig, rope_inv_freq
 from introspect.models.generate import STAT_NAMES, step_statistics
 from introspect.models.llama import Decoder, KVCache, Steering, apply
-from introspect.models.lm import LM, ForwardOutput, Generation, Scores, clear_cache, load
+from introspect.models.lm import (
+    LM,
+    ForwardOutput,
+    Generation,
+    Prefix,
+    Scores,
+    clear_cache,
+    load,
+)
 from introspect.models.loaders import WeightsMismatchError, load_gguf, load_hf_dir
 from introspect.models.registry import MODELS, register_model, registered_models, resolve
 from introspect.models.runner import Chunk, Runner
@@ -20,6 +28,7 @@ __all__ = [
     "Decoder",
     "ForwardOutput",
     "Generation",
+    "Prefix",
     "KVCache",
     "ModelConfig",
     "Scores",

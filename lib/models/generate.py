@@ -41,6 +41,55 @@ class DecodeSpec:
     exit_probe: object = None
 
 
+@functools.partial(jax.jit, static_argnames=("config", "dtype"))
+def prefill(params, tokens, valid, *, config: ModelConfig, dtype: str = "float32") -> KVCache:
+    """The KV cache of left-padded prefixes, for many continuations to share (`decode`'s
+    `prefix`).
+
+    Args:
+      tokens: [num_prefixes, length] int32, left-padded.
+      valid: [num_prefixes, length] bool, False at padding.
+    Returns:
+      KVCache with `length` slots (index = length).
+    """
+    batch, length = tokens.shape
+    cache = KVCache.empty(config, batch, length, jnp.dtype(dtype))
+    positions = jnp.maximum(jnp.cumsum(valid, axis=1) - 1, 0).astype(jnp.int32)
+    _, _, cache = apply(
+        params,
+        tokens,
+        positions,
+        cache,
+        config=config,
+        valid=valid,
+        last_only=True,
+        with_logits=False,
+        dtype=jnp.dtype(dtype),
+    )
+    return cache
+
+
+def _continue_prefix(prefix, extra: int):
+    """(cache, real tokens before the prompt) for rows that continue prefilled prefixes.
+
+    Row r reuses prefix `rows[r]`'s cache, keeping slots < `keep_slot[r]` (the first `keep[r]`
+    real tokens) and masking the rest, followed by `extra` empty slots. Positions continue from
+    `keep[r]`, and the attention mask skips masked slots, so a row computes exactly what a
+    fresh prefill of (prefix[:keep] + prompt) would (up to float rounding)."""
+    pc = prefix["cache"]
+    rows = prefix["rows"]
+    slots = pc.valid.shape[1]
+    grow = lambda a: jnp.pad(a[rows], ((0, 0), (0, extra), (0, 0), (0, 0)))
+    valid = pc.valid[rows] & (jnp.arange(slots)[None, :] < prefix["keep_slot"][:, None])
+    cache = KVCache(
+        k=tuple(grow(a) for a in pc.k),
+        v=tuple(grow(a) for a in pc.v),
+        valid=jnp.pad(valid, ((0, 0), (0, extra))),
+        index=jnp.int32(slots),
+    )
+    return cache, prefix["keep"].astype(jnp.int32)
+
+
 def filter_logits(logits: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.Array:
     """Top-k then top-p (nucleus) filtering with traced k and p.
 
@@ -121,6 +170,7 @@ def decode(
     steer_vector,
     steer_scale,
     exit_args=None,
+    prefix=None,
     *,
     spec: DecodeSpec,
 ):
@@ -149,6 +199,10 @@ def decode(
         (`conformal.exit_decision`): nothing more is generated for it, and the loop stops once
         every row has ended. A cue on a row's last token (stop token or budget) is never
         evaluated.
+      prefix: optional prefix KV reuse: {"cache": a `prefill` KVCache [num_prefixes, slots],
+        "rows": [batch] int32 prefix of each row, "keep": [batch] int32 real tokens of it
+        the row keeps, "keep_slot": [batch] int32 slot after the last kept one}. Row r then
+        continues prefix[rows[r]][:keep[r]] with its prompt (`_continue_prefix`).
       spec: static settings.
     Returns:
       dict with tokens [batch, num_new], logprobs [batch, num_new], lengths [batch], and
@@ -162,9 +216,13 @@ def decode(
     dtype = jnp.dtype(spec.dtype)
     batch, prompt_len = tokens.shape
     num_new = spec.num_new
-    cache = KVCache.empty(cfg, batch, prompt_len + num_new, dtype)
-    positions = jnp.maximum(jnp.cumsum(valid, axis=1) - 1, 0).astype(jnp.int32)
-    lengths_prompt = jnp.sum(valid, axis=1).astype(jnp.int32)
+    if prefix is None:
+        cache = KVCache.empty(cfg, batch, prompt_len + num_new, dtype)
+        offset = jnp.zeros((batch,), jnp.int32)
+    else:
+        cache, offset = _continue_prefix(prefix, prompt_len + num_new)
+    positions = offset[:, None] + jnp.maximum(jnp.cumsum(valid, axis=1) - 1, 0).astype(jnp.int32)
+    lengths_prompt = offset + jnp.sum(valid, axis=1).astype(jnp.int32)
 
     def steering(mask):
         if spec.steer_layer is None:

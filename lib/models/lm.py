@@ -31,7 +31,7 @@ from introspect.models import loaders
 from introspect.models.config import ModelConfig
 from introspect.models.llama import Steering, apply
 from introspect.models.registry import resolve
-from introspect.models.runner import Runner, next_power_of_two
+from introspect.models.runner import Runner, left_pad, next_power_of_two
 from introspect.models.tokenizer import Tokenizer
 
 # ----------------------------------------------------------------------------------------------
@@ -83,6 +83,23 @@ class Generation:
     @property
     def num_tokens(self) -> int:
         return sum(len(t) for t in self.tokens)
+
+
+@dataclasses.dataclass
+class Prefix:
+    """Prefilled prefixes (`LM.prefill`) that many `generate` rows continue (KV reuse).
+
+    cache: the KVCache of the left-padded prefixes [num_prefixes, slots] (on the mesh when the
+      model has one).
+    lengths: [num_prefixes] real tokens of each prefix.
+    """
+
+    cache: object
+    lengths: np.ndarray
+
+    @property
+    def slots(self) -> int:
+        return int(self.cache.valid.shape[1])
 
 
 @dataclasses.dataclass
@@ -205,7 +222,9 @@ class LM:
             out.append(s)
         return out
 
-    def _hidden_layers(self, layers) -> tuple[int, ...] | None:
+    def check_layers(self, layers) -> tuple[int, ...] | None:
+        """Hidden-state indices (0 = embeddings .. num_layers = final norm; negative ones
+        count from the end; "all"; None) as a tuple, or ValueError naming the valid range."""
         n = self.config.num_layers + 1
         if layers is None:
             return None
@@ -236,7 +255,7 @@ class LM:
                     f"without {field!r}"
                 )
         try:
-            layers = self._hidden_layers(rule.layers)
+            layers = self.check_layers(rule.layers)
         except ValueError as e:
             raise ValueError(f"exit rule: {e}") from None
         if not layers:
@@ -343,7 +362,7 @@ class LM:
         if valid.shape != tokens.shape:
             raise ValueError(f"mask shape {valid.shape} != tokens shape {tokens.shape}")
         positions = np.maximum(np.cumsum(valid, axis=1) - 1, 0).astype(np.int32)
-        capture = self._hidden_layers(hidden_layers)
+        capture = self.check_layers(hidden_layers)
         tokens, positions, valid = self.runner.place(tokens, positions, valid)
         logits, hs, _ = _forward(
             self.params,
@@ -359,6 +378,56 @@ class LM:
         return ForwardOutput(logits, hs, capture)
 
     # -- generation -----------------------------------------------------------------------------
+
+    def prefill(self, prefixes) -> Prefix:
+        """The KV caches of `prefixes` (token-id lists), computed once in one compiled call, for
+        `generate(..., prefix=)` rows to continue: e.g. every forced exit of a reasoning trace
+        continues a cut of the same trace.
+
+        Raises NotImplementedError for sliding-window models (a row's kept prefix and its prompt
+        are not adjacent in cache slots; local attention counts slots).
+        """
+        if self.config.sliding_window is not None:
+            raise NotImplementedError(
+                "prefix KV reuse is not implemented for sliding-window attention "
+                f"({self.config.architecture}, window {self.config.sliding_window}); generate "
+                "from the full prompts instead"
+            )
+        prefixes = self.check_ids(prefixes, "prefixes")
+        _, pad_id = self.stop_and_pad()
+        idx = list(range(len(prefixes)))
+        tokens, valid, _ = left_pad(
+            prefixes, idx, batch=self.runner.batch_bucket(len(idx)), pad_id=pad_id
+        )
+        cache = gen_lib.prefill(
+            self.params,
+            *self.runner.place(tokens, valid),
+            config=self.config,
+            dtype=self.dtype,
+        )
+        lengths = np.zeros((tokens.shape[0],), np.int32)
+        lengths[: len(prefixes)] = [len(p) for p in prefixes]
+        return Prefix(cache, lengths)
+
+    def _prefix_rows(self, prefix, rows, keep, prompts):
+        """Checked per-row (prefix index, kept tokens) arrays for `generate(prefix=)`."""
+        if not isinstance(prefix, Prefix):
+            raise TypeError(f"prefix must be an LM.prefill() Prefix, got {type(prefix).__name__}")
+        n = len(prompts)
+        rows = np.asarray(rows if rows is not None else np.arange(n), np.int64)
+        real = int(np.count_nonzero(prefix.lengths))
+        if rows.shape != (n,) or (rows < 0).any() or (rows >= real).any():
+            raise ValueError(
+                f"prefix_rows must be {n} indices into the {real} prefixes, got {rows.tolist()[:8]}"
+            )
+        full = prefix.lengths[rows]
+        keep = np.asarray(full if keep is None else keep, np.int64)
+        if keep.shape != (n,) or (keep < 0).any() or (keep > full).any():
+            raise ValueError(
+                f"prefix_keep must be {n} counts in [0, prefix length], got {keep.tolist()[:8]} "
+                f"for prefix lengths {full.tolist()[:8]}"
+            )
+        return rows.astype(np.int32), keep.astype(np.int32)
 
     def generate(
         self,
@@ -377,6 +446,9 @@ class LM:
         steering: Steering | None = None,
         steer_prompt: bool = False,
         exit_rule=None,
+        prefix: Prefix | None = None,
+        prefix_rows=None,
+        prefix_keep=None,
         batch_size: int = 32,
         progress: bool | None = None,
     ) -> Generation:
@@ -400,6 +472,10 @@ class LM:
             generated token that completes a cue the probe reads the hidden states and the row
             ends when the conformal prediction set is {1} (see `generate.decode`). Rows report
             `exit_steps` and `cue_probs`; `decoding.lynx` appends the exit string and answers.
+          prefix, prefix_rows, prefix_keep: prefix KV reuse: row i continues the first
+            `prefix_keep[i]` tokens of prefix `prefix_rows[i]` of `prefix` (`LM.prefill`) with
+            `prompts[i]`, without recomputing them (default rows: i, keep: the whole prefix).
+            The same tokens as generating from the concatenation, up to float rounding.
           batch_size: prompts per compiled call; more prompts are processed in chunks with a
             progress bar.
           progress: show the progress bar (default: when there is more than one chunk).
@@ -417,8 +493,19 @@ class LM:
             raise ValueError(f"top_k must be >= 0, got {top_k}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.check_context(prompts, max_new_tokens)
-        layers = self._hidden_layers(hidden_layers)
+        if prefix is not None:
+            prefix_rows, prefix_keep = self._prefix_rows(prefix, prefix_rows, prefix_keep, prompts)
+            if steering is not None:
+                raise ValueError("steering with a prefix is not supported (prefill is unsteered)")
+            self.check_context(
+                [[0] * int(k) + p for k, p in zip(prefix_keep, prompts, strict=True)],
+                max_new_tokens,
+            )
+        elif prefix_rows is not None or prefix_keep is not None:
+            raise ValueError("prefix_rows / prefix_keep need a prefix (LM.prefill)")
+        else:
+            self.check_context(prompts, max_new_tokens)
+        layers = self.check_layers(hidden_layers)
         if layers is not None:
             steps = (
                 tuple(range(max_new_tokens))
@@ -473,6 +560,12 @@ class LM:
 
         def run(chunk):
             row_keys = _row_keys(base_key, jnp.asarray(chunk.row_ids))
+            pre = None
+            if prefix is not None:
+                rows, keep = prefix_rows[chunk.row_ids], prefix_keep[chunk.row_ids]
+                keep_slot = prefix.slots - prefix.lengths[rows] + keep
+                rows, keep, keep_slot = self.runner.place(rows, keep, keep_slot)
+                pre = {"cache": prefix.cache, "rows": rows, "keep": keep, "keep_slot": keep_slot}
             out = gen_lib.decode(
                 self.params,
                 *self.runner.place(chunk.tokens, chunk.valid, row_keys, chunk.active),
@@ -487,6 +580,7 @@ class LM:
                 steer_vec,
                 steer_scale,
                 exit_args,
+                pre,
                 spec=spec,
             )
             out = jax.tree.map(np.asarray, out)

@@ -1,6 +1,7 @@
 """Runtime tests on tiny random checkpoints: HF parity per architecture, KV cache, sampling,
 steering, hidden-state capture, loaders (GGUF quant types, llama.cpp Q/K permutation), errors."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -86,6 +87,52 @@ def test_generation_matches_full_forward(tiny_lm):
                 np.asarray(out.hidden_states[:, 0, len(p) - 1 + s]),
                 atol=1e-5,
             )
+
+
+def test_prefix_reuse_equals_generating_from_the_concatenation(tiny_lm):
+    """generate(prefix=) continuing cuts of prefilled prefixes == generating from
+    prefix[:keep] + prompt: tokens, log-probs and stats; ragged prefixes (left padding), a
+    cut at 0 and at the full length, several rows per prefix in one call."""
+    rng = np.random.default_rng(5)
+    prefixes = [random_ids(rng, 1, n)[0].tolist() for n in (11, 4, 17)]
+    rows = [0, 2, 2, 1, 2, 0]
+    keep = [5, 17, 0, 4, 9, 11]
+    prompts = [random_ids(rng, 1, n)[0].tolist() for n in (2, 3, 1, 5, 2, 4)]
+    pre = tiny_lm.prefill(prefixes)
+    assert pre.lengths[:3].tolist() == [11, 4, 17]
+    got = tiny_lm.generate(
+        prompts,
+        max_new_tokens=6,
+        ignore_eos=True,
+        return_stats=True,
+        prefix=pre,
+        prefix_rows=rows,
+        prefix_keep=keep,
+        batch_size=4,
+    )
+    want = tiny_lm.generate(
+        [prefixes[r][:k] + p for r, k, p in zip(rows, keep, prompts, strict=True)],
+        max_new_tokens=6,
+        ignore_eos=True,
+        return_stats=True,
+    )
+    assert got.tokens == want.tokens
+    for i in range(len(prompts)):
+        np.testing.assert_allclose(got.logprobs[i], want.logprobs[i], atol=1e-5)
+        for name in gen_lib.STAT_NAMES:
+            np.testing.assert_allclose(got.stats[name][i], want.stats[name][i], atol=1e-5)
+    # errors name what was wrong
+    with pytest.raises(ValueError, match="prefix_rows must be 6 indices into the 3 prefixes"):
+        tiny_lm.generate(prompts, prefix=pre, prefix_rows=[3] * 6)
+    with pytest.raises(ValueError, match="prefix_keep must be 6 counts"):
+        tiny_lm.generate(prompts, prefix=pre, prefix_rows=rows, prefix_keep=[12] * 6)
+    with pytest.raises(ValueError, match="need a prefix"):
+        tiny_lm.generate(prompts, prefix_rows=rows)
+    with pytest.raises(TypeError, match="LM.prefill"):
+        tiny_lm.generate(prompts, prefix=prefixes)
+    with pytest.raises(NotImplementedError, match="sliding-window"):
+        cfg = dataclasses.replace(tiny_lm.config, sliding_window=8)
+        models.LM(cfg, tiny_lm.params, tiny_lm.tokenizer).prefill(prefixes)
 
 
 def test_signals_from_generation_equal_signals_from_score(tiny_lm):

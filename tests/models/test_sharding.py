@@ -98,16 +98,34 @@ def test_load_cache_follows_the_file(tiny_dirs, tmp_path):
     np.testing.assert_allclose(emb(b), emb(a) + 1.0, rtol=1e-6)
 
 
+LYNX_LAYERS, LYNX_CUES = (10, 20), (" ", "\\n")
+
+
+def exit_rule(q0):
+    """A fixed random exit probe (the same in the subprocess) with threshold q0."""
+    import jax
+    import jax.numpy as jnp
+
+    from introspect import probes
+
+    probe = probes.make_probe("mlp", hidden=(16,))
+    variables = probe.init(jax.random.PRNGKey(0), jnp.zeros((1, 576 * len(LYNX_LAYERS))))
+    return probes.ExitRule(probe, variables, LYNX_LAYERS, LYNX_CUES, q0=q0, q1=1.0)
+
+
 SCRIPT = textwrap.dedent(
     """
     import json, sys
     import jax, optax
-    from introspect import models, sharding, train
+    import numpy as np
+    from introspect import decoding, models, sharding, train
     from introspect.decoding import cntp
+    from test_sharding import exit_rule
     prompts = json.loads(sys.argv[1])
+    q0 = float(sys.argv[2])
     assert len(jax.devices()) == 8, jax.devices()
     out = {}
-    for data, model in ((8, 1), (4, 2), (2, 4)):
+    for data, model in ((8, 1), (4, 2)):
         mesh = sharding.make_mesh(data=data, model=model)
         lm = models.load("smollm2-135m-instruct", mesh=mesh)
         gen = lm.generate(prompts, max_new_tokens=16)
@@ -124,6 +142,11 @@ SCRIPT = textwrap.dedent(
         out[f"{data}x{model}"] = {"tokens": gen.tokens, "q_spec": list(q.sharding.spec),
                                   "devices": len(q.sharding.device_set),
                                   "same_layout": bool(same)}
+        if model == 2:  # LYNX online exit and forced answers (prefix KV reuse) on data x model
+            lx = decoding.lynx.generate(lm, prompts, exit_rule(q0), max_new_tokens=16,
+                                        answer_tokens=4)
+            out["lynx"] = {"exit": lx.exit_token.tolist(), "traces": lx.trace_ids,
+                           "answers": lx.answers}
         if model == 1:  # CNTP under the data-parallel mesh
             c = cntp.generate(lm, prompts, max_new_tokens=12, temperature=0.8, max_trials=3,
                               seed=3)
@@ -137,9 +160,11 @@ SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow
 def test_sharded_generation_equals_single_device(smollm, chat_prompt_ids):
-    """Data parallel (8 x 1: 12 ragged prompts -> a batch bucket of 16 over 8 devices) and tensor
-    parallel (model axis 2 and 4) greedy generation, and CNTP under the data-parallel mesh,
-    equal single-device outputs token for token."""
+    """Data parallel (8 x 1: 12 ragged prompts -> a batch bucket of 16 over 8 devices) and data x
+    tensor parallel (4 x 2) greedy generation, CNTP under the data-parallel mesh, and
+    LYNX (online exit rule in the loop, forced answers continuing the prefilled traces) on the
+    4 x 2 mesh equal single-device outputs token for token."""
+    from introspect import decoding
     from introspect.decoding import cntp
 
     prompts = chat_prompt_ids * 3
@@ -147,11 +172,25 @@ def test_sharded_generation_equals_single_device(smollm, chat_prompt_ids):
     single_cntp = cntp.generate(
         smollm, prompts, max_new_tokens=12, temperature=0.8, max_trials=3, seed=3
     )
+    # the exit threshold halfway between the two neighbouring cue probabilities furthest apart
+    # in the upper fifth, so float differences between layouts cannot flip a decision
+    never = smollm.generate(prompts, max_new_tokens=16, exit_rule=exit_rule(2.0))
+    p = np.sort(np.concatenate([c[~np.isnan(c)] for c in never.cue_probs]))
+    lo, hi = int(0.8 * len(p)), int(0.97 * len(p))
+    k = lo + int(np.argmax(np.diff(p[lo:hi])))
+    q0 = float((p[k] + p[k + 1]) / 2)
+    single_lynx = decoding.lynx.generate(
+        smollm, prompts, exit_rule(q0), max_new_tokens=16, answer_tokens=4
+    )
+    assert 0 < single_lynx.exited.sum() < len(prompts)
     env = dict(
-        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
+        os.environ,
+        XLA_FLAGS="--xla_force_host_platform_device_count=8",
+        JAX_PLATFORMS="cpu",
+        PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")]),
     )
     proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, json.dumps(prompts)],
+        [sys.executable, "-c", SCRIPT, json.dumps(prompts), repr(q0)],
         env=env,
         capture_output=True,
         text=True,
@@ -159,9 +198,12 @@ def test_sharded_generation_equals_single_device(smollm, chat_prompt_ids):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    for mesh in ("8x1", "4x2", "2x4"):
+    for mesh in ("8x1", "4x2"):
         assert result[mesh]["devices"] == 8, mesh
         assert result[mesh]["same_layout"], mesh
         assert result[mesh]["tokens"] == single.tokens, mesh
-    assert result["4x2"]["q_spec"] == result["2x4"]["q_spec"] == [None, "model"]
+    assert result["4x2"]["q_spec"] == [None, "model"]
     assert result["cntp"] == single_cntp.tokens
+    assert result["lynx"]["exit"] == single_lynx.exit_token.tolist()
+    assert result["lynx"]["traces"] == single_lynx.trace_ids
+    assert result["lynx"]["answers"] == single_lynx.answers

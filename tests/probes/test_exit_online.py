@@ -81,12 +81,43 @@ def test_lynx_generate_answers_every_row(smollm, setup):
     exited = np.flatnonzero(out.exited)
     np.testing.assert_array_equal(out.reasoning_tokens[exited], out.exit_token[exited] + 1)
     assert (out.answer_tokens >= 1).all() and (out.answer_tokens <= 6).all()
-    base = decoding.lynx.generate(
-        smollm, prompts, None, max_new_tokens=MAX_NEW, answer_tokens=6, batch_size=8
+    # rows that did not exit reasoned to the end, exactly as without a rule
+    for i in np.flatnonzero(~out.exited):
+        assert out.trace_ids[i] == full.tokens[i]
+    assert out.reasoning_tokens.sum() < sum(len(t) for t in full.tokens)
+
+
+def test_forced_answers_reuse_the_trace_cache(smollm, setup):
+    """Forced answers at every cue of three traces (and after two whole traces) from the
+    prefilled traces (KV reuse, two groups) == the answers generated from
+    prompt + forced_exit_ids(...) from scratch."""
+    prompts, _, _, full = setup
+    traces = [
+        t[:-1] if f == "stop" else t
+        for t, f in zip(full.tokens[:3], full.finish_reasons[:3], strict=True)
+    ]
+    exits = [
+        (r, int(c))
+        for r, t in enumerate(traces)
+        for c in probes.evaluable_cues(smollm.tokenizer, t, CUES)
+    ]
+    exits += [(0, None), (2, None)]
+    assert len(exits) >= 6, "too few cues to test anything"
+    kw = dict(cues=CUES, exit_text="\nFinal answer:")
+    got = decoding.lynx.forced_answers(
+        smollm, prompts, traces, exits, answer_tokens=6, batch_size=16, group_size=2, **kw
     )
-    assert not base.exited.any()
-    assert base.trace_ids == full.tokens
-    assert out.reasoning_tokens.sum() < base.reasoning_tokens.sum()
+    want = smollm.generate(
+        [
+            prompts[r] + decoding.lynx.forced_exit_ids(smollm.tokenizer, traces[r], c, **kw)
+            for r, c in exits
+        ],
+        max_new_tokens=6,
+        batch_size=16,
+    )
+    assert got.tokens == want.tokens
+    for a, b in zip(got.logprobs, want.logprobs, strict=True):
+        np.testing.assert_allclose(a, b, atol=2e-4)
 
 
 def test_exit_rule_errors(smollm, setup):
