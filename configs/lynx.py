@@ -2,8 +2,7 @@
 
     python -m experiments.lynx --config configs/lynx.py:smoke --workdir /tmp/lynx
 
-Runtime on a 2-core CPU: 21 minutes for `:smoke` measured on a machine shared with another
-run (not yet timed alone) (embedded SmolLM2-135M-Instruct, synthetic
+Runtime on a 2-core CPU: 9.5 minutes for `:smoke` (embedded SmolLM2-135M-Instruct, synthetic
 suite: 64 training, 32 calibration and 32 test traces of up to 96 tokens, cues "\\n\\n" and
 sentence ends, an MLP probe, four deltas each run online over the test prompts); a rerun reads
 traces, labels and features from the generation store. The default (GSM8K, 600/300/400 traces of
