@@ -2,7 +2,7 @@
 
 from introspect.models.config import ModelConfig, rope_inv_freq
 from introspect.models.generate import STAT_NAMES, step_statistics
-from introspect.models.llama import Decoder, KVCache, Steering, apply
+from introspect.models.llama import Decoder, KVCache, Replace, Steering, apply
 from introspect.models.lm import (
     LM,
     ForwardOutput,
@@ -29,6 +29,7 @@ __all__ = [
     "ForwardOutput",
     "Generation",
     "Prefix",
+    "Replace",
     "KVCache",
     "ModelConfig",
     "Scores",

@@ -72,6 +72,25 @@ class Steering:
     mask: Array | None = None
 
 
+@flax.struct.dataclass
+class Replace:
+    """Replace the residual stream after block `layer` by `fn(args, x)` (x: [batch, length,
+    hidden] -> same shape), e.g. a sparse autoencoder's reconstruction; positions where `mask`
+    is False keep x.
+
+    Attributes:
+      args: a pytree passed to fn (traced: e.g. the SAE's params).
+      fn: (args, x) -> x' (static: a new function object compiles a new program).
+      layer: block index (static).
+      mask: optional [batch, length] bool, positions to replace (default: all).
+    """
+
+    args: Any
+    fn: Any = flax.struct.field(pytree_node=False)
+    layer: int = flax.struct.field(pytree_node=False)
+    mask: Array | None = None
+
+
 class RMSNorm(nn.Module):
     eps: float
     dtype: Any = jnp.float32
@@ -193,6 +212,7 @@ class Decoder(nn.Module):
         steering=None,
         last_only=False,
         with_logits=True,
+        replace=None,
     ):
         cfg = self.config
         embed = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=self.dtype, name="embed")
@@ -212,6 +232,9 @@ class Decoder(nn.Module):
             )
             if steering is not None and steering.layer == i:
                 x = x + _steering_delta(steering, x)
+            if replace is not None and replace.layer == i:
+                new = replace.fn(replace.args, x).astype(x.dtype)
+                x = new if replace.mask is None else jnp.where(replace.mask[..., None], new, x)
             new_k.append(kc)
             new_v.append(vc)
             if i < cfg.num_layers - 1:
@@ -273,6 +296,7 @@ def apply(
     last_only: bool | int = False,
     with_logits: bool = True,
     dtype=jnp.float32,
+    replace: Replace | None = None,
 ):
     """Pure forward pass.
 
@@ -290,6 +314,8 @@ def apply(
         the last n positions (an int n; static).
       with_logits: False skips the LM head (logits None), for hidden-state features.
       dtype: compute dtype of activations.
+      replace: an optional residual-stream substitution (`Replace`), after the steering of the
+        same block.
     Returns:
       (logits [batch, length or 1 (or n), vocab] float32,
        hidden [len(capture), batch, length or 1, hidden] or None (n in place of 1 for
@@ -308,6 +334,7 @@ def apply(
         steering=steering,
         last_only=last_only,
         with_logits=with_logits,
+        replace=replace,
     )
 
 

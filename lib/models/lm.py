@@ -29,7 +29,7 @@ from introspect import sharding
 from introspect.models import generate as gen_lib
 from introspect.models import loaders
 from introspect.models.config import ModelConfig
-from introspect.models.llama import Steering, apply
+from introspect.models.llama import Replace, Steering, apply
 from introspect.models.registry import resolve
 from introspect.models.runner import Runner, left_pad, next_power_of_two
 from introspect.models.tokenizer import Tokenizer
@@ -293,6 +293,19 @@ class LM:
             vec, jnp.asarray(steering.scale, jnp.float32), steering.layer, steering.mask
         )
 
+    def _check_replace(self, replace: Replace | None):
+        if replace is None:
+            return None
+        if not isinstance(replace, Replace):
+            raise TypeError(f"replace must be a models.Replace, got {type(replace).__name__}")
+        if not 0 <= replace.layer < self.config.num_layers:
+            raise ValueError(
+                f"replace.layer must be in [0, {self.config.num_layers}), got {replace.layer}"
+            )
+        if not callable(replace.fn):
+            raise TypeError(f"replace.fn must be callable (args, x) -> x, got {replace.fn!r}")
+        return replace
+
     def check_context(self, prompts: list[list[int]], max_new_tokens: int) -> None:
         """ValueError when a prompt plus `max_new_tokens` exceeds the context length."""
         ctx = self.config.max_position_embeddings
@@ -332,6 +345,7 @@ class LM:
         mask=None,
         hidden_layers="all",
         steering: Steering | None = None,
+        replace: Replace | None = None,
         return_logits: bool = True,
     ):
         """Full-sequence forward pass.
@@ -343,6 +357,8 @@ class LM:
             (0 = embeddings, i = after block i - 1, num_layers = final-norm output; negative ok).
           steering: optional residual-stream intervention (applied at all positions unless its
             mask says otherwise).
+          replace: optional substitution of the residual stream after a block
+            (`models.Replace`), e.g. a sparse autoencoder's reconstruction.
           return_logits: False skips the LM head (logits is None): hidden-state features only.
         Returns:
           ForwardOutput(logits [batch, length, vocab] float32,
@@ -374,6 +390,7 @@ class LM:
             steering=self._check_steering(steering),
             with_logits=return_logits,
             dtype=self.dtype,
+            replace=self._check_replace(replace),
         )
         return ForwardOutput(logits, hs, capture)
 

@@ -257,6 +257,38 @@ def test_steering_adds_vector_to_residual_stream(tiny_lm):
     assert push.tokens != plain.tokens
 
 
+def _shift(args, x):
+    return x + args["v"]
+
+
+def _zero(args, x):
+    return x * args
+
+
+def test_replace_substitutes_the_residual_stream(tiny_lm):
+    """Replace(fn=x + v) == Steering(v); fn=0 zeroes the stream after the block (and only
+    there, only at masked positions); bad layers and non-callables are refused."""
+    cfg = tiny_lm.config
+    ids = random_ids(np.random.default_rng(8), 2, 7)
+    vec = np.random.default_rng(9).normal(size=cfg.hidden_size).astype(np.float32)
+    steer = tiny_lm.forward(ids, steering=models.Steering(vector=vec, scale=1.0, layer=1))
+    shift = tiny_lm.forward(ids, replace=models.Replace({"v": vec}, _shift, 1))
+    np.testing.assert_allclose(shift.logits, steer.logits, atol=1e-5)
+    mask = np.zeros(ids.shape, bool)
+    mask[:, 3:] = True
+    base = tiny_lm.forward(ids)
+    zero = tiny_lm.forward(ids, replace=models.Replace(np.float32(0.0), _zero, 0, mask))
+    hb, hz = np.asarray(base.hidden_states), np.asarray(zero.hidden_states)
+    np.testing.assert_array_equal(hz[1][:, 3:], 0.0)
+    np.testing.assert_array_equal(hz[:2, :, :3], hb[:2, :, :3])  # causal: earlier tokens kept
+    with pytest.raises(ValueError, match="replace.layer must be in"):
+        tiny_lm.forward(ids, replace=models.Replace({"v": vec}, _shift, cfg.num_layers))
+    with pytest.raises(TypeError, match="replace.fn must be callable"):
+        tiny_lm.forward(ids, replace=models.Replace({"v": vec}, None, 0))
+    with pytest.raises(TypeError, match="models.Replace"):
+        tiny_lm.forward(ids, replace=_shift)
+
+
 def test_score_matches_forward(tiny_lm):
     rng = np.random.default_rng(7)
     prompts = [random_ids(rng, 1, n)[0].tolist() for n in (4, 8)]
