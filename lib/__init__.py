@@ -17,6 +17,7 @@ _SUBMODULES = (
     "signals",
     "decoding",
     "probes",
+    "sae",
     "train",
     "results",
     "registry",

@@ -88,7 +88,7 @@ def decode(params: dict, codes: Any, *, config) -> jax.Array:
       [n, d_in] reconstructions in the raw input space.
     """
     _, num_latents, _ = _spec(params, config)
-    codes = models.check_inputs(codes, num_latents, name="codes")
+    codes = models.check_inputs(codes, num_latents, name="codes", what="num_latents")
     return models._decode(_as_params(params), jnp.asarray(codes))
 
 

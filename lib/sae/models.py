@@ -26,12 +26,14 @@ Parameters (a plain dict, every leaf a float32 array; `num_latents` = L):
 
 **TopK decodes sparsely.** A TopK code is (values [n, k], indices [n, k]); the reconstruction is
 the gather of k decoder rows and a weighted sum (`decode_sparse`), never the dense
-[n, L] x [L, d_in] product. In training the k values are recomputed from the selected encoder
-rows (`_gather_dot`), with the dense pre-activations [n, L] (the one dense product left) used
-only to *select* the latents, under stop_gradient: the backward pass is then sparse too (the
-encoder and decoder gradients are scatter-adds of n * k rows instead of two more dense
-[d_in, n] x [n, L] products). The dense path (`SAESpec.decode = "dense"`) is kept for ReLU and
-JumpReLU, and for TopK as the reference the tests compare the sparse path with.
+[n, L] x [L, d_in] product. In training the dense pre-activations [n, L] (the one dense
+product left: top-k needs every latent's score) only *select* the latents, under stop_gradient;
+the k values read from them carry the gradient of the k-sparse expression (`_select`), so the
+backward pass is sparse too: the encoder and decoder gradients are scatter-adds of n * k rows
+and the input gradients gathers of k rows, instead of four dense [n, L]-sized products (dense
+TopK: 5 products of n * L * d_in multiply-adds per step; sparse: 1). The dense path
+(`SAESpec.decode = "dense"`) is kept for ReLU and JumpReLU, and for TopK as the reference the
+tests compare the sparse path with.
 
 **Unit-norm decoder rows.** The training forward passes the decoder through `project_rows`, an
 identity whose backward pass removes from each row's gradient its component parallel to the row
@@ -277,14 +279,98 @@ step_ste.defvjp(_step_fwd, _step_bwd)
 # ----------------------------------------------------------------------------------------------
 
 
-def _gather_dot(x: jax.Array, w: jax.Array, indices: jax.Array) -> jax.Array:
-    """out[n, j] = <x[n], w[indices[n, j]]>; x [n, d], w [L, d], indices [n, k] -> [n, k]."""
-    return jnp.einsum("nd,nkd->nk", x, jnp.take(w, indices, axis=0))
+# The k selected rows are visited one column j at a time (`lax.fori_loop`): each iteration
+# gathers n rows [n, d_in] and fuses the multiply-add, so no [n, k, d_in] block is ever built,
+# and the weight gradient is a scatter-add of n rows per iteration (XLA's CPU scatter of a
+# materialised [n * k, d_in] update, or of the unrolled loop, is several times slower). Indices
+# come from `top_k` and are in bounds ("promise_in_bounds" drops the per-row checks).
+_IN_BOUNDS = "promise_in_bounds"
 
 
+def _column(a: jax.Array, j) -> jax.Array:
+    """a[:, j] of a [n, k] array (j traced)."""
+    return jax.lax.dynamic_index_in_dim(a, j, axis=1, keepdims=False)
+
+
+def _rows_scatter(coef: jax.Array, indices: jax.Array, rows: jax.Array, num: int) -> jax.Array:
+    """out[l] = sum_{n, j: indices[n, j] = l} coef[n, j] rows[n]; coef, indices [n, k],
+    rows [n, d] -> [num, d]."""
+
+    def body(j, out):
+        return out.at[_column(indices, j)].add(_column(coef, j)[:, None] * rows, mode=_IN_BOUNDS)
+
+    return jax.lax.fori_loop(0, indices.shape[1], body, jnp.zeros((num, rows.shape[1]), rows.dtype))
+
+
+def _rows_sum(values: jax.Array, indices: jax.Array, w: jax.Array) -> jax.Array:
+    """out[n] = sum_j values[n, j] w[indices[n, j]] -> [n, d]."""
+
+    def body(j, acc):
+        rows = w.at[_column(indices, j)].get(mode=_IN_BOUNDS)
+        return acc + _column(values, j)[:, None] * rows
+
+    n, d = values.shape[0], w.shape[1]
+    return jax.lax.fori_loop(0, indices.shape[1], body, jnp.zeros((n, d), w.dtype))
+
+
+def _rows_dot(x: jax.Array, w: jax.Array, indices: jax.Array) -> jax.Array:
+    """out[n, j] = <x[n], w[indices[n, j]]> -> [n, k]."""
+    cols = indices.T  # [k, n]: iteration j writes one contiguous row
+
+    def body(j, out):
+        rows = w.at[cols[j]].get(mode=_IN_BOUNDS)
+        return out.at[j].set(jnp.sum(x * rows, axis=-1))
+
+    out = jnp.zeros(cols.shape, x.dtype)
+    return jax.lax.fori_loop(0, cols.shape[0], body, out).T
+
+
+@jax.custom_vjp
 def _gather_sum(values: jax.Array, indices: jax.Array, w: jax.Array) -> jax.Array:
-    """out[n] = sum_j values[n, j] w[indices[n, j]]; values, indices [n, k], w [L, d] -> [n, d]."""
-    return jnp.einsum("nk,nkd->nd", values, jnp.take(w, indices, axis=0))
+    """out[n] = sum_j values[n, j] w[indices[n, j]]; values, indices [n, k], w [L, d] -> [n, d].
+
+    Backward: d values[n, j] = <g[n], w[indices[n, j]]> (gathers), d w = scatter-add of
+    values[n, j] g[n].
+    """
+    return _rows_sum(values, indices, w)
+
+
+def _gather_sum_fwd(values, indices, w):
+    return _rows_sum(values, indices, w), (values, indices, w)
+
+
+def _gather_sum_bwd(res, g):
+    values, indices, w = res
+    return _rows_dot(g, w, indices), None, _rows_scatter(values, indices, g, w.shape[0])
+
+
+_gather_sum.defvjp(_gather_sum_fwd, _gather_sum_bwd)
+
+
+@jax.custom_vjp
+def _select(
+    pre: jax.Array, centred: jax.Array, encoder: jax.Array, b_enc: jax.Array, indices: jax.Array
+) -> jax.Array:
+    """The selected pre-activations pre[n, indices[n, j]] = <centred[n], encoder[l]> + b_enc[l]
+    [n, k], read from the dense pre [n, L] (no gradient: it only selects) with the gradient of
+    the k-sparse expression: d centred = sum_j g[:, j] encoder[indices[:, j]] (gathers),
+    d encoder and d b_enc = scatter-adds of the k selected rows."""
+    return jnp.take_along_axis(pre, indices, axis=-1)
+
+
+def _select_fwd(pre, centred, encoder, b_enc, indices):
+    return jnp.take_along_axis(pre, indices, axis=-1), (centred, encoder, indices)
+
+
+def _select_bwd(res, g):
+    centred, encoder, indices = res
+    num = encoder.shape[0]
+    d_b_enc = jnp.zeros((num,), g.dtype).at[indices.reshape(-1)].add(g.reshape(-1))
+    d_centred = _rows_sum(g, indices, encoder)
+    return None, d_centred, _rows_scatter(g, indices, centred, num), d_b_enc, None
+
+
+_select.defvjp(_select_fwd, _select_bwd)
 
 
 def _densify(values: jax.Array, indices: jax.Array, num_latents: int) -> jax.Array:
@@ -345,19 +431,20 @@ def forward(
     out: dict[str, jax.Array] = {"input": x_n}
     centred = x_n - params["b_dec"]
     pre = centred @ params["encoder"].T + params["b_enc"]
-
-    if spec.kind == "topk" and spec.sparse:
-        # Select on the dense pre-activations without a gradient; recompute the k values from
-        # the selected encoder rows so that the backward pass is k-sparse.
-        _, indices = jax.lax.top_k(jax.lax.stop_gradient(pre), spec.k)
-        values = jax.nn.relu(
-            _gather_dot(centred, params["encoder"], indices) + params["b_enc"][indices]
-        )
+    if spec.sparse:
+        # The dense pre-activations only select the k latents: no gradient flows back through
+        # the dense product. `_select` reads the k values from it and gives them the gradient of
+        # the k-sparse expression, so the backward pass is k-sparse.
+        pre = jax.lax.stop_gradient(pre)
+        _, indices = jax.lax.top_k(pre, spec.k)
+        values = jax.nn.relu(_select(pre, centred, params["encoder"], params["b_enc"], indices))
         recon = _gather_sum(values, indices, decoder) + params["b_dec"]
         active = values > 0
         out["active"] = jnp.sum(active, axis=-1).astype(jnp.float32)
-        counts = jnp.zeros((num_latents,), jnp.float32).at[indices.reshape(-1)].add(
-            active.reshape(-1).astype(jnp.float32)
+        counts = (
+            jnp.zeros((num_latents,), jnp.float32)
+            .at[indices.reshape(-1)]
+            .add(active.reshape(-1).astype(jnp.float32))
         )
         out["fired"] = counts > 0
     else:
@@ -397,7 +484,7 @@ def forward(
             _, idx = jax.lax.top_k(masked, aux_k)
             keep = dead[idx].astype(jnp.float32)  # fewer dead than aux_k: the rest drop out
             if spec.sparse:
-                vals = (_gather_dot(centred, encoder, idx) + b_enc[idx]) * keep
+                vals = _select(pre, centred, encoder, b_enc, idx) * keep
                 e_hat = _gather_sum(vals, idx, decoder)
             else:
                 vals = jnp.take_along_axis(pre, idx, axis=-1) * keep
@@ -456,16 +543,18 @@ def check_params(params: Any, spec: SAESpec, *, name: str = "params") -> tuple[i
     return int(num_latents), int(d_in)
 
 
-def check_inputs(x: Any, d_in: int | None, *, name: str = "x") -> jax.Array | np.ndarray:
-    """x as a float array [n, d_in]; ValueError if not 2-D, empty, the wrong width or not
-    finite."""
+def check_inputs(
+    x: Any, width: int | None, *, name: str = "x", what: str = "d_in"
+) -> jax.Array | np.ndarray:
+    """x as a float array [n, width]; ValueError if not 2-D, empty, the wrong width or not
+    finite. `what` names the width in messages ("d_in", "num_latents")."""
     arr = _checks.as_array(x, name)
-    _checks.check_rank(arr, name, 2, "[n, d_in] (one row per activation vector)")
+    _checks.check_rank(arr, name, 2, f"[n, {what}] (one row per vector)")
     _checks.check_not_empty(arr, name)
-    if d_in is not None and arr.shape[1] != d_in:
+    if width is not None and arr.shape[1] != width:
         raise ValueError(
             f"{name}: has {arr.shape[1]} features per row (shape {tuple(arr.shape)}); the SAE "
-            f"expects d_in={d_in}"
+            f"expects {what}={width}"
         )
     arr = _checks.as_float(arr)
     _checks.check_finite(arr, name)
@@ -496,6 +585,4 @@ def _decode(params, codes):
 
 @jax.jit
 def _decode_sparse(params, values, indices):
-    return (_gather_sum(values, indices, params["decoder"]) + params["b_dec"]) / input_scale(
-        params
-    )
+    return (_gather_sum(values, indices, params["decoder"]) + params["b_dec"]) / input_scale(params)
