@@ -19,7 +19,14 @@ activations and behaviour labels).
 from introspect.sae import api, models, objectives, reasoning, training
 from introspect.sae.api import decode, decode_sparse, encode, encode_topk, metrics
 from introspect.sae.models import KINDS, SAESpec, forward, init_params, spec_from_config
-from introspect.sae.reasoning import BEHAVIOURS, Step, label_steps, split_steps, step_activations
+from introspect.sae.reasoning import (
+    BEHAVIOURS,
+    Step,
+    label_steps,
+    lm_loss_increase,
+    split_steps,
+    step_activations,
+)
 from introspect.sae.training import (
     default_config,
     fit,
@@ -44,6 +51,7 @@ __all__ = [
     "forward",
     "init_params",
     "label_steps",
+    "lm_loss_increase",
     "loss_config",
     "make_sae_step",
     "make_spec",
