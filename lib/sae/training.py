@@ -5,9 +5,9 @@
     cfg.kind = "topk"; cfg.num_latents = 4608; cfg.k = 32
     params = sae.fit(x, cfg, workdir="/tmp/sae")     # x [n, d_in] float32; resumable
 
-`fit` runs `train.setup` (mesh, optimiser, data feed, fresh or restored orbax state) and
-`train.fit` with the loop's own hooks (progress bar, metric log with the NaN/inf guard,
-checkpoints, eval), with one SAE-specific training step around `train.make_train_step`:
+`fit` runs `train.train` (mesh, optimiser, data feed, fresh or restored orbax state, progress
+bar, metric log with the NaN/inf guard, checkpoints, eval) with one SAE-specific training step
+around `train.make_train_step` (`train.train(..., make_step=)`):
 
 1. the loss (picked by name from `introspect.losses`, `config.loss.name`; default by kind:
    sae_topk / sae_relu_l1 / sae_jumprelu) through `losses.objective`; the decoder enters the
@@ -18,9 +18,8 @@ checkpoints, eval), with one SAE-specific training step around `train.make_train
 4. the dead-latent counter updated: tokens_since_active = 0 for a latent active on some row
    of the batch, else + batch_size (capped at dead_tokens).
 
-`train.train` itself takes a loss but no step, and the SAE step needs steps 3 and 4 after the
-optimiser, so `fit` assembles the loop from the same public parts `train.train` uses (`setup`,
-`make_train_step`, `run.compile`, `fit`, the four hooks) and returns what it returns.
+Steps 3 and 4 come after the optimiser update, so `fit` passes `make_sae_step` as the loop's
+`make_step` rather than only a loss.
 
 **Where the non-trained state lives.** The loop's TrainState has a fixed set of fields (step,
 params, opt_state, rng, bad_step) and trains every leaf of `params`. The input scale and the
@@ -37,8 +36,8 @@ and decodes back to the raw space (`stats.input_scale`).
 
 from __future__ import annotations
 
+import functools
 import math
-import time
 from typing import Any
 
 import jax
@@ -359,36 +358,15 @@ def fit(
             del step
             return api.metrics(jax.device_get(params), eval_x, config=cfg)
 
-    tcfg = cfg.train
-    state, run = train_lib.setup(tcfg, init_fn, data=data, workdir=workdir, name="sae.train")
-    start = int(jax.device_get(state.step))
-    progress = train_lib.progress_hook(run, start)
-    log = train_lib.log_hook(run, start, progress)
-    evaluate = train_lib.eval_hook(run, eval_fn) if eval_fn is not None else None
-    hooks = [progress, log, train_lib.checkpoint_hook(run)] + ([evaluate] if evaluate else [])
-    t0 = time.perf_counter()
-    try:
-        step = make_sae_step(
-            loss_fn, run.tx, run.schedule, spec, guard_nonfinite=tcfg.guard_nonfinite
-        )
-        state = train_lib.fit(state, run.compile(step), run.feed, hooks,
-                              num_steps=tcfg.num_steps,
-                              steps_per_dispatch=tcfg.steps_per_dispatch)  # fmt: skip
-        if start >= tcfg.num_steps and evaluate is not None:
-            evaluate.fn(start, state, {}, True)
-    finally:
-        run.close()
-    params = jax.tree.map(np.asarray, jax.device_get(state.params))
-    if not return_result:
-        return params
-    seconds = time.perf_counter() - t0
-    trained = int(jax.device_get(state.step)) - start
-    result = train_lib.TrainResult(
-        state=state,
-        metrics=dict(log.latest),
-        eval_metrics=dict(evaluate.latest) if evaluate else {},
-        resumed_from=run.resumed_from,
-        steps_per_second=trained / seconds if trained else 0.0,
-        seconds=seconds,
+    result = train_lib.train(
+        cfg.train,
+        init_fn=init_fn,
+        loss_fn=loss_fn,
+        data=data,
+        workdir=workdir,
+        eval_fn=eval_fn,
+        name="sae.train",
+        make_step=functools.partial(make_sae_step, spec=spec),
     )
-    return params, result
+    params = jax.tree.map(np.asarray, jax.device_get(result.state.params))
+    return (params, result) if return_result else params

@@ -542,6 +542,7 @@ def train(
     workdir: str,
     eval_fn: Callable[[Any, int], Mapping[str, float]] | None = None,
     name: str = "train",
+    make_step: Callable[..., Callable] | None = None,
 ) -> TrainResult:
     """Train from scratch or resume from `workdir`'s newest checkpoint, up to `num_steps`.
 
@@ -558,6 +559,9 @@ def train(
       eval_fn: optional (params, step) -> {name: float}, called every `eval_every` steps and at
         the end on every process; written as "eval/<name>".
       name: how the config is called in error messages.
+      make_step: (loss_fn, tx, schedule, *, guard_nonfinite) -> step(state, batch, rng), for
+        steps that do more than the optimiser update (e.g. `sae.make_sae_step` renormalises
+        decoder rows); default `make_train_step`.
     Returns:
       TrainResult.
     Raises:
@@ -574,7 +578,9 @@ def train(
     evaluate = eval_hook(run, eval_fn) if eval_fn is not None else None
     hooks = [progress, log, checkpoint_hook(run)] + ([evaluate] if evaluate else [])
     try:
-        step = make_train_step(loss_fn, run.tx, run.schedule, guard_nonfinite=cfg.guard_nonfinite)
+        step = (make_step or make_train_step)(
+            loss_fn, run.tx, run.schedule, guard_nonfinite=cfg.guard_nonfinite
+        )
         state = fit(state, run.compile(step), run.feed, hooks, num_steps=cfg.num_steps,
                     steps_per_dispatch=cfg.steps_per_dispatch)  # fmt: skip
         if start >= cfg.num_steps and evaluate is not None:  # a finished run, resumed

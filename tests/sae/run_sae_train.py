@@ -9,7 +9,6 @@ params (flattened names, "stats/..." included) to --out.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -18,7 +17,7 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "train"))
-import train_tiny_task  # noqa: E402  (SlowSource: a source that sleeps per batch)
+import train_tiny_task  # noqa: E402  (SlowSource, the scripts' flags)
 
 from introspect import sae  # noqa: E402
 
@@ -39,39 +38,16 @@ def planted(n: int, *, d: int = D_IN, atoms: int = ATOMS, active: int = ACTIVE, 
 
 
 def main() -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--workdir", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--steps", type=int, default=120)
-    p.add_argument("--sleep", type=float, default=0.0)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--data", type=int, default=-1)
-    p.add_argument("--model", type=int, default=1)
-    p.add_argument("--fsdp", action="store_true")
-    p.add_argument("--every", type=int, default=20)
-    a = p.parse_args()
-
+    a = train_tiny_task.script_args(default_steps=120)
     cfg = sae.default_config()
     cfg.kind = "topk"
     cfg.num_latents = 64
     cfg.k = 4
     cfg.aux_k = 8
     cfg.dead_tokens = 256  # some latents die within the run, so AuxK runs too
-    t = cfg.train
-    t.num_steps = a.steps
-    t.batch_size = a.batch
-    t.optimizer.lr = 3e-3
-    t.schedule.name = "cosine"
-    t.schedule.warmup_steps = 10
-    t.mesh.data = a.data
-    t.mesh.model = a.model
-    t.sharding.fsdp = a.fsdp
-    t.sharding.min_size = 0
-    t.checkpoint.every_steps = a.every
-    t.checkpoint.keep = 2
-    t.log_every = 10
-    t.steps_per_dispatch = 5
-    t.progress = False
+    train_tiny_task.apply_script_args(cfg.train, a)
+    cfg.train.optimizer.lr = 3e-3
+    cfg.train.steps_per_dispatch = 5
     x, _ = planted(1024)
     data = train_tiny_task.SlowSource({"features": x}, a.sleep) if a.sleep else x
     try:

@@ -4,9 +4,9 @@ tests/train/test_train_subprocess.py, with this script)."""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
-import subprocess
 import sys
 import time
 
@@ -14,18 +14,13 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "train"))
+import test_train_subprocess as train_subprocess  # noqa: E402
 from test_train_subprocess import checkpoint_steps, finish, load  # noqa: E402
 
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "run_sae_train.py")
 
 
-def launch(workdir, out, *args, devices=1):
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
-    if devices > 1:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    cmd = [sys.executable, SCRIPT, "--workdir", str(workdir), "--out", str(out), *map(str, args)]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+launch = functools.partial(train_subprocess.launch, script=SCRIPT)
 
 
 def test_sigkill_mid_run_then_restart_is_bitwise_identical(tmp_path):

@@ -9,7 +9,6 @@ Prints one JSON line {"resumed_from", "step", "devices", "specs", "error"}; writ
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
@@ -21,35 +20,13 @@ from introspect import train
 
 
 def main() -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--workdir", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--sleep", type=float, default=0.0)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--data", type=int, default=-1)
-    p.add_argument("--model", type=int, default=1)
-    p.add_argument("--fsdp", action="store_true")
-    p.add_argument("--every", type=int, default=20)
-    a = p.parse_args()
-
+    a = task.script_args(default_steps=200)
     cfg = train.default_config()
-    cfg.num_steps = a.steps
-    cfg.batch_size = a.batch
+    task.apply_script_args(cfg, a)
     cfg.optimizer.name = "adamw"
     cfg.optimizer.lr = 1e-2
     cfg.optimizer.weight_decay = 1e-3
     cfg.optimizer.clip_norm = 1.0
-    cfg.schedule.name = "cosine"
-    cfg.schedule.warmup_steps = 10
-    cfg.mesh.data = a.data
-    cfg.mesh.model = a.model
-    cfg.sharding.fsdp = a.fsdp
-    cfg.sharding.min_size = 0
-    cfg.checkpoint.every_steps = a.every
-    cfg.checkpoint.keep = 2
-    cfg.log_every = 10
-    cfg.progress = False
     cfg.tensorboard = False  # tensorboardX imports PyTorch (seconds per fresh process)
     data = task.make_data()
     source = task.SlowSource(data, a.sleep) if a.sleep else data

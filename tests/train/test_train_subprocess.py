@@ -16,12 +16,13 @@ import pytest
 SCRIPT = os.path.join(os.path.dirname(__file__), "run_tiny_train.py")
 
 
-def launch(workdir, out, *args, devices=1):
+def launch(workdir, out, *args, devices=1, script=SCRIPT):
+    """Run a training script (default run_tiny_train.py) on `devices` simulated CPU devices."""
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
     if devices > 1:
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    cmd = [sys.executable, SCRIPT, "--workdir", str(workdir), "--out", str(out), *map(str, args)]
+    cmd = [sys.executable, script, "--workdir", str(workdir), "--out", str(out), *map(str, args)]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

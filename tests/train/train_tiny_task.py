@@ -54,3 +54,38 @@ class SlowSource:
     def __getitem__(self, idx):
         time.sleep(self.sleep)
         return {k: v[idx] for k, v in self.arrays.items()}
+
+
+def script_args(default_steps: int):
+    """The flags of the training scripts these tests run in fresh processes
+    (run_tiny_train.py, tests/sae/run_sae_train.py)."""
+    import argparse
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--steps", type=int, default=default_steps)
+    p.add_argument("--sleep", type=float, default=0.0)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--data", type=int, default=-1)
+    p.add_argument("--model", type=int, default=1)
+    p.add_argument("--fsdp", action="store_true")
+    p.add_argument("--every", type=int, default=20)
+    return p.parse_args()
+
+
+def apply_script_args(cfg, a) -> None:
+    """Set a training config's steps, batch, mesh, sharding and checkpointing from
+    `script_args` (one cosine warm-up schedule, quiet: no progress bar)."""
+    cfg.num_steps = a.steps
+    cfg.batch_size = a.batch
+    cfg.schedule.name = "cosine"
+    cfg.schedule.warmup_steps = 10
+    cfg.mesh.data = a.data
+    cfg.mesh.model = a.model
+    cfg.sharding.fsdp = a.fsdp
+    cfg.sharding.min_size = 0
+    cfg.checkpoint.every_steps = a.every
+    cfg.checkpoint.keep = 2
+    cfg.log_every = 10
+    cfg.progress = False
