@@ -36,29 +36,11 @@ ROLES = ("train", "calibration", "test")
 
 def load_roles(config) -> dict[str, list[dict]]:
     """{role: examples}: roles naming the same split take consecutive, disjoint slices."""
-    wanted = {r: tuple(config[f"{r}_split"]) for r in ROLES}
-    for role, spec in wanted.items():
-        if len(spec) != 2 or not isinstance(spec[0], str) or int(spec[1]) < 1:
-            raise ValueError(f"config.{role}_split must be (split name, count >= 1), got {spec}")
-    out, offset = {}, {}
-    for role in ROLES:
-        split, num = wanted[role][0], int(wanted[role][1])
-        need = sum(int(wanted[r][1]) for r in ROLES if wanted[r][0] == split)
-        if split not in offset:
-            offset[split] = 0
-            examples = data.load_task(
-                config.task, split, data_dir=config.data_dir or None, num=need
-            )
-            if len(examples) < need:
-                raise ValueError(
-                    f"{config.task}/{split} has {len(examples)} examples; the roles sharing it "
-                    f"need {need}"
-                )
-            out[f"_{split}"] = examples
-        start = offset[split]
-        out[role] = out[f"_{split}"][start : start + num]
-        offset[split] = start + num
-    return {r: out[r] for r in ROLES}
+    return data.load_roles(
+        config.task,
+        {r: tuple(config[f"{r}_split"]) for r in ROLES},
+        data_dir=config.data_dir or None,
+    )
 
 
 def answer_line(text: str) -> str:

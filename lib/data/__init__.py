@@ -51,6 +51,7 @@ from introspect.data.tasks import (  # noqa: E402
     golds,
     grade,
     grader_for,
+    load_roles,
     load_task,
     registered_tasks,
 )
@@ -65,6 +66,7 @@ __all__ += [
     "golds",
     "grade",
     "grader_for",
+    "load_roles",
     "load_task",
     "parse_top_k",
     "registered_tasks",

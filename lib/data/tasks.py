@@ -297,6 +297,38 @@ def grader_for(answer_type: str) -> Callable[..., tuple[Any, bool]]:
     return GRADERS.get(answer_type)
 
 
+def load_roles(
+    name: str, roles: Mapping[str, Sequence[Any]], *, data_dir: str | None = None
+) -> dict[str, list[dict[str, Any]]]:
+    """Disjoint example sets of a task by role, e.g. {"train": ("train", 64), "test": ("test",
+    32)}: each role is (split, count); roles naming the same split take consecutive slices of
+    it in the given order (the first role the first `count` examples, ...).
+
+    Raises:
+      ValueError: a malformed (split, count) or a split too small for the roles sharing it.
+    """
+    wanted = {}
+    for role, spec in roles.items():
+        spec = tuple(spec)
+        if len(spec) != 2 or not isinstance(spec[0], str) or int(spec[1]) < 1:
+            raise ValueError(f"role {role!r} must be (split name, count >= 1), got {spec}")
+        wanted[role] = (spec[0], int(spec[1]))
+    loaded, offset, out = {}, {}, {}
+    for role, (split, num) in wanted.items():
+        if split not in loaded:
+            need = sum(n for s, n in wanted.values() if s == split)
+            loaded[split] = load_task(name, split, data_dir=data_dir, num=need)
+            if len(loaded[split]) < need:
+                raise ValueError(
+                    f"{name}/{split} has {len(loaded[split])} examples; the roles sharing it "
+                    f"need {need}"
+                )
+            offset[split] = 0
+        out[role] = loaded[split][offset[split] : offset[split] + num]
+        offset[split] += num
+    return out
+
+
 def golds(example: Mapping[str, Any]) -> list[str]:
     """Every accepted gold answer: the answer, then its aliases."""
     return [example["answer"], *[a for a in example.get("aliases", []) if a != example["answer"]]]

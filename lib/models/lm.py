@@ -484,7 +484,8 @@ class LM:
           hidden_steps: which steps' hidden states to keep (default: all steps) when
             hidden_layers is set.
           steering: residual-stream intervention on generated tokens (and the prompt when
-            steer_prompt).
+            steer_prompt); vector [hidden] or [num_prompts, hidden] and scale [] or
+            [num_prompts] (per-row vectors/scales: a steering sweep in one call).
           exit_rule: an online early-exit rule (`introspect.probes.ExitRule`, LYNX): at every
             generated token that completes a cue the probe reads the hidden states and the row
             ends when the conformal prediction set is {1} (see `generate.decode`). Rows report
@@ -538,10 +539,23 @@ class LM:
         else:
             steps = ()
         steering = self._check_steering(steering)
-        if steering is not None and steering.vector.ndim == 2:
-            raise ValueError(
-                "generate() takes a single steering vector [hidden]; per-row vectors "
-                "are supported by forward()"
+        per_row = steering is not None and (steering.vector.ndim == 2 or steering.scale.ndim)
+        if per_row:
+            # Row i of the prompts gets vector[i] * scale[i] (a sweep in one call).
+            n = len(prompts)
+            if steering.vector.ndim == 2 and steering.vector.shape[0] != n:
+                raise ValueError(
+                    f"steering.vector has {steering.vector.shape[0]} rows for {n} prompts; "
+                    "pass [hidden] or one row per prompt"
+                )
+            if steering.scale.shape not in ((), (n,)):
+                raise ValueError(
+                    f"steering.scale must be a scalar or [{n}] (one per prompt), got shape "
+                    f"{steering.scale.shape}"
+                )
+            steering = steering.replace(
+                vector=jnp.broadcast_to(steering.vector, (n, self.config.hidden_size)),
+                scale=jnp.broadcast_to(steering.scale, (n,)),
             )
 
         exit_layers, exit_args = self._exit_args(exit_rule)
@@ -583,6 +597,9 @@ class LM:
                 keep_slot = prefix.slots - prefix.lengths[rows] + keep
                 rows, keep, keep_slot = self.runner.place(rows, keep, keep_slot)
                 pre = {"cache": prefix.cache, "rows": rows, "keep": keep, "keep_slot": keep_slot}
+            vec, scale = steer_vec, steer_scale
+            if per_row:
+                vec, scale = self.runner.place(steer_vec[chunk.row_ids], steer_scale[chunk.row_ids])
             out = gen_lib.decode(
                 self.params,
                 *self.runner.place(chunk.tokens, chunk.valid, row_keys, chunk.active),
@@ -594,8 +611,8 @@ class LM:
                 np.bool_(ignore_eos),
                 np.int32(pad_id),
                 slot_of_step,
-                steer_vec,
-                steer_scale,
+                vec,
+                scale,
                 exit_args,
                 pre,
                 spec=spec,

@@ -23,8 +23,10 @@ from introspect.sae.reasoning import (
     BEHAVIOURS,
     Step,
     label_steps,
+    latent_auroc,
     lm_loss_increase,
     split_steps,
+    steering,
     step_activations,
 )
 from introspect.sae.training import (
@@ -51,6 +53,7 @@ __all__ = [
     "forward",
     "init_params",
     "label_steps",
+    "latent_auroc",
     "lm_loss_increase",
     "loss_config",
     "make_sae_step",
@@ -62,6 +65,7 @@ __all__ = [
     "resolve_config",
     "spec_from_config",
     "split_steps",
+    "steering",
     "step_activations",
     "training",
 ]

@@ -34,18 +34,32 @@ class Step:
     text: str
 
 
-def split_steps(tokenizer, trace: Sequence[int], delimiter: str = "\n\n") -> list[Step]:
+def _delimiters(delimiter: str | Sequence[str]) -> list[str]:
+    delims = [delimiter] if isinstance(delimiter, str) else list(delimiter)
+    if not delims or not all(isinstance(d, str) and d for d in delims):
+        raise ValueError(
+            f"delimiter must be a non-empty string (e.g. '\\n\\n') or a sequence of them, got "
+            f"{delimiter!r}"
+        )
+    return delims
+
+
+def split_steps(
+    tokenizer, trace: Sequence[int], delimiter: str | Sequence[str] = "\n\n"
+) -> list[Step]:
     """The steps of a generated trace (token ids, without the prompt).
 
+    `delimiter` is one string or several (a step ends at the token completing any of them).
+    With byte-level BPE a space belongs to the next word's token, so a delimiter ending in a
+    space (". ") completes on the next word: split sentences at "." instead.
     Empty steps (only whitespace, e.g. a delimiter right after another) are dropped.
     """
-    if not delimiter:
-        raise ValueError("delimiter must be a non-empty string, e.g. '\\n\\n'")
+    delims = _delimiters(delimiter)
     trace = [int(t) for t in trace]
     if not trace:
         return []
     pieces = token_pieces(tokenizer, trace)
-    ends = sorted({t for t, _, _ in CueMatcher([delimiter]).scan(pieces)})
+    ends = sorted({t for t, _, _ in CueMatcher(delims).scan(pieces)})
     if not ends or ends[-1] != len(trace) - 1:
         ends.append(len(trace) - 1)
     steps, start = [], 0
@@ -117,7 +131,7 @@ def step_activations(
     traces: Sequence[Sequence[int]],
     *,
     layer: int,
-    delimiter: str = "\n\n",
+    delimiter: str | Sequence[str] = "\n\n",
     pool: str = "delimiter",
     batch_size: int = 8,
 ) -> tuple[list[list[Step]], list[np.ndarray]]:
@@ -183,11 +197,22 @@ def _reconstructor(spec):
 
 
 def lm_loss_increase(
-    lm, params, sequences: Sequence[Sequence[int]], *, config, layer: int, batch_size: int = 8
+    lm,
+    params,
+    sequences: Sequence[Sequence[int]],
+    *,
+    config,
+    layer: int,
+    positions: Sequence[Sequence[int]] | None = None,
+    batch_size: int = 8,
 ) -> dict[str, float]:
     """Next-token loss on held-out `sequences` with the residual stream `hidden_states[layer]`
-    replaced by the SAE's reconstruction at every position (`models.Replace`), vs the plain
-    model.
+    replaced by the SAE's reconstruction (`models.Replace`), vs the plain model.
+
+    The reconstruction replaces every position, or only `positions[i]` of sequence i: an SAE
+    trained on step-delimiter activations (RISE) is in distribution only there (its
+    reconstruction of, e.g., the first token's massive activation is meaningless). The loss is
+    over every predicted token either way.
 
     Args:
       lm: an `introspect.models.LM`.
@@ -195,6 +220,7 @@ def lm_loss_increase(
       sequences: token-id lists (at least 2 tokens each).
       layer: the hidden-state index the SAE was trained on, in [1, num_layers - 1] (the
         residual stream after block layer - 1; the last index is the final norm's output).
+      positions: optional per sequence the token indices to replace (None = all).
     Returns:
       {"loss": plain mean NLL per predicted token, "loss_sae": with the reconstruction,
        "increase": their difference, "tokens": tokens predicted}.
@@ -216,8 +242,18 @@ def lm_loss_increase(
     sequences = lm.check_ids(sequences, "sequences")
     if any(len(s) < 2 for s in sequences):
         raise ValueError("every sequence needs at least 2 tokens to predict one")
+    if positions is not None:
+        if len(positions) != len(sequences):
+            raise ValueError(f"got {len(positions)} position lists for {len(sequences)} sequences")
+        positions = [np.asarray(p, np.int64).reshape(-1) for p in positions]
+        for i, (p, seq) in enumerate(zip(positions, sequences, strict=True)):
+            if p.size and (p.min() < 0 or p.max() >= len(seq)):
+                raise ValueError(
+                    f"positions[{i}] must index its sequence of {len(seq)} tokens, got "
+                    f"{p.tolist()[:8]}"
+                )
     args = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), dict(params))
-    replace = Replace(args, _reconstructor(spec), int(layer) - 1)
+    fn = _reconstructor(spec)
 
     def nll(chunk, rep):
         logits = lm.forward(chunk.tokens, mask=chunk.valid, hidden_layers=None, replace=rep).logits
@@ -227,6 +263,12 @@ def lm_loss_increase(
         return np.asarray(jnp.sum(jnp.where(both, -tok, 0.0), axis=1))
 
     def run(chunk):
+        mask = None
+        if positions is not None:
+            mask = np.zeros(chunk.tokens.shape, bool)
+            for r, i in enumerate(chunk.indices):
+                mask[r, chunk.tokens.shape[1] - len(sequences[i]) + positions[i]] = True
+        replace = Replace(args, fn, int(layer) - 1, mask)
         plain, sae_ = nll(chunk, None), nll(chunk, replace)
         return [(plain[r], sae_[r]) for r in range(len(chunk.indices))]
 
@@ -237,3 +279,68 @@ def lm_loss_increase(
     loss = float(sum(r[0] for r in rows) / tokens)
     loss_sae = float(sum(r[1] for r in rows) / tokens)
     return {"loss": loss, "loss_sae": loss_sae, "increase": loss_sae - loss, "tokens": tokens}
+
+
+def steering(params, latents, alphas, *, layer: int):
+    """A `models.Steering` that adds alpha * d_latent to the residual stream
+    `hidden_states[layer]` (after block layer - 1, where an SAE trained on that layer reads).
+
+    d_latent is the latent's decoder row scaled to unit L2 norm (the rows are unit-norm in the
+    SAE's normalised input space; in the residual stream's units they differ by the input
+    scale), so alpha is in residual-stream units: compare it with the typical activation norm.
+
+    Args:
+      params: SAE parameters (`sae.fit`), `params["decoder"]` [num_latents, d_in].
+      latents: one latent index or [n] indices (one per prompt of `lm.generate`).
+      alphas: one scale or [n] scales.
+      layer: the hidden-state index the SAE was trained on, >= 1.
+    Returns:
+      Steering with vector [d_in] or [n, d_in] and scale [] or [n], for `lm.generate` /
+      `lm.forward` (its layer, the block index, is checked there against the model).
+    """
+    from introspect.models import Steering
+
+    dec = np.asarray(params["decoder"], np.float32)
+    if dec.ndim != 2:
+        raise ValueError(f"params['decoder'] must be [num_latents, d_in], got {dec.shape}")
+    if int(layer) < 1:
+        raise ValueError(f"layer must be a hidden-state index >= 1 (after a block), got {layer}")
+    idx = np.asarray(latents)
+    if idx.ndim > 1 or not np.issubdtype(idx.dtype, np.integer):
+        raise ValueError(f"latents must be an int or a 1-D int array, got {idx!r}")
+    bad = idx[(idx < 0) | (idx >= dec.shape[0])]
+    if bad.size:
+        raise ValueError(f"latents must be in [0, {dec.shape[0]}), got {bad.tolist()[:8]}")
+    scale = np.asarray(alphas, np.float32)
+    if scale.ndim > 1 or not np.all(np.isfinite(scale)):
+        raise ValueError(f"alphas must be a finite number or a 1-D array, got {alphas!r}")
+    if idx.ndim and scale.ndim and idx.shape != scale.shape:
+        raise ValueError(f"got {idx.shape[0]} latents but {scale.shape[0]} alphas")
+    rows = dec[idx]
+    rows = rows / np.maximum(np.linalg.norm(rows, axis=-1, keepdims=True), 1e-12)
+    if scale.ndim and not idx.ndim:
+        rows = np.broadcast_to(rows, (scale.shape[0], rows.shape[-1]))
+    return Steering(jnp.asarray(rows), jnp.asarray(scale), int(layer) - 1)
+
+
+def latent_auroc(codes, labels) -> np.ndarray:
+    """[num_latents] AUROC of each latent's activation for a binary label (0.5 = no
+    association, > 0.5 = active on positives; ties, e.g. all-zero codes, count one half).
+
+    Args:
+      codes: [n, num_latents] activations (`sae.encode`).
+      labels: [n] bool / 0-1, both classes present.
+    """
+    from introspect import metrics
+
+    z = np.asarray(codes, np.float32)
+    y = np.asarray(labels)
+    if z.ndim != 2 or y.shape != (z.shape[0],):
+        raise ValueError(f"codes must be [n, num_latents] and labels [n], got {z.shape}, {y.shape}")
+    if not np.all(np.isfinite(z)):
+        raise ValueError("codes contain NaN or inf")
+    y = y.astype(bool)
+    if y.all() or not y.any():
+        raise ValueError(f"labels: only one class present among {y.size} rows; AUROC needs both")
+    per = jax.vmap(lambda s: metrics.auroc(s, y.astype(np.int32), validate=False), in_axes=1)
+    return np.asarray(jax.jit(per)(jnp.asarray(z)), np.float64)
