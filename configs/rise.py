@@ -2,15 +2,16 @@
 
     python -m experiments.rise --config configs/rise.py:smoke --workdir /tmp/rise
 
-Runtime on a 2-core CPU: about 7 minutes for `:smoke` (embedded SmolLM2-135M-Instruct,
-synthetic suite: 96 training and 32 test traces of up to 96 tokens, steps at line and sentence
-ends, a TopK SAE with 1024 latents on layer 15, a sweep of 3 alphas along two latents over the
-32 test prompts); a rerun reads traces and step activations from the generation store and the
-SAE from <workdir>. The default (GSM8K, 512 + 128 traces of up to 256 tokens, 4608 latents) is
-sized for an accelerator. A 135M instruct model never says "wait" or backtracks, so on it only
-the final-answer and verification behaviours have positive steps; point `model` at a reasoning
-checkpoint (e.g. an HF directory of DeepSeek-R1-Distill-Qwen-1.5B) on a TPU/GPU host to find
-reflection and backtracking latents.
+Runtime on a 2-core CPU: about 9 minutes for `:smoke` (528 s measured; embedded
+SmolLM2-135M-Instruct, synthetic suite: 96 training and 32 test traces of up to 96 tokens, steps
+at line ends and full stops, a TopK SAE with 1024 latents on layer 15, 4 non-zero alphas along 2
+latents over 24 test prompts, each response followed by a confidence question); a rerun reads
+traces and step activations from the generation store and the SAE from <workdir>. The
+default (GSM8K, 512 + 128 traces of up to 256 tokens, 4608 latents) is sized for an
+accelerator. A 135M instruct model never says "wait", backtracks or verifies unprompted, so on
+it only the final-answer behaviour has positive steps; point `model` at a reasoning checkpoint
+(e.g. an HF directory of DeepSeek-R1-Distill-Qwen-1.5B) on a TPU/GPU host to find reflection
+and backtracking latents.
 
 Writes results/rise/<run>/: config.json, metrics.json (fvu, l0, dead_fraction, lm_loss,
 behaviours, clusters, confidence_vectors, steering: one row per (vector, alpha)), table.md,
@@ -104,7 +105,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.sae.k = 16
         c.sae.train.num_steps = 1500
         c.sae.train.eval_every = 500
-        c.num_loss_sequences = 32
+        c.num_loss_sequences = 16
         c.num_clusters = 6
         c.steer_behaviours = ("final_answer",)
         c.num_steer_prompts = 24

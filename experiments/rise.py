@@ -592,7 +592,8 @@ def plot_steering(rows, path) -> None:
             ax.plot([r["alpha"] for r in sel], y, "o-", label=name)
             ax.set_xlabel("alpha")
             ax.set_ylabel(label)
-    axes[0].legend(fontsize=7)
+    if len(rows) > 1:
+        axes[0].legend(fontsize=7)
     fig.suptitle("Steering along SAE decoder rows")
     fig.tight_layout()
     _save(fig, path)
