@@ -61,6 +61,7 @@ def chat_prompt_ids(smollm):
 SLOW_FIRST = (
     "models/test_sharding.py",
     "models/test_lynx_experiment.py",
+    "sae/test_rise_experiment.py",
     "probes/test_exit_online.py",
     "models/test_benchmark_store.py",
     "probes/test_probes_experiment.py",
