@@ -8,7 +8,8 @@ Rewards (higher = better): `parse_rlcr` / `parse_rlcr_batch` + `rlcr_reward`, `c
 `crew_preference_pairs`, `hyperclick_spatial_confidence`, `hyperclick_reward`, `ppo_c_rewards`.
 Advantages and token weights: `grpo_advantages`, `ucas_token_certainty`,
 `ucas_sequence_certainty`, `ucas_advantages`, `empg_advantages`, `steer_weights`,
-`riskpo_advantages`.
+`riskpo_advantages` (with `riskpo_paper_scores` and the quantile tracker
+`riskpo_tracker_init` / `riskpo_tracker_update`).
 By name: every trainable loss is registered under one contract,
 `loss(*, outputs, batch, **options) -> [batch]`, in `LOSSES`; a new one is
 
@@ -27,6 +28,9 @@ from introspect.losses.policy import (
     grpo_advantages,
     ppo_c_rewards,
     riskpo_advantages,
+    riskpo_paper_scores,
+    riskpo_tracker_init,
+    riskpo_tracker_update,
     steer_weights,
     ucas_advantages,
     ucas_sequence_certainty,
@@ -108,6 +112,9 @@ __all__ = [
     "register_reward",
     "resolve_options",
     "riskpo_advantages",
+    "riskpo_paper_scores",
+    "riskpo_tracker_init",
+    "riskpo_tracker_update",
     "reduce",
     "register",
     "rlcr_reward",

@@ -26,6 +26,9 @@ __all__ = [
     "empg_advantages",
     "steer_weights",
     "riskpo_advantages",
+    "riskpo_paper_scores",
+    "riskpo_tracker_init",
+    "riskpo_tracker_update",
     "ppo_c_rewards",
 ]
 
@@ -97,7 +100,9 @@ def grpo_advantages(
       mask: optional [groups, size] bool, False = padding.
       eps: [] added to the standard deviation (may be traced).
       scale_by_std: divide by the std (False = Dr. GRPO, mean-centring only); static.
-      ddof: delta degrees of freedom of the std (0 = population std, 1 = unbiased); static.
+      ddof: delta degrees of freedom of the std; static. 0 (default) = the population std
+        of the GRPO paper's formula; 1 = the unbiased std that TRL (eps 1e-4) and verl (eps
+        1e-6) use (torch.std). A group of one response gets advantage 0 either way.
       validate: check the input.
     Returns:
       [groups, size] advantages (higher = better than the group), 0 on padding.
@@ -126,12 +131,15 @@ def clipped_policy_loss(
     kl_coef: float = 0.0,
     token_weights: Any = None,
     aggregation: str = "token_mean",
+    dual_clip: float | None = None,
     validate: bool = True,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Clipped-ratio policy-gradient loss (PPO/GRPO) with an optional KL penalty; lower = better.
 
-    Per token: ratio = exp(logprobs - old_logprobs),
+    Per token: ratio = exp(logprobs - old_logprobs) (log-ratio clamped to [-20, 20] as verl),
     l_t = -min(ratio A_t, clip(ratio, 1 - eps, 1 + eps_high) A_t) + kl_coef * KL_t,
+    and with dual clip c (> 1, Ye et al.; verl's clip_ratio_c) the policy term of a token with
+    A_t < 0 is capped at -c A_t,
     with KL_t = exp(ref - logp) - (ref - logp) - 1 (the k3 estimator of KL(pi || pi_ref)),
     times `token_weights` if given (e.g. STEER weights). Aggregation over masked tokens:
     "token_mean" = sum / number of tokens; "sequence_mean" = mean over sequences of each
@@ -149,6 +157,8 @@ def clipped_policy_loss(
       kl_coef: [] weight of the KL term (needs ref_logprobs when > 0 or traced).
       token_weights: optional [batch, length] per-token weights (no gradient flows into them).
       aggregation: "token_mean", "sequence_mean" or "fixed_length"; static.
+      dual_clip: optional [] c > 1 bounding the loss of negative-advantage tokens (may be
+        traced).
       validate: check the input.
     Returns:
       (loss [], metrics dict: "pg_loss", "kl", "clip_fraction", "ratio_mean").
@@ -160,6 +170,7 @@ def clipped_policy_loss(
         else V.coefficient(clip_eps_high, "clip_eps_high", 0.0, lo_open=True)
     )
     beta = V.coefficient(kl_coef, "kl_coef", 0.0)
+    dual = None if dual_clip is None else V.coefficient(dual_clip, "dual_clip", 1.0, lo_open=True)
     V.check_choice(aggregation, "aggregation", AGGREGATIONS)
     lp = V.checked_array(logprobs, "logprobs", 2, "[batch, length]", validate)
     old = V.as_array(old_logprobs, "old_logprobs")
@@ -179,10 +190,12 @@ def clipped_policy_loss(
         V.check_finite(old, "old_logprobs", m)
         V.check_finite(adv, "advantages")
     lo_eps, hi_eps, beta = V.as_dtype(lo_eps, hi_eps, beta, dtype=dt)
-    log_ratio = jnp.where(m, lp - jnp.asarray(old, dtype=dt), 0)
+    log_ratio = jnp.clip(jnp.where(m, lp - jnp.asarray(old, dtype=dt), 0), -20.0, 20.0)
     ratio = jnp.exp(log_ratio)
     clipped = jnp.clip(ratio, 1 - lo_eps, 1 + hi_eps)
     pg = -jnp.minimum(ratio * a, clipped * a)
+    if dual is not None:
+        pg = jnp.where(a < 0, jnp.minimum(pg, -V.as_dtype(dual, dtype=dt) * a), pg)
     per_token = pg
     kl = jnp.zeros_like(lp)
     if ref_logprobs is not None:
@@ -395,9 +408,13 @@ def steer_weights(
     """STEER token weights from the estimated per-token entropy change.
 
     Omega_t = (A_t / pi_old) pi (1 - pi) (log pi + H_t), pi = exp(logprobs) of the sampled token;
-    w_t = w_max - minmax(|Omega|) (w_max - w_min), min-max over all valid tokens of the batch,
-    then clipped to `clip_range`. Tokens that would move the entropy most get the smallest
-    weight. Use as `clipped_policy_loss(..., token_weights=w)`; the weights carry no gradient.
+    w_t = w_max - minmax(|Omega|) (w_max - w_min), min-max over all valid tokens of the batch
+    (the authors: of each micro-batch), then clipped to `clip_range`; (w_min + w_max) / 2
+    everywhere when all |Omega| are equal. As in the authors' code, pi is clamped to
+    [1e-8, 1 - 1e-8], pi_old to [1e-8, 1], and a non-finite Omega counts as 0. Tokens that would
+    move the entropy most get the smallest weight. Use as `clipped_policy_loss(...,
+    token_weights=w, dual_clip=3.0)` (their loss; their scripts use dual_clip 10); the weights
+    carry no gradient.
 
     Args:
       logprobs: [batch, length] current log-prob of each sampled token.
@@ -434,15 +451,63 @@ def steer_weights(
         V.check_finite(adv, "advantages")
     lo_w, hi_w, c_lo, c_hi = V.as_dtype(lo_w, hi_w, c_lo, c_hi, dtype=dt)
     lp = jax.lax.stop_gradient(jnp.asarray(lp, dtype=dt))
-    pi = jnp.exp(lp)
-    pi_old = jnp.exp(jnp.asarray(old, dtype=dt))
-    omega = (a / jnp.where(m, pi_old, 1)) * pi * (1 - pi) * (lp + jnp.asarray(ent, dtype=dt))
-    nrm = _masked_minmax(jnp.abs(jnp.where(m, omega, 0)), m)
+    # The authors' clamps: pi in [1e-8, 1 - 1e-8], pi_old in [1e-8, 1]; a non-finite Omega is 0.
+    pi = jnp.clip(jnp.exp(lp), 1e-8, 1 - 1e-8)
+    pi_old = jnp.clip(jnp.exp(jnp.asarray(old, dtype=dt)), 1e-8, 1.0)
+    omega = (a / pi_old) * pi * (1 - pi) * (jnp.log(pi) + jnp.asarray(ent, dtype=dt))
+    mag = jnp.abs(jnp.where(m & jnp.isfinite(omega), omega, 0))
+    big = jnp.asarray(jnp.inf, dt)
+    span = jnp.max(jnp.where(m, mag, -big)) - jnp.min(jnp.where(m, mag, big))
+    # All |Omega| equal (max == min): every token gets the mid weight, as the reference does.
+    nrm = jnp.where(jnp.isfinite(span) & (span > 0), _masked_minmax(mag, m), 0.5)
     w = jnp.clip(hi_w - nrm * (hi_w - lo_w), c_lo, c_hi)
     return jax.lax.stop_gradient(jnp.where(m, w, 0))
 
 
 # ----------------------------------------------------------------------------- RiskPO
+
+
+RISKPO_CREDIT = ("uniform", "std", "sum_mean", "score")
+RISKPO_QUANTILES = ("batch", "track", "mix")
+# The tracker's quantile levels (the authors' grid: 0.05, 0.10, ..., 0.95).
+RISKPO_LEVELS = tuple(round(0.05 * k, 2) for k in range(1, 20))
+
+
+def riskpo_tracker_init() -> dict[str, jax.Array]:
+    """A RiskPO quantile tracker's state (carry it in the train state): the tracked quantiles
+    of the paper scores at `RISKPO_LEVELS`, and whether it has seen a batch."""
+    return {
+        "q": jnp.zeros((len(RISKPO_LEVELS),), jnp.float32),
+        "initialized": jnp.zeros((), bool),
+    }
+
+
+def riskpo_paper_scores(*, rewards: Any, mask: Any = None, validate: bool = True) -> jax.Array:
+    """[bundles, samples] paper scores: paper j of a bundle = the j-th response to each of its
+    questions, scored by the sum of their rewards (masked questions add 0)."""
+    r = V.checked_array(rewards, "rewards", 3, "[bundles, questions, samples]", validate)
+    m = V.as_mask(mask, r.shape)
+    if validate:
+        V.check_finite(r, "rewards", m)
+    return jnp.sum(jnp.where(m, V.as_float(r), 0), axis=1)
+
+
+def riskpo_tracker_update(state, scores: Any, *, lr: float = 0.1) -> dict[str, jax.Array]:
+    """One step of the RiskPO authors' stochastic quantile tracker on a batch of paper scores
+    (all bundles pooled): the first batch sets q to its empirical quantiles, later batches
+    move q_k by lr * (level_k - fraction of scores below q_k)."""
+    x = jnp.ravel(jnp.asarray(scores, jnp.float32))
+    levels = jnp.asarray(RISKPO_LEVELS, jnp.float32)
+    step = jnp.asarray(lr, jnp.float32)
+    moved = state["q"] + step * (levels - jnp.mean(x[None, :] < state["q"][:, None], axis=1))
+    q = jnp.where(state["initialized"], moved, jnp.quantile(x, levels))
+    return {"q": q, "initialized": jnp.ones((), bool)}
+
+
+def _tracked(state, level):
+    """The tracked quantile at the grid level nearest `level`."""
+    levels = jnp.asarray(RISKPO_LEVELS, jnp.float32)
+    return state["q"][jnp.argmin(jnp.abs(levels - level))]
 
 
 def riskpo_advantages(
@@ -453,43 +518,95 @@ def riskpo_advantages(
     beta: float = 0.8,
     weight: float = 1.5,
     eps: float = 1e-6,
+    natural_baseline: bool = True,
+    credit: str = "uniform",
+    quantile_mode: str = "batch",
+    tracker: Any = None,
     validate: bool = True,
 ) -> jax.Array:
-    """RiskPO Mixed Value-at-Risk advantages of question bundles.
+    """RiskPO Mixed Value-at-Risk advantages with question bundles (the authors' verl code).
 
-    s = sum of the rewards in a bundle; q_a, q_b = the alpha and beta quantiles of s over the
-    bundles (linear interpolation, as numpy);
-    A_RVaR = [(s - q_a)+ - (s - q_b)+ + q_a - q_b] / (beta - alpha),
-    A_CVaR = -(q_a - s)+ / alpha,
-    A = (weight A_CVaR + A_RVaR) / (weight + 1) / (std(s) + eps).
-    Every response of a bundle gets its bundle's advantage.
+    A bundle holds B questions with n sampled responses each. Paper j of a bundle = the j-th
+    response to each question; its score S_j = the sum of their rewards
+    (`riskpo_paper_scores`). With a, b the alpha and beta quantiles of the bundle's n paper
+    scores (linear interpolation; "track": the tracker's, "mix": the mean of both):
+      A_RVaR = [(S - a)+ - (S - b)+ + (a - b if natural_baseline)] / (beta - alpha + eps),
+      A_CVaR = -(a - S)+ / (alpha + eps),
+      A_j = (weight A_CVaR + A_RVaR) / (weight + 1) / (std_j(S) + eps),
+    std unbiased over the bundle's papers (1 for a single paper). Credit to response (q, j):
+    "uniform" A_j; "std" A_j / (std of question q's n rewards, unbiased, 1 where <= 1e-3,
+    + 1e-6); "sum_mean" A_j (r_qj - mean_q) / sum_q' (r_q'j - mean_q') (A_j / B where that
+    sum is <= 1e-6 in size); "score" A_j times 0.5 if r_qj > 0 else 1.5.
+
+    Deviation from the paper's description: its tracked quantiles never reach the advantage
+    in the released code (the tracker state is written into a batch that is rebuilt every
+    step), so every released run used the per-bundle quantiles: quantile_mode "batch", the
+    default here. "track"/"mix" use `tracker` (state from `riskpo_tracker_init`, advanced by
+    `riskpo_tracker_update` after each step; an uninitialised tracker falls back to "batch").
+    Defaults: alpha 0.2, beta 0.8, weight 1.5 (their math scripts), tracker lr 0.1.
 
     Args:
-      rewards: [bundles, bundle_size] rewards of the responses bundled together.
-      mask: optional [bundles, bundle_size] bool, False = padding.
-      alpha, beta: [] quantile levels, 0 < alpha < beta <= 1 (may be traced, as may the two
-        below; with a traced alpha, a concrete beta is only checked to lie in (0, 1]).
-      weight: [] weight w of the CVaR term.
-      eps: [] added to the std of s.
+      rewards: [bundles, questions, samples] rewards (samples = responses per question).
+      mask: optional [bundles, questions, samples] bool, False = padding (e.g. the missing
+        questions of a short last bundle).
+      alpha, beta: [] quantile levels, 0 < alpha < beta <= 1 (may be traced, as may weight
+        and eps).
+      weight: [] weight of the CVaR term.
+      eps: [] stabiliser of the divisions.
+      natural_baseline: keep the (a - b) term of A_RVaR; static.
+      credit: "uniform", "std", "sum_mean" or "score"; static.
+      quantile_mode: "batch", "track" or "mix"; static.
+      tracker: the tracker state (needed for "track" and "mix").
       validate: check the input.
     Returns:
-      [bundles] advantage of each bundle (higher = better).
+      [bundles, questions, samples] advantage of each response (0 on padding).
     """
     a_ = V.coefficient(alpha, "alpha", 0.0, 1.0, lo_open=True, hi_open=True)
     b_ = V.coefficient(beta, "beta", a_, 1.0, lo_open=True)
     w = V.coefficient(weight, "weight", 0.0)
     e = V.coefficient(eps, "eps", 0.0)
-    r = V.checked_array(rewards, "rewards", 2, "[bundles, bundle_size]", validate)
+    V.check_choice(credit, "credit", RISKPO_CREDIT)
+    V.check_choice(quantile_mode, "quantile_mode", RISKPO_QUANTILES)
+    if quantile_mode != "batch" and tracker is None:
+        raise ValueError(
+            f"tracker: quantile_mode {quantile_mode!r} needs the tracker state "
+            "(riskpo_tracker_init / riskpo_tracker_update)"
+        )
+    s = riskpo_paper_scores(rewards=rewards, mask=mask, validate=validate)
+    r = jnp.asarray(V.as_float(V.as_array(rewards, "rewards")), s.dtype)
     m = V.as_mask(mask, r.shape)
-    if validate:
-        V.check_finite(r, "rewards", m)
-    s = jnp.sum(jnp.where(m, V.as_float(r), 0), axis=-1)
     a_, b_, w, e = V.as_dtype(a_, b_, w, e, dtype=s.dtype)
-    q_a, q_b = jnp.quantile(s, jnp.stack([jnp.asarray(a_, s.dtype), jnp.asarray(b_, s.dtype)]))
+    n = s.shape[-1]
+    levels = jnp.stack([jnp.asarray(a_, s.dtype), jnp.asarray(b_, s.dtype)])
+    q = jnp.quantile(s, levels, axis=-1)  # [2, bundles]
+    q_a, q_b = q[0][:, None], q[1][:, None]
+    if quantile_mode != "batch":
+        t_a = _tracked(tracker, a_).astype(s.dtype)
+        t_b = _tracked(tracker, b_).astype(s.dtype)
+        if quantile_mode == "mix":
+            t_a, t_b = (t_a + q_a) / 2, (t_b + q_b) / 2
+        on = jnp.asarray(tracker["initialized"])
+        q_a, q_b = jnp.where(on, t_a, q_a), jnp.where(on, t_b, q_b)
     relu = jax.nn.relu
-    a_rvar = (relu(s - q_a) - relu(s - q_b) + q_a - q_b) / (b_ - a_)
-    a_cvar = -relu(q_a - s) / a_
-    return (w * a_cvar + a_rvar) / (w + 1) / (jnp.std(s) + e)
+    g = relu(s - q_a) - relu(s - q_b) + ((q_a - q_b) if natural_baseline else 0)
+    g = g / (b_ - a_ + e)
+    c = -relu(q_a - s) / (a_ + e)
+    adv = (w * c + g) / (w + 1)
+    std = jnp.std(s, axis=-1, keepdims=True, ddof=1) if n > 1 else jnp.ones_like(s[:, :1])
+    adv = adv / (std + e)  # [bundles, samples]
+    per = jnp.broadcast_to(adv[:, None, :], r.shape)
+    if credit == "std":
+        sq = jnp.std(r, axis=-1, keepdims=True, ddof=1) if n > 1 else jnp.ones_like(r[..., :1])
+        per = per / (jnp.where(sq <= 1e-3, 1.0, sq) + 1e-6)
+    elif credit == "sum_mean":
+        dev = jnp.where(m, r - jnp.mean(r, axis=-1, keepdims=True), 0)
+        tot = jnp.sum(dev, axis=1, keepdims=True)
+        count = jnp.maximum(jnp.sum(jnp.any(m, axis=-1), axis=1), 1)[:, None, None]
+        small = jnp.abs(tot) <= 1e-6
+        per = jnp.where(small, per / count, per * dev / jnp.where(small, 1.0, tot))
+    elif credit == "score":
+        per = per * jnp.where(r > 0, 0.5, 1.5)
+    return jnp.where(m, per, 0)
 
 
 # ----------------------------------------------------------------------------- PPO-C

@@ -310,6 +310,7 @@ def _clipped_policy(
     clip_eps_high=None,
     kl_coef=0.0,
     aggregation="token_mean",
+    dual_clip=None,
 ):
     """Per-sequence contributions whose `reduce` mean equals `clipped_policy_loss`.
 
@@ -339,6 +340,7 @@ def _clipped_policy(
             kl_coef=kl_coef,
             token_weights=None if w_i is None else w_i[None],
             aggregation="sequence_mean",
+            dual_clip=dual_clip,
             validate=False,
         )
         return loss

@@ -21,6 +21,7 @@ __all__ = [
     "parse_rlcr",
     "parse_rlcr_batch",
     "rlcr_reward",
+    "RLCR_SCALES",
     "crew_reward",
     "crew_preference_pairs",
     "hyperclick_spatial_confidence",
@@ -66,19 +67,36 @@ def _parse_confidence(raw: str, allow_percent: bool) -> float | None:
     return value
 
 
+def _rlcr_order(require_think: bool, require_analysis: bool) -> re.Pattern:
+    parts = (["</think>"] if require_think else []) + ["<answer>.*?</answer>"]
+    parts += (["<analysis>.*?</analysis>"] if require_analysis else []) + [
+        "<confidence>.*?</confidence>"
+    ]
+    return re.compile(".*?".join(parts), flags=re.DOTALL | re.IGNORECASE)
+
+
 def parse_rlcr(
-    text: str, *, allow_percent: bool = False, require_analysis: bool = True
+    text: str,
+    *,
+    allow_percent: bool = False,
+    require_analysis: bool = True,
+    require_think: bool = True,
 ) -> RLCRParse:
-    """Parses `<answer>..</answer> <analysis>..</analysis> <confidence>q</confidence>`.
+    """Parses `<think>..</think> <answer>..</answer> <analysis>..</analysis>
+    <confidence>q</confidence>`.
 
     For each tag the last match wins. q must be a plain number in [0, 1] ("0.8", ".8", "1");
     with `allow_percent=True` a percentage such as "80%" or "80 %" is read as 0.8. Anything
-    else ("high", "0.8 or so", "1.2", "80" without a percent sign) is invalid.
+    else ("high", "0.8 or so", "1.2", "80" without a percent sign) is invalid. format_ok also
+    needs the paper's tag order: `</think>`, then the answer, the analysis and the confidence
+    (the RLCR authors' format check), each tag closed.
 
     Args:
       text: the completion.
       allow_percent: accept "<number>%" confidences.
       require_analysis: the <analysis> tag is required for format_ok.
+      require_think: a `</think>` before the answer is required for format_ok (False for
+        prompts without a reasoning block).
     Returns:
       RLCRParse(answer, confidence, format_ok).
     """
@@ -89,24 +107,38 @@ def parse_rlcr(
     raw = _last_tag(text, "confidence")
     conf = None if raw is None else _parse_confidence(raw, allow_percent)
     ok = answer is not None and conf is not None and (analysis is not None or not require_analysis)
+    ok = ok and _rlcr_order(require_think, require_analysis).search(text) is not None
     return RLCRParse(answer=answer, confidence=conf, format_ok=ok)
 
 
 def parse_rlcr_batch(
-    texts: Sequence[str], *, allow_percent: bool = False, require_analysis: bool = True
+    texts: Sequence[str],
+    *,
+    allow_percent: bool = False,
+    require_analysis: bool = True,
+    require_think: bool = True,
 ) -> tuple[list[str | None], jax.Array, jax.Array]:
-    """Parses a batch of completions.
+    """Parses a batch of completions (options as `parse_rlcr`).
 
     Returns:
       (answers: list of str or None, confidence: [batch] float (0.0 where invalid),
       format_ok: [batch] bool), ready for `rlcr_reward`.
     """
     parsed = [
-        parse_rlcr(t, allow_percent=allow_percent, require_analysis=require_analysis) for t in texts
+        parse_rlcr(
+            t,
+            allow_percent=allow_percent,
+            require_analysis=require_analysis,
+            require_think=require_think,
+        )
+        for t in texts
     ]
     conf = jnp.asarray([p.confidence if p.confidence is not None else 0.0 for p in parsed])
     ok = jnp.asarray([p.format_ok for p in parsed], dtype=bool)
     return [p.answer for p in parsed], conf, ok
+
+
+RLCR_SCALES = ("library", "paper")
 
 
 def rlcr_reward(
@@ -114,25 +146,36 @@ def rlcr_reward(
     correct: Any,
     confidence: Any,
     format_ok: Any,
-    format_penalty: float = 0.0,
+    format_penalty: float = 2.0,
+    scale: str = "library",
     validate: bool = True,
 ) -> jax.Array:
-    """RLCR reward 1[correct] - (q - 1[correct])^2; -format_penalty on bad format.
+    """RLCR reward: correctness plus a Brier term, maximised by a right answer stated with
+    calibrated confidence.
 
-    Higher = better; in [-1, 1] for well-formatted completions. Correctness plus a Brier term,
-    which makes the reward maximised by an accurate answer stated with calibrated confidence.
+    scale="library": r = 1[correct] - (q - 1[correct])^2 in [-1, 1] for a well-formatted
+    completion, -format_penalty for a malformed one. scale="paper": the authors' reward,
+    0.5 * format + 0.5 * correct + 0.5 * (1 - (correct - q)^2) = 1 + r / 2 for a formatted
+    completion and 0 for a malformed one (format_penalty is not used).
+
+    The default penalty 2 makes the library scale an affine image of the paper's (paper =
+    1 + r / 2 on every completion), so group-normalised advantages are identical. A smaller
+    penalty scores a malformed completion above a formatted wrong answer with q > 0 (e.g.
+    penalty 0 vs -q^2): an incentive to break the format when unsure.
 
     Args:
       correct: [batch] 1 if the answer was right, else 0.
       confidence: [batch] stated confidence q in [0, 1] (ignored where format_ok is False).
       format_ok: [batch] bool, from `parse_rlcr`.
       format_penalty: [] reward of a badly formatted completion is -format_penalty (>= 0; may
-        be traced).
+        be traced); library scale only.
+      scale: "library" or "paper"; static.
       validate: check the input.
     Returns:
       [batch] reward.
     """
     pen = V.coefficient(format_penalty, "format_penalty", 0.0)
+    V.check_choice(scale, "scale", RLCR_SCALES)
     c = V.as_array(correct, "correct")
     q = V.as_array(confidence, "confidence")
     ok = V.as_array(format_ok, "format_ok")
@@ -146,7 +189,10 @@ def rlcr_reward(
     ok = jnp.asarray(ok) != 0
     q = jnp.where(ok, qf, 0)
     cf = jnp.asarray(c, dtype=qf.dtype)
-    return jnp.where(ok, cf - (q - cf) ** 2, -V.as_dtype(pen, dtype=qf.dtype))
+    r = cf - (q - cf) ** 2
+    if scale == "paper":
+        return jnp.where(ok, 1 + 0.5 * r, 0)
+    return jnp.where(ok, r, -V.as_dtype(pen, dtype=qf.dtype))
 
 
 # ----------------------------------------------------------------------------- CRew

@@ -141,16 +141,132 @@ def test_steer_weights():
     nrm = (o - o.min()) / (o.max() - o.min())
     np.testing.assert_allclose(w[0, :3], 1.2 - 0.4 * nrm)
     np.testing.assert_allclose(w[0], [0.8, 1.2, 1.123858, 0.0], atol=1e-6)
+    # all |Omega| equal: the mid weight (the reference's max == min case), 0 on padding
+    same = L.steer_weights(
+        logprobs=np.log(np.full((1, 4), 0.5)),
+        old_logprobs=np.log(np.full((1, 4), 0.5)),
+        entropy=np.ones((1, 4)),
+        advantages=np.ones(1),
+        mask=mask,
+    )
+    np.testing.assert_allclose(same[0], [1.0, 1.0, 1.0, 0.0])
+    # pi = 1 (log-prob 0) is clamped to 1 - 1e-8: finite weights
+    w1 = L.steer_weights(
+        logprobs=np.zeros((1, 4)), old_logprobs=np.log(pi_old), entropy=ent,
+        advantages=np.ones(1), mask=mask,
+    )  # fmt: skip
+    assert np.isfinite(np.asarray(w1)).all()
 
 
-def test_riskpo_advantages():
-    rewards = np.arange(5.0)[:, None]  # five bundles of one response: s = 0..4
-    a = np.asarray(L.riskpo_advantages(rewards=rewards, eps=0.0))
-    # q_0.2 = 0.8, q_0.8 = 3.2, std = sqrt(2)
-    want = np.array([-4.0, -22 / 15, -0.8, -2 / 15, 0.0]) / math.sqrt(2)
-    np.testing.assert_allclose(a, want, atol=1e-12)
-    pairs = np.array([[0.0, 0.0], [0.5, 0.5], [1.0, 1.0], [1.0, 2.0], [2.0, 2.0]])
-    np.testing.assert_allclose(L.riskpo_advantages(rewards=pairs, eps=0.0), want, atol=1e-12)
+def _riskpo_reference(r, alpha=0.2, beta=0.8, w=1.5, eps=1e-6, natural=True, credit="uniform",
+                      qs=None):  # fmt: skip
+    """The authors' formulas, loop by loop (numpy; r [bundles, questions, samples])."""
+    bundles, questions, n = r.shape
+    out = np.zeros_like(r)
+    for b in range(bundles):
+        s = r[b].sum(0)  # paper scores
+        qa, qb = np.quantile(s, [alpha, beta]) if qs is None else qs
+        g = np.maximum(s - qa, 0) - np.maximum(s - qb, 0) + ((qa - qb) if natural else 0)
+        g = g / (beta - alpha + eps)
+        c = -np.maximum(qa - s, 0) / (alpha + eps)
+        adv = (w * c + g) / (w + 1) / ((np.std(s, ddof=1) if n > 1 else 1.0) + eps)
+        for q in range(questions):
+            for j in range(n):
+                a = adv[j]
+                if credit == "std":
+                    sd = np.std(r[b, q], ddof=1)
+                    a = a / ((1.0 if sd <= 1e-3 else sd) + 1e-6)
+                elif credit == "sum_mean":
+                    dev = r[b, :, j] - r[b].mean(1)
+                    tot = dev.sum()
+                    a = a / questions if abs(tot) <= 1e-6 else a * dev[q] / tot
+                elif credit == "score":
+                    a = a * (0.5 if r[b, q, j] > 0 else 1.5)
+                out[b, q, j] = a
+    return out
+
+
+@pytest.mark.parametrize("credit", ["uniform", "std", "sum_mean", "score"])
+def test_riskpo_advantages_match_the_authors_formulas(credit):
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        r = rng.integers(0, 2, size=(3, 5, 6)).astype(float)  # 3 bundles of 5 questions, n = 6
+        if seed % 2:
+            r = rng.normal(size=r.shape)
+        got = L.riskpo_advantages(rewards=r, credit=credit)
+        np.testing.assert_allclose(got, _riskpo_reference(r, credit=credit), rtol=1e-9, atol=1e-9)
+    got = L.riskpo_advantages(rewards=r, natural_baseline=False, alpha=0.1, beta=0.9, weight=0.5)
+    want = _riskpo_reference(r, alpha=0.1, beta=0.9, w=0.5, natural=False)
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+
+
+def test_riskpo_paper_scores_and_masking():
+    r = np.arange(24.0).reshape(2, 3, 4)
+    np.testing.assert_allclose(L.riskpo_paper_scores(rewards=r), r.sum(1))
+    mask = np.ones(r.shape, bool)
+    mask[1, 2] = False  # a short last bundle: its third question is padding
+    np.testing.assert_allclose(L.riskpo_paper_scores(rewards=r, mask=mask)[1], r[1, :2].sum(0))
+    a = np.asarray(L.riskpo_advantages(rewards=r, mask=mask))
+    assert (a[1, 2] == 0).all()
+    np.testing.assert_allclose(a[1, :2], _riskpo_reference(r[1:, :2])[0], atol=1e-9)
+
+
+def test_riskpo_tracker():
+    """The first batch sets the tracker to the empirical quantiles; later batches move each
+    q_k by lr * (level_k - fraction below); "track" uses the grid level nearest alpha/beta."""
+    rng = np.random.default_rng(0)
+    state = L.riskpo_tracker_init()
+    assert not bool(state["initialized"])
+    r = rng.normal(size=(4, 5, 6))
+    # an uninitialised tracker falls back to the batch quantiles
+    np.testing.assert_allclose(
+        L.riskpo_advantages(rewards=r, quantile_mode="track", tracker=state),
+        L.riskpo_advantages(rewards=r),
+        atol=1e-6,
+    )
+    s1 = np.asarray(L.riskpo_paper_scores(rewards=r))
+    state = L.riskpo_tracker_update(state, s1)
+    levels = np.arange(1, 20) * 0.05
+    np.testing.assert_allclose(state["q"], np.quantile(s1.ravel(), levels), atol=1e-5)
+    s2 = s1 + 3.0
+    q_prev = np.asarray(state["q"])
+    state2 = L.riskpo_tracker_update(state, s2, lr=0.1)
+    want = q_prev + 0.1 * (levels - (s2.ravel()[None, :] < q_prev[:, None]).mean(1))
+    np.testing.assert_allclose(state2["q"], want, atol=1e-6)
+    qa, qb = float(state2["q"][3]), float(state2["q"][15])  # levels 0.2 and 0.8
+    got = L.riskpo_advantages(rewards=r, quantile_mode="track", tracker=state2)
+    np.testing.assert_allclose(got, _riskpo_reference(r, qs=(qa, qb)), rtol=1e-5, atol=1e-5)
+    mix = L.riskpo_advantages(rewards=r[:1], quantile_mode="mix", tracker=state2)
+    batch_q = np.quantile(r[0].sum(0), [0.2, 0.8])
+    want = _riskpo_reference(r[:1], qs=((qa + batch_q[0]) / 2, (qb + batch_q[1]) / 2))
+    np.testing.assert_allclose(mix, want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="tracker: quantile_mode 'track' needs"):
+        L.riskpo_advantages(rewards=r, quantile_mode="track")
+    with pytest.raises(ValueError, match="credit"):
+        L.riskpo_advantages(rewards=r, credit="equal")
+
+
+def test_dual_clip_caps_negative_advantage_tokens():
+    lp = np.log(np.array([[0.9, 0.5, 0.2]]))
+    old = np.log(np.array([[0.1, 0.5, 0.2]]))  # ratio 9 on the first token
+    mask = np.ones((1, 3), bool)
+    for adv, want_first in ((-1.0, 3.0), (1.0, -1.2)):
+        per, _ = L.clipped_policy_loss(
+            logprobs=lp, old_logprobs=old, advantages=np.array([adv]), mask=mask,
+            dual_clip=3.0, aggregation="fixed_length",
+        )  # fmt: skip
+        plain, _ = L.clipped_policy_loss(
+            logprobs=lp, old_logprobs=old, advantages=np.array([adv]), mask=mask,
+            aggregation="fixed_length",
+        )  # fmt: skip
+        # tokens 2-3 have ratio 1: -A each; token 1: A < 0 -> min(9, 3) = 3; A > 0 -> -1.2
+        rest = -2 * adv
+        np.testing.assert_allclose(float(per) * 3, want_first + rest, atol=1e-6)
+        if adv < 0:
+            np.testing.assert_allclose(float(plain) * 3, 9.0 + rest, atol=1e-5)
+    with pytest.raises(ValueError, match="dual_clip"):
+        L.clipped_policy_loss(logprobs=lp, old_logprobs=old, advantages=np.ones(1), mask=mask,
+                              dual_clip=0.5)  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -224,7 +340,7 @@ def test_bad_input():
             advantages=np.ones(1), step_entropy=-np.ones((1, 2)), step_mask=np.ones((1, 2), bool)
         )
     with pytest.raises(ValueError, match="beta"):
-        L.riskpo_advantages(rewards=np.zeros((3, 1)), alpha=0.5, beta=0.4)
+        L.riskpo_advantages(rewards=np.zeros((3, 1, 2)), alpha=0.5, beta=0.4)
     with pytest.raises(ValueError, match=r"confidence: .*outside \[0, 1\]"):
         L.ppo_c_rewards(rewards=np.zeros(2), confidence=np.array([0.5, 7.0]), reward_avg=0.0)
     with pytest.raises(ValueError, match="sign"):

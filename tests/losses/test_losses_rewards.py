@@ -15,7 +15,10 @@ def _x64():
         yield
 
 
-GOOD = "<answer>42</answer> <analysis>checked twice</analysis> <confidence>0.8</confidence>"
+GOOD = (
+    "<think>6 * 7</think> <answer>42</answer> <analysis>checked twice</analysis> "
+    "<confidence>0.8</confidence>"
+)
 
 
 @pytest.mark.parametrize(
@@ -90,12 +93,30 @@ GOOD = "<answer>42</answer> <analysis>checked twice</analysis> <confidence>0.8</
     ],
 )
 def test_parse_rlcr(text, allow_percent, want):
-    got = L.parse_rlcr(text, allow_percent=allow_percent)
+    got = L.parse_rlcr(text, allow_percent=allow_percent, require_think=False)
     assert (got.answer, got.confidence, got.format_ok) == want
 
 
+def test_parse_rlcr_needs_the_papers_tag_order():
+    body = "<answer>4</answer><analysis>a</analysis><confidence>0.6</confidence>"
+    assert L.parse_rlcr("<think>2+2</think>" + body).format_ok
+    assert not L.parse_rlcr(body).format_ok  # no </think>
+    assert L.parse_rlcr(body, require_think=False).format_ok
+    for bad in (
+        "<answer>4</answer><think>x</think><analysis>a</analysis><confidence>0.6</confidence>",
+        "<think>x</think><analysis>a</analysis><answer>4</answer><confidence>0.6</confidence>",
+        "<think>x</think><answer>4</answer><confidence>0.6</confidence><analysis>a</analysis>",
+    ):
+        got = L.parse_rlcr(bad)
+        assert (got.answer, got.confidence, got.format_ok) == ("4", 0.6, False), bad
+    # without the analysis requirement, its position does not matter
+    assert L.parse_rlcr(
+        "<think>x</think><answer>4</answer><confidence>0.6</confidence>", require_analysis=False
+    ).format_ok
+
+
 def test_parse_rlcr_options_and_batch():
-    text = "<answer>1</answer><confidence>0.5</confidence>"
+    text = "<think>t</think><answer>1</answer><confidence>0.5</confidence>"
     assert L.parse_rlcr(text, require_analysis=False).format_ok
     answers, conf, ok = L.parse_rlcr_batch([GOOD, "nothing here"])
     assert answers == ["42", None]
@@ -124,6 +145,29 @@ def test_rlcr_reward():
         L.rlcr_reward(correct=[1], confidence=[0.5], format_ok=[True], format_penalty=-1)
     with pytest.raises(ValueError, match="correct and confidence: shapes differ"):
         L.rlcr_reward(correct=[1, 0], confidence=[0.5], format_ok=[True, True])
+    with pytest.raises(ValueError, match="scale"):
+        L.rlcr_reward(correct=[1], confidence=[0.5], format_ok=[True], scale="nature")
+
+
+def test_rlcr_reward_matches_the_papers_scale():
+    """Default penalty 2: the library reward is 2 * (paper - 1) on every completion, so a
+    malformed answer never beats a formatted one (the paper gives it 0)."""
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        c = rng.integers(0, 2, 50)
+        q = rng.random(50)
+        ok = rng.random(50) < 0.7
+        lib = np.asarray(L.rlcr_reward(correct=c, confidence=q, format_ok=ok))
+        paper = np.asarray(L.rlcr_reward(correct=c, confidence=q, format_ok=ok, scale="paper"))
+        want = np.where(ok, 0.5 * ok + 0.5 * c + 0.5 * (1 - (c - q) ** 2), 0.0)
+        np.testing.assert_allclose(paper, want, atol=1e-12)
+        np.testing.assert_allclose(lib, 2 * (paper - 1), atol=1e-12)
+        assert lib[~ok].max(initial=-2) <= lib[ok].min(initial=-1)
+        np.testing.assert_allclose(
+            L.grpo_advantages(rewards=lib.reshape(5, 10)),
+            L.grpo_advantages(rewards=paper.reshape(5, 10)),
+            atol=1e-5,
+        )
 
 
 def test_crew_reward():

@@ -66,7 +66,9 @@ _STEER = dict(
     advantages=np.array([1.0, -2.0]),
     mask=_MASK,
 )
-_RISKPO = dict(rewards=np.array([[0.0, 1.0], [1.0, 1.0], [0.0, 0.0], [1.0, 3.0], [2.0, 0.5]]))
+_RISKPO = dict(
+    rewards=np.array([[[0.0, 1.0, 0.5], [1.0, 1.0, 0.0]], [[0.0, 0.0, 1.0], [1.0, 3.0, 2.0]]])
+)
 _PPO_C = dict(
     rewards=np.array([2.0, -1.0, 0.3]), confidence=np.array([0.9, 0.8, 0.2]), reward_avg=0.1
 )
