@@ -18,6 +18,7 @@ _SUBMODULES = (
     "decoding",
     "probes",
     "sae",
+    "posttrain",
     "train",
     "results",
     "registry",

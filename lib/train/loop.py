@@ -562,6 +562,10 @@ def train(
       make_step: (loss_fn, tx, schedule, *, guard_nonfinite) -> step(state, batch, rng), for
         steps that do more than the optimiser update (e.g. `sae.make_sae_step` renormalises
         decoder rows); default `make_train_step`.
+
+    Data that depends on the model (on-policy rollouts, `posttrain.RolloutFeed`): an iterator
+    with `bind(state)`; it is bound to the starting state and, after every step, to the new
+    one (steps_per_dispatch must be 1).
     Returns:
       TrainResult.
     Raises:
@@ -577,6 +581,17 @@ def train(
     log = log_hook(run, start, progress)
     evaluate = eval_hook(run, eval_fn) if eval_fn is not None else None
     hooks = [progress, log, checkpoint_hook(run)] + ([evaluate] if evaluate else [])
+    bind = getattr(run.data, "bind", None)
+    if bind is not None:
+        # On-policy data (e.g. GRPO rollouts): the iterator samples with the current state.
+        if cfg.steps_per_dispatch != 1:
+            run.close()
+            raise ValueError(
+                f"{name}.steps_per_dispatch must be 1 when the data depends on the state "
+                f"(an iterator with bind()), got {cfg.steps_per_dispatch}"
+            )
+        bind(state)
+        hooks.insert(0, Hook(every=0, fn=lambda step, st, metrics, last: bind(st)))
     try:
         step = (make_step or make_train_step)(
             loss_fn, run.tx, run.schedule, guard_nonfinite=cfg.guard_nonfinite

@@ -1,0 +1,37 @@
+"""Post-training of the LLM itself with calibration-aware objectives, through the one loop.
+
+    from introspect import posttrain
+    cfg = posttrain.grpo_config()                  # rollouts, reward / advantage / loss by name
+    result = posttrain.train_grpo(lm, prompts, examples, cfg, workdir=DIR)
+    tuned = lm.with_params(result.params)
+
+Modules: `policy` (fixed-shape packing of prompt + response rows, the policy's token
+log-probs), `rewards` (text rewards by name: starts_with, binary_correct, rlcr), `grpo` (the
+on-policy rollout feed, the loss, `train_grpo`).
+"""
+
+from introspect.posttrain import grpo, policy, rewards
+from introspect.posttrain.grpo import (
+    RolloutFeed,
+    advantages,
+    check_config,
+    grpo_config,
+    make_loss,
+    train_grpo,
+)
+from introspect.posttrain.rewards import TEXT_REWARDS, compute_reward, register_reward
+
+__all__ = [
+    "TEXT_REWARDS",
+    "RolloutFeed",
+    "advantages",
+    "check_config",
+    "compute_reward",
+    "grpo",
+    "grpo_config",
+    "make_loss",
+    "policy",
+    "register_reward",
+    "rewards",
+    "train_grpo",
+]

@@ -1,0 +1,349 @@
+"""GRPO on the Flax LM through the one training loop.
+
+    from introspect import models, posttrain
+    lm = models.load("smollm2-135m-instruct")
+    cfg = posttrain.grpo_config()
+    cfg.reward.name = "starts_with"             # posttrain.TEXT_REWARDS
+    result = posttrain.train_grpo(lm, prompts, examples, cfg, workdir="/tmp/grpo")
+    tuned = lm.with_params(result.params)       # generation / the confidence benchmark
+
+Each optimiser step (steps_per_dispatch 1, on-policy):
+1. `RolloutFeed` (the loop's data iterator, bound to the current state after every step):
+   prompts_per_step prompts (a seeded permutation per epoch), group_size samples each from the
+   compiled generator with the current parameters; rewards by name (`TEXT_REWARDS`);
+   advantages by name ("grpo": group-normalised; "riskpo": question bundles of the step's
+   prompts); the sampler's log-probs are the old log-probs (one update per rollout: the ratio
+   is 1 up to the decode/forward numerics); the frozen reference's log-probs when
+   kl_coef > 0. Its state (step, RiskPO tracker) is checkpointed with the train state, so a
+   restart regenerates the same rollouts.
+2. The loss by name (`config.loss.name`, default "clipped_policy": the clipped ratio objective
+   with optional KL to the reference and dual clip) on the policy's token log-probs; metrics
+   reward_mean, accuracy, brier / ece of stated confidence, response_length, entropy, kl.
+
+Not wired in yet (NotImplementedError): the token-level advantage transforms UCAS, EMPG and
+STEER (they need per-token logits/entropies of the rollout), LoRA adapters.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from introspect import losses
+from introspect import train as train_lib
+from introspect.posttrain import policy
+from introspect.posttrain.rewards import TEXT_REWARDS, compute_reward
+
+ADVANTAGES = ("grpo", "riskpo")
+
+
+def grpo_config() -> ml_collections.ConfigDict:
+    """Every field of a GRPO run (a comment over each); `train` is the loop's config."""
+    c = ml_collections.ConfigDict()
+    # Prompts per step and samples per prompt (train.batch_size = their product).
+    c.prompts_per_step = 4
+    c.group_size = 4
+    # Prompt budget (left padding to a fixed shape) and response budget.
+    c.max_prompt_tokens = 128
+    c.max_new_tokens = 32
+    # Sampling of the rollouts.
+    c.temperature = 1.0
+    c.top_p = 1.0
+    c.top_k = 0
+    # Reward by name (introspect.posttrain.TEXT_REWARDS) and its options.
+    c.reward = ml_collections.ConfigDict({"name": "binary_correct", "options": {}})
+    # Advantage by name: "grpo" (options eps, ddof, scale_by_std) or "riskpo" (bundle_size
+    # prompts per bundle, alpha, beta, weight, credit, quantile_mode, tracker_lr, ...).
+    c.advantage = ml_collections.ConfigDict({"name": "grpo", "options": {}})
+    # The loss by name (introspect.losses.LOSSES) and its options.
+    c.loss = ml_collections.ConfigDict(
+        {"name": "clipped_policy", "options": {"clip_eps": 0.2, "kl_coef": 0.0}}
+    )
+    c.seed = 0
+    t = train_lib.default_config()
+    t.num_steps = 50
+    t.batch_size = c.prompts_per_step * c.group_size
+    t.optimizer.name = "adam"
+    t.optimizer.lr = 1e-5
+    t.optimizer.clip_norm = 1.0
+    t.shuffle = False
+    t.steps_per_dispatch = 1
+    t.log_every = 1
+    t.checkpoint.every_steps = 10
+    t.checkpoint.keep = 2
+    c.train = t
+    return c
+
+
+def check_config(config) -> None:
+    """ValueError naming the bad field."""
+    if int(config.group_size) < 2:
+        raise ValueError(
+            f"config.group_size must be >= 2 (GRPO compares samples of the same prompt), got "
+            f"{config.group_size}"
+        )
+    if int(config.prompts_per_step) < 1:
+        raise ValueError(f"config.prompts_per_step must be >= 1, got {config.prompts_per_step}")
+    want = int(config.prompts_per_step) * int(config.group_size)
+    if int(config.train.batch_size) != want:
+        raise ValueError(
+            f"config.train.batch_size must be prompts_per_step * group_size = {want}, got "
+            f"{config.train.batch_size}"
+        )
+    if int(config.train.steps_per_dispatch) != 1:
+        raise ValueError("config.train.steps_per_dispatch must be 1 (rollouts are on-policy)")
+    if config.reward.name not in TEXT_REWARDS:
+        raise ValueError(
+            f"config.reward.name: unknown reward {config.reward.name!r}; registered: "
+            f"{TEXT_REWARDS.names()}"
+        )
+    name = config.advantage.name
+    if name in ("ucas", "empg", "steer"):
+        raise NotImplementedError(
+            f"config.advantage.name {name!r}: token-level transforms are not wired into the "
+            f"GRPO trainer yet; use one of {ADVANTAGES}"
+        )
+    if name not in ADVANTAGES:
+        raise ValueError(f"config.advantage.name: unknown {name!r}; use one of {ADVANTAGES}")
+    if name == "riskpo":
+        b = int(config.advantage.options.get("bundle_size", 1))
+        if b < 1 or int(config.prompts_per_step) % b:
+            raise ValueError(
+                f"config.advantage.options.bundle_size ({b}) must divide prompts_per_step "
+                f"({config.prompts_per_step})"
+            )
+    if int(config.max_new_tokens) < 1 or int(config.max_prompt_tokens) < 1:
+        raise ValueError("config.max_new_tokens and config.max_prompt_tokens must be >= 1")
+
+
+def advantages(rewards: np.ndarray, config, tracker=None):
+    """Per-response advantages [n] (rows grouped by prompt, group_size each) and the RiskPO
+    tracker's next state (None for other transforms)."""
+    g, p = int(config.group_size), int(config.prompts_per_step)
+    opts = dict(config.advantage.options)
+    if config.advantage.name == "grpo":
+        a = losses.grpo_advantages(rewards=rewards.reshape(p, g), **opts)
+        return np.asarray(a, np.float32).reshape(-1), None
+    b = int(opts.pop("bundle_size", 1))
+    lr = float(opts.pop("tracker_lr", 0.1))
+    r = rewards.reshape(p // b, b, g)
+    a = losses.riskpo_advantages(rewards=r, tracker=tracker, **opts)
+    if tracker is not None:
+        tracker = losses.riskpo_tracker_update(
+            tracker, losses.riskpo_paper_scores(rewards=r), lr=lr
+        )
+    return np.asarray(a, np.float32).reshape(-1), tracker
+
+
+@functools.partial(jax.jit, static_argnames=("config", "dtype"))
+def _logprobs(params, tokens, valid, *, config, dtype):
+    return policy.token_logprobs(params, tokens, valid, config=config, dtype=dtype)[0]
+
+
+class RolloutFeed:
+    """The loop's data iterator for on-policy training: each `next()` samples rollouts with
+    the parameters of the state last passed to `bind` (the loop binds after every step).
+
+    State (`get_state` / `set_state`, checkpointed by the loop): the step and, for RiskPO with
+    a tracked quantile mode, the tracker.
+    """
+
+    def __init__(self, lm, prompts, examples, config, *, ref_params=None):
+        if len(prompts) != len(examples):
+            raise ValueError(f"got {len(prompts)} prompts but {len(examples)} examples")
+        if len(prompts) < int(config.prompts_per_step):
+            raise ValueError(
+                f"{len(prompts)} prompts for prompts_per_step={config.prompts_per_step}"
+            )
+        self.lm = lm
+        self.prompts = [list(map(int, p)) for p in lm.check_ids(prompts, "prompts")]
+        lm.check_context(self.prompts, int(config.max_new_tokens))
+        long = [i for i, p in enumerate(self.prompts) if len(p) > config.max_prompt_tokens]
+        if long:
+            raise ValueError(
+                f"prompts {long[:5]} have more than config.max_prompt_tokens="
+                f"{config.max_prompt_tokens} tokens"
+            )
+        self.examples = list(examples)
+        self.config = config
+        self.ref_params = ref_params
+        self.params = None
+        self.step = 0
+        mode = config.advantage.options.get("quantile_mode", "batch")
+        self.tracker = (
+            losses.riskpo_tracker_init()
+            if config.advantage.name == "riskpo" and mode != "batch"
+            else None
+        )
+        self.last: dict = {}
+
+    # -- the loop's protocol --------------------------------------------------------------
+    def bind(self, state) -> None:
+        self.params = state.params
+
+    def get_state(self) -> dict:
+        """JSON-able: the step, and the RiskPO tracker (floats round-trip exactly in JSON)."""
+        out = {"step": int(self.step)}
+        if self.tracker is not None:
+            out["tracker_q"] = [float(v) for v in np.asarray(self.tracker["q"])]
+            out["tracker_initialized"] = bool(self.tracker["initialized"])
+        return out
+
+    def set_state(self, state: Mapping) -> None:
+        self.step = int(state["step"])
+        if self.tracker is not None and "tracker_q" in state:
+            self.tracker = {
+                "q": jnp.asarray(state["tracker_q"], jnp.float32),
+                "initialized": jnp.asarray(state["tracker_initialized"], bool),
+            }
+
+    def __iter__(self):
+        return self
+
+    def indices(self, step: int) -> np.ndarray:
+        """The prompts of `step`: consecutive slices of a seeded permutation per epoch."""
+        p, n = int(self.config.prompts_per_step), len(self.prompts)
+        per_epoch = n // p
+        epoch, k = divmod(step, per_epoch)
+        order = np.random.default_rng([int(self.config.seed), epoch]).permutation(n)
+        return order[k * p : (k + 1) * p]
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        if self.params is None:
+            raise RuntimeError("RolloutFeed.bind(state) must be called before the first batch")
+        cfg, g = self.config, int(self.config.group_size)
+        idx = self.indices(self.step)
+        rows = [self.prompts[i] for i in idx for _ in range(g)]
+        exs = [self.examples[i] for i in idx for _ in range(g)]
+        gen = self.lm.with_params(self.params).generate(
+            rows,
+            max_new_tokens=int(cfg.max_new_tokens),
+            temperature=float(cfg.temperature),
+            top_p=float(cfg.top_p),
+            top_k=int(cfg.top_k),
+            seed=int(cfg.seed) * 1_000_003 + self.step,
+            batch_size=len(rows),
+            progress=False,
+        )
+        rew = compute_reward(cfg.reward.name, gen.texts, exs, cfg.reward.options)
+        adv, tracker = advantages(rew["reward"], cfg, self.tracker)
+        packed = policy.pack(
+            rows,
+            gen.tokens,
+            prompt_len=int(cfg.max_prompt_tokens),
+            response_len=int(cfg.max_new_tokens),
+            pad_id=self.lm.stop_and_pad(())[1],
+        )
+        width = packed["tokens"].shape[1]
+        batch = {
+            **packed,
+            "old_logprobs": policy.place_targets(
+                gen.logprobs, prompt_len=int(cfg.max_prompt_tokens), width=width
+            ),
+            "advantages": adv,
+            # "correct" / "confidence" when the reward gives them (fixed for a run)
+            **{k: v for k, v in rew.items() if k in ("reward", "correct", "confidence")},
+        }
+        if self.ref_params is not None:
+            batch["ref_logprobs"] = np.asarray(
+                _logprobs(
+                    self.ref_params,
+                    jnp.asarray(packed["tokens"]),
+                    jnp.asarray(packed["valid"]),
+                    config=self.lm.config,
+                    dtype=jnp.dtype(self.lm.dtype),
+                ),
+                np.float32,
+            )
+        if self.tracker is not None:
+            self.tracker = tracker
+        self.last = {"texts": gen.texts, "indices": idx}
+        self.step += 1
+        return batch
+
+
+def _nanmean(x):
+    ok = jnp.isfinite(x)
+    return jnp.sum(jnp.where(ok, x, 0)) / jnp.maximum(jnp.sum(ok), 1)
+
+
+def _metrics(outputs, batch):
+    """reward_mean, accuracy, Brier / ECE (10 bins) of stated confidence, response length,
+    entropy of the policy over response tokens, KL to the reference."""
+    m = batch["token_mask"].astype(jnp.float32)
+    out = {
+        "reward_mean": jnp.mean(batch["reward"]),
+        "reward_std": jnp.std(batch["reward"]),
+        "response_length": jnp.mean(jnp.sum(m, axis=1)),
+        "entropy": jnp.sum(outputs["entropy"] * m) / jnp.maximum(jnp.sum(m), 1),
+    }
+    if "ref_logprobs" in batch:
+        d = jnp.where(batch["token_mask"], batch["ref_logprobs"] - outputs["logprobs"], 0)
+        out["kl"] = jnp.sum((jnp.exp(d) - d - 1) * m) / jnp.maximum(jnp.sum(m), 1)
+    if "correct" not in batch:
+        return out
+    out["accuracy"] = jnp.mean(batch["correct"])
+    if "confidence" not in batch:
+        return out
+    conf, y = batch["confidence"], batch["correct"]
+    ok = jnp.isfinite(conf) & jnp.isfinite(y)
+    sq = jnp.where(ok, (jnp.where(ok, conf, 0) - jnp.where(ok, y, 0)) ** 2, jnp.nan)
+    out["brier"] = _nanmean(sq)  # over rows that state a confidence (0 if none)
+    bins = jnp.clip((jnp.where(ok, conf, 0) * 10).astype(jnp.int32), 0, 9)
+    one_hot = jax.nn.one_hot(bins, 10) * ok[:, None]
+    count = one_hot.sum(0)
+    gap = jnp.abs((one_hot * jnp.where(ok, conf, 0)[:, None]).sum(0)
+                  - (one_hot * jnp.where(ok, y, 0)[:, None]).sum(0))  # fmt: skip
+    out["ece"] = gap.sum() / jnp.maximum(count.sum(), 1)  # 0 when no confidence is stated
+    out["stated_rate"] = jnp.mean(ok.astype(jnp.float32))
+    return out
+
+
+def make_loss(lm, config):
+    """The loop's loss_fn: the named policy loss on the policy's token log-probs."""
+    model_config, dtype = lm.config, jnp.dtype(lm.dtype)
+
+    def forward(params, batch, rng):
+        del rng
+        lp, ent = policy.token_logprobs(
+            params, batch["tokens"], batch["valid"], config=model_config, dtype=dtype
+        )
+        return {"logprobs": lp, "entropy": jax.lax.stop_gradient(ent)}
+
+    return losses.objective(forward, config.loss, metrics=_metrics, field="config.loss")
+
+
+def train_grpo(
+    lm,
+    prompts: Sequence[Sequence[int]],
+    examples: Sequence[Mapping],
+    config=None,
+    *,
+    workdir: str,
+    eval_fn=None,
+) -> train_lib.TrainResult:
+    """GRPO-train `lm`'s parameters on `prompts` (token ids; `examples` are what the reward
+    reads, one per prompt) with the one training loop; resumable from `workdir`.
+
+    Returns the loop's TrainResult (`.params`: the tuned parameters, in `lm`'s layout).
+    Raises ValueError for a bad config (named field), prompts that do not fit.
+    """
+    cfg = grpo_config() if config is None else config
+    check_config(cfg)
+    kl = cfg.loss.options.get("kl_coef", 0.0)
+    ref = lm.params if (cfg.loss.name == "clipped_policy" and float(kl) > 0) else None
+    feed = RolloutFeed(lm, prompts, examples, cfg, ref_params=ref)
+    return train_lib.train(
+        cfg.train,
+        init_fn=lambda rng: lm.params,
+        loss_fn=make_loss(lm, cfg),
+        data=feed,
+        workdir=workdir,
+        eval_fn=eval_fn,
+        name="grpo.train",
+    )
