@@ -1,0 +1,78 @@
+"""GRPO on the embedded model: a learnable toy reward (`:toy`), or RLVR vs RLCR on a task.
+
+    python -m experiments.grpo --config configs/grpo.py:toy --workdir /tmp/grpo_toy
+    python -m experiments.grpo --config configs/grpo.py --workdir /tmp/rlcr \\
+        --config.grpo.reward.name=rlcr          # binary_correct = RLVR (the paper's baseline)
+
+`:toy`: 8 yes/no questions ("Answer yes or no."), reward 1 when the response starts with "No"
+(the model starts that way about a third of the time), 4 prompts x 4 samples per step, 4 new
+tokens, Adam 1e-5, 12 steps; about 4 minutes on 2 CPU cores. The reward curve is
+<workdir>/metrics.jsonl (one row per step: step, reward_mean, loss, grad_norm, entropy, ...).
+
+Default: the synthetic suite in the RLCR paper's format (<think>, <answer>, <analysis>,
+<confidence>), reward "rlcr" (the paper's scale) or "binary_correct"; before/after accuracy,
+Brier, ECE and AUROC of the stated confidence on held-out questions. Sized for an accelerator:
+the 135M model rarely follows the tag format, so on CPU its numbers say little.
+"""
+
+import ml_collections
+
+from introspect import posttrain
+
+YES_NO = (
+    "Is the sky blue?",
+    "Is water wet?",
+    "Do cats bark?",
+    "Is 7 a prime number?",
+    "Is fire cold?",
+    "Can birds fly?",
+    "Is the sun a star?",
+    "Do fish swim?",
+)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.imports = ""
+    c.model = "smollm2-135m-instruct"
+    c.dtype = "float32"
+    # Training prompts: a task (introspect.data) and its prompt format, or `questions` (a
+    # tuple of strings, each + `question_suffix`, chat-templated) when non-empty.
+    c.task = "synthetic_easy"
+    c.train_split = ("train", 256)
+    c.eval_split = ("test", 64)
+    c.data_dir = ""
+    c.prompt_format = "rlcr"
+    c.questions = ()
+    c.question_suffix = ""
+    # Held-out evaluation before and after: eval_samples sampled responses per prompt
+    # (temperature grpo.temperature), scored by the training reward.
+    c.eval_samples = 4
+    c.grpo = posttrain.grpo_config()
+    c.grpo.reward.name = "rlcr"
+    c.grpo.max_prompt_tokens = 160
+    c.grpo.max_new_tokens = 256
+    c.grpo.prompts_per_step = 8
+    c.grpo.group_size = 8
+    c.grpo.train.batch_size = 64
+    c.grpo.train.num_steps = 200
+    c.grpo.train.optimizer.lr = 1e-6
+    c.run_name = ""
+    c.results_root = "results"
+    if arg == "toy":
+        c.questions = YES_NO
+        c.question_suffix = " Answer yes or no."
+        c.grpo.reward.name = "starts_with"
+        c.grpo.reward.options = {"prefix": "No"}
+        c.grpo.max_prompt_tokens = 64
+        c.grpo.max_new_tokens = 4
+        c.grpo.prompts_per_step = 4
+        c.grpo.group_size = 4
+        c.grpo.train.batch_size = 16
+        c.grpo.train.num_steps = 12
+        c.grpo.train.optimizer.lr = 1e-5
+        c.grpo.train.tensorboard = False
+        c.eval_samples = 8
+    elif arg not in (None, ""):
+        raise ValueError(f"unknown config variant {arg!r}; use :toy or nothing")
+    return c
