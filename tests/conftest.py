@@ -62,6 +62,7 @@ SLOW_FIRST = (
     "models/test_sharding.py",
     "models/test_lynx_experiment.py",
     "sae/test_rise_experiment.py",
+    "posttrain/test_grpo.py",
     "probes/test_exit_online.py",
     "models/test_benchmark_store.py",
     "probes/test_probes_experiment.py",
