@@ -7,10 +7,11 @@
 
 Modules: `policy` (fixed-shape packing of prompt + response rows, the policy's token
 log-probs), `rewards` (text rewards by name: starts_with, binary_correct, rlcr), `grpo` (the
-on-policy rollout feed, the loss, `train_grpo`).
+on-policy rollout feed, the loss, `train_grpo`), `sft` (ConfTuner: the model's graded answers
+with a confidence slot, the "conftuner" loss, `train_sft`, `confidence_eval`).
 """
 
-from introspect.posttrain import grpo, policy, rewards
+from introspect.posttrain import grpo, policy, rewards, sft
 from introspect.posttrain.grpo import (
     RolloutFeed,
     advantages,
@@ -20,6 +21,13 @@ from introspect.posttrain.grpo import (
     train_grpo,
 )
 from introspect.posttrain.rewards import TEXT_REWARDS, compute_reward, register_reward
+from introspect.posttrain.sft import (
+    confidence_eval,
+    confidence_rows,
+    pack_rows,
+    sft_config,
+    train_sft,
+)
 
 __all__ = [
     "TEXT_REWARDS",
@@ -27,11 +35,17 @@ __all__ = [
     "advantages",
     "check_config",
     "compute_reward",
+    "confidence_eval",
+    "confidence_rows",
     "grpo",
     "grpo_config",
     "make_loss",
+    "pack_rows",
     "policy",
     "register_reward",
     "rewards",
+    "sft",
+    "sft_config",
     "train_grpo",
+    "train_sft",
 ]
