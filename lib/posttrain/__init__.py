@@ -8,10 +8,12 @@
 Modules: `policy` (fixed-shape packing of prompt + response rows, the policy's token
 log-probs), `rewards` (text rewards by name: starts_with, binary_correct, rlcr), `grpo` (the
 on-policy rollout feed, the loss, `train_grpo`), `sft` (ConfTuner: the model's graded answers
-with a confidence slot, the "conftuner" loss, `train_sft`, `confidence_eval`).
+with a confidence slot, the "conftuner" loss, `train_sft`, `confidence_eval`), `dpo` (DPO /
+VPO with a precomputed reference, `train_dpo`, the CRew-DPO pair builder `crew_pairs`).
 """
 
-from introspect.posttrain import grpo, policy, rewards, sft
+from introspect.posttrain import dpo, grpo, policy, rewards, sft
+from introspect.posttrain.dpo import crew_pairs, dpo_config, pair_margins, train_dpo
 from introspect.posttrain.grpo import (
     RolloutFeed,
     advantages,
@@ -35,17 +37,22 @@ __all__ = [
     "advantages",
     "check_config",
     "compute_reward",
+    "crew_pairs",
+    "dpo",
+    "dpo_config",
     "confidence_eval",
     "confidence_rows",
     "grpo",
     "grpo_config",
     "make_loss",
     "pack_rows",
+    "pair_margins",
     "policy",
     "register_reward",
     "rewards",
     "sft",
     "sft_config",
+    "train_dpo",
     "train_grpo",
     "train_sft",
 ]
