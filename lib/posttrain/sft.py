@@ -185,9 +185,8 @@ def train_sft(lm, rows: Mapping[str, list], config=None, *, workdir: str):
     )
 
 
-def confidence_eval(lm, rows: Mapping[str, list], config, *, batch_size: int = 8) -> dict:
-    """Held-out tokenized Brier, expected stated confidence, Brier / ECE of that confidence,
-    answer NLL under `lm` (its current parameters) on packed `rows`."""
+def _scores(lm, rows, config, batch_size: int):
+    """Per row: tokenized Brier, expected stated confidence, answer NLL (numpy [n] each)."""
     arrays = pack_rows(lm, rows, config)
     mode = config.confidence_mode
     conf_ids = np.asarray(losses.confidence_token_ids(lm.tokenizer, mode=mode))
@@ -205,10 +204,20 @@ def confidence_eval(lm, rows: Mapping[str, list], config, *, batch_size: int = 8
         conf.append(q @ values)
         m = b["token_mask"]
         nll.append(-(np.asarray(out["logprobs"]) * m).sum(1) / np.maximum(m.sum(1), 1))
-    tb, conf, nll = map(np.concatenate, (tb, conf, nll))
-    y = arrays["correct"]
+    return (*map(np.concatenate, (tb, conf, nll)), arrays["correct"])
+
+
+def stated_confidence(lm, rows: Mapping[str, list], config, *, batch_size: int = 8) -> np.ndarray:
+    """[n] expected confidence sum_k q_k v_k at each row's confidence slot under `lm`."""
+    return _scores(lm, rows, config, batch_size)[1]
+
+
+def confidence_eval(lm, rows: Mapping[str, list], config, *, batch_size: int = 8) -> dict:
+    """Held-out tokenized Brier, expected stated confidence, Brier / ECE of that confidence,
+    answer NLL under `lm` (its current parameters) on packed `rows`."""
     from introspect import metrics
 
+    tb, conf, nll, y = _scores(lm, rows, config, batch_size)
     return {
         "tokenized_brier": float(tb.mean()),
         "mean_confidence": float(conf.mean()),
@@ -216,5 +225,5 @@ def confidence_eval(lm, rows: Mapping[str, list], config, *, batch_size: int = 8
         "ece": float(metrics.ece(conf, y.astype(np.int32), num_bins=10)),
         "answer_nll": float(nll.mean()),
         "accuracy": float(y.mean()),
-        "rows": int(n),
+        "rows": int(len(y)),
     }

@@ -198,16 +198,16 @@ def test_config_errors(tiny_policy, tmp_path):
 
 def test_toy_reward_rises_on_the_embedded_model(smollm, tmp_path):
     """Reward 1 when the answer to a yes/no question starts with "No" (about a third of the
-    samples at the start): after 5 GRPO steps (4 prompts x 4 samples, Adam 3e-5) the batch
-    reward is near 1."""
+    samples at the start): after 3 GRPO steps (4 prompts x 4 samples, Adam 3e-5) the batch
+    reward is near 1 (measured: 0.25, 0.88, 1.00)."""
     prompts, exs = _prompts(smollm, 4)
-    cfg = _config(prompts, steps=5, group=4, per_step=4)
+    cfg = _config(prompts, steps=3, group=4, per_step=4)
     cfg.train.optimizer.lr = 3e-5
     cfg.train.checkpoint.every_steps = 0
     res = posttrain.train_grpo(smollm, prompts, exs, cfg, workdir=str(tmp_path))
     curve = [r["reward_mean"] for r in train.read_metrics(str(tmp_path))]
-    assert len(curve) == 5
+    assert len(curve) == 3
     assert curve[0] < 0.75, curve
-    assert np.mean(curve[-2:]) >= 0.9, curve
-    assert np.mean(curve[-2:]) - curve[0] >= 0.25, curve
+    assert curve[-1] >= 0.85, curve
+    assert curve[-1] - curve[0] >= 0.25, curve
     assert isinstance(smollm.with_params(res.params), models.LM)

@@ -25,6 +25,8 @@ def _config(tmp_path):
     c.sae.train.log_every = 20
     c.alphas = (0.0, 1.0)
     c.num_clusters = 3
+    c.num_loss_sequences = 4
+    c.num_steer_prompts = 4
     c.data_dir = str(tmp_path / "tfds")
     c.results_root = str(tmp_path / "results")
     c.run_name = "t"

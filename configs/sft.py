@@ -1,0 +1,45 @@
+"""ConfTuner SFT of the embedded model on its own graded answers.
+
+    python -m experiments.sft --config configs/sft.py:smoke --workdir /tmp/sft
+
+`:smoke`: synthetic suite, 128 train and 64 held-out questions (plain prompt, greedy answers of
+up to 24 tokens), then "\\nConfidence: " and a digit 0..9 (= k / 9); 60 steps of batch 8, Adam
+1e-5, loss = answer NLL + tokenized Brier. The default (GSM8K, CoT answers) is sized for an
+accelerator.
+"""
+
+import ml_collections
+
+from introspect import posttrain
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.imports = ""
+    c.model = "smollm2-135m-instruct"
+    c.dtype = "float32"
+    c.task = "gsm8k"
+    c.train_split = ("test", 512)
+    c.eval_split = ("test", 256)
+    c.data_dir = ""
+    c.prompt_format = "cot"
+    c.sft = posttrain.sft_config()
+    c.sft.max_prompt_tokens = 256
+    c.sft.max_new_tokens = 256
+    c.sft.max_response_tokens = 264
+    c.sft.train.num_steps = 500
+    c.run_name = ""
+    c.results_root = "results"
+    if arg == "smoke":
+        c.task = "synthetic_easy"
+        c.train_split = ("train", 128)
+        c.eval_split = ("test", 64)
+        c.prompt_format = "plain"
+        c.sft.max_prompt_tokens = 96
+        c.sft.max_new_tokens = 24
+        c.sft.max_response_tokens = 32
+        c.sft.train.num_steps = 60
+        c.sft.train.log_every = 10
+    elif arg not in (None, ""):
+        raise ValueError(f"unknown config variant {arg!r}; use :smoke or nothing")
+    return c
