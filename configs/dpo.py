@@ -26,8 +26,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.temperature = 1.0
     c.max_new_tokens = 256
     c.dpo = posttrain.dpo_config()
-    c.dpo.max_prompt_tokens = 256
-    c.dpo.max_response_tokens = 256
     c.run_name = ""
     c.results_root = "results"
     if arg == "smoke":
@@ -37,8 +35,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.prompt_format = "plain"
         c.samples = 4
         c.max_new_tokens = 24
-        c.dpo.max_prompt_tokens = 96
-        c.dpo.max_response_tokens = 24
         c.dpo.train.num_steps = 40
     elif arg not in (None, ""):
         raise ValueError(f"unknown config variant {arg!r}; use :smoke or nothing")

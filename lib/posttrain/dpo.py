@@ -35,8 +35,9 @@ from introspect.posttrain import policy
 def dpo_config() -> ml_collections.ConfigDict:
     """Every field of a DPO / VPO run; `train` is the loop's config."""
     c = ml_collections.ConfigDict()
-    c.max_prompt_tokens = 128
-    c.max_response_tokens = 64
+    # Fixed shapes (0 = the longest prompt / response in the data).
+    c.max_prompt_tokens = 0
+    c.max_response_tokens = 0
     # "dpo" (beta, label_smoothing) or "vpo" (beta, alpha, sign, value_on).
     c.loss = ml_collections.ConfigDict({"name": "dpo", "options": {"beta": 0.1}})
     t = train_lib.default_config()
@@ -88,9 +89,13 @@ def pack_pairs(lm, rows: Mapping[str, list], config) -> dict:
             f"rows need as many chosen and rejected responses as prompts (>= 1), got "
             f"{n}, {len(rows['chosen'])}, {len(rows['rejected'])}"
         )
+    from introspect.posttrain.sft import _length
+
     pad = lm.stop_and_pad(())[1]
-    kw = dict(prompt_len=int(config.max_prompt_tokens),
-              response_len=int(config.max_response_tokens), pad_id=pad)  # fmt: skip
+    kw = dict(prompt_len=_length(config.max_prompt_tokens, rows["prompts"]),
+              response_len=_length(config.max_response_tokens,
+                                   list(rows["chosen"]) + list(rows["rejected"])),
+              pad_id=pad)  # fmt: skip
     c = policy.pack(rows["prompts"], rows["chosen"], **kw)
     r = policy.pack(rows["prompts"], rows["rejected"], **kw)
     if (c["token_mask"].sum(1) == 0).any() or (r["token_mask"].sum(1) == 0).any():

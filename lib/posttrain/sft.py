@@ -37,7 +37,8 @@ def sft_config() -> ml_collections.ConfigDict:
     c.confidence_cue = "\nConfidence: "
     # "coarse" ("0".."9" = k / 9) or "fine" ("0".."100" = k / 100; each must be one token).
     c.confidence_mode = "coarse"
-    # Fixed shapes: prompts left-padded to max_prompt_tokens, answer + cue to max_response_tokens.
+    # Fixed shapes: prompts left-padded to max_prompt_tokens, answer + cue to
+    # max_response_tokens (0 = the longest in the data: no compute spent on padding).
     c.max_prompt_tokens = 128
     c.max_response_tokens = 48
     # Greedy answer budget when building rows.
@@ -84,6 +85,11 @@ def confidence_rows(
             "correct": correct}  # fmt: skip
 
 
+def _length(limit, seqs) -> int:
+    """A fixed length: `limit`, or the longest of `seqs` when limit is 0 (no padding waste)."""
+    return int(limit) if int(limit) > 0 else max(len(s) for s in seqs)
+
+
 def pack_rows(lm, rows: Mapping[str, list], config) -> dict[str, np.ndarray]:
     """Fixed-shape training arrays: tokens, valid, token_mask (the answer tokens as targets),
     conf_pos (the cue's last token, whose next-token logits hold the confidence), correct."""
@@ -91,14 +97,14 @@ def pack_rows(lm, rows: Mapping[str, list], config) -> dict[str, np.ndarray]:
     if not cue:
         raise ValueError("config.confidence_cue must encode to at least one token")
     responses = [list(a) + cue for a in rows["answers"]]
+    p = _length(config.max_prompt_tokens, rows["prompts"])
     packed = policy.pack(
         rows["prompts"],
         responses,
-        prompt_len=int(config.max_prompt_tokens),
-        response_len=int(config.max_response_tokens),
+        prompt_len=p,
+        response_len=_length(config.max_response_tokens, responses),
         pad_id=lm.stop_and_pad(())[1],
     )
-    p = int(config.max_prompt_tokens)
     mask = np.zeros_like(packed["token_mask"])
     for i, a in enumerate(rows["answers"]):
         mask[i, p - 1 : p - 1 + len(a)] = True  # the answer's tokens only, not the cue
