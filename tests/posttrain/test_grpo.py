@@ -146,15 +146,20 @@ def test_riskpo_advantages_over_the_steps_prompts():
     assert tracker is None
 
 
-def test_resume_is_bitwise_identical(tiny_policy, tmp_path):
+@pytest.mark.parametrize("advantage", ["grpo", "riskpo"])
+def test_resume_is_bitwise_identical(tiny_policy, tmp_path, advantage):
     """4 steps straight == 2 steps, stop, resume to 4 (rollouts regenerated from the
-    restored parameters and the feed's checkpointed step)."""
+    restored parameters and the feed's checkpointed step; RiskPO's tracked quantiles
+    restored from the checkpoint's data state)."""
     lm = tiny_policy
     prompts, exs = _prompts(lm, 4)
     cfg = _config(prompts, steps=4)
     cfg.train.checkpoint.every_steps = 2
     cfg.train.optimizer.lr = 1e-3
     cfg.reward.options = {"prefix": "a"}  # the tiny model's random text: some start with "a"
+    if advantage == "riskpo":
+        cfg.advantage.name = "riskpo"
+        cfg.advantage.options = {"bundle_size": 2, "quantile_mode": "track"}
     straight = posttrain.train_grpo(lm, prompts, exs, cfg, workdir=str(tmp_path / "a"))
     cfg.train.num_steps = 2
     posttrain.train_grpo(lm, prompts, exs, cfg, workdir=str(tmp_path / "b"))
