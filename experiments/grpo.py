@@ -152,10 +152,8 @@ def plot_curve(curve, before, after, path, *, title) -> None:
     ax.set_title(f"GRPO, reward {title}")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=120)
+    metrics.save_png(fig, path, dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def main(argv):

@@ -419,10 +419,8 @@ def plot_tradeoff(m, path: str) -> None:
     b.legend(fontsize=8)
     fig.suptitle(f"LYNX on {m['task']}")
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=120)
+    metrics.save_png(fig, path, dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def main(argv):

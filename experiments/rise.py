@@ -34,7 +34,7 @@ import numpy as np
 from absl import app, logging
 from ml_collections import config_flags
 
-from introspect import data, models, registry, results, sae, sharding, signals
+from introspect import data, metrics, models, registry, results, sae, sharding, signals
 from introspect import store as store_lib
 
 ROLES = ("train", "test")
@@ -549,10 +549,8 @@ def _pyplot():
 
 
 def _save(fig, path):
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=120)
+    metrics.save_png(fig, path, dpi=120)
     _pyplot().close(fig)
-    os.replace(tmp, path)
 
 
 def plot_latent_map(xy, dominant, assign, names, path, *, title) -> None:

@@ -46,6 +46,7 @@ _PLOTS = (
     "plot_risk_coverage",
     "plot_confidence_histogram",
     "plot_heatmap",
+    "save_png",
 )
 
 # Metrics by name, for configs: every entry is callable(confidences_or_scores, labels, **options).

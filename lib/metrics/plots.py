@@ -33,15 +33,16 @@ def _new_figure(figsize: tuple[float, float]) -> Figure:
     return fig
 
 
-def save_png(fig: Figure, path: str | os.PathLike) -> str:
-    """Writes `fig` to `path` as PNG atomically; returns the path."""
+def save_png(fig: Figure, path: str | os.PathLike, *, dpi: float | None = None) -> str:
+    """Writes `fig` to `path` as PNG atomically (at `dpi`, default the figure's); returns the
+    path."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".png", dir=directory)
     os.close(fd)
     try:
-        fig.savefig(tmp, format="png")
+        fig.savefig(tmp, format="png", dpi=dpi)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -40,32 +39,14 @@ def dpo_config() -> ml_collections.ConfigDict:
     c.max_response_tokens = 0
     # "dpo" (beta, label_smoothing) or "vpo" (beta, alpha, sign, value_on).
     c.loss = ml_collections.ConfigDict({"name": "dpo", "options": {"beta": 0.1}})
-    t = train_lib.default_config()
-    t.num_steps = 100
-    t.batch_size = 8
-    t.optimizer.name = "adam"
-    t.optimizer.lr = 1e-6
-    t.optimizer.clip_norm = 1.0
-    t.log_every = 10
-    t.checkpoint.every_steps = 50
-    t.checkpoint.keep = 1
-    t.tensorboard = False
-    c.train = t
+    c.train = policy.train_config(
+        num_steps=100, batch_size=8, lr=1e-6, log_every=10, checkpoint_every=50, keep=1
+    )
     return c
-
-
-def _sequence_logps(params, tokens, valid, mask, *, config, dtype):
-    lp, _ = policy.token_logprobs(params, tokens, valid, config=config, dtype=dtype)
-    return jnp.sum(jnp.where(mask, lp, 0), axis=1)
 
 
 def _pair_logps(lm, params, arrays, batch_size: int = 8) -> dict[str, np.ndarray]:
     """{side: [n] sequence log-probs} of the chosen and rejected responses under `params`."""
-    fn = jax.jit(
-        lambda p, t, v, m: _sequence_logps(
-            p, t, v, m, config=lm.config, dtype=jnp.dtype(lm.dtype)
-        )  # fmt: skip
-    )
     n = len(arrays["tokens_chosen"])
     out = {}
     for side in ("chosen", "rejected"):
@@ -73,11 +54,14 @@ def _pair_logps(lm, params, arrays, batch_size: int = 8) -> dict[str, np.ndarray
         out[side] = np.concatenate(
             [
                 np.asarray(
-                    fn(params, t[s : s + batch_size], v[s : s + batch_size], m[s : s + batch_size])
+                    policy.sequence_logprobs(
+                        params, t[s : s + batch_size], v[s : s + batch_size],
+                        m[s : s + batch_size], config=lm.config, dtype=jnp.dtype(lm.dtype),
+                    )
                 )
                 for s in range(0, n, batch_size)
-            ]  # fmt: skip
-        ).astype(np.float32)
+            ]
+        ).astype(np.float32)  # fmt: skip
     return out
 
 
@@ -89,12 +73,10 @@ def pack_pairs(lm, rows: Mapping[str, list], config) -> dict:
             f"rows need as many chosen and rejected responses as prompts (>= 1), got "
             f"{n}, {len(rows['chosen'])}, {len(rows['rejected'])}"
         )
-    from introspect.posttrain.sft import _length
-
     pad = lm.stop_and_pad(())[1]
-    kw = dict(prompt_len=_length(config.max_prompt_tokens, rows["prompts"]),
-              response_len=_length(config.max_response_tokens,
-                                   list(rows["chosen"]) + list(rows["rejected"])),
+    kw = dict(prompt_len=policy.fixed_length(config.max_prompt_tokens, rows["prompts"]),
+              response_len=policy.fixed_length(config.max_response_tokens,
+                                               list(rows["chosen"]) + list(rows["rejected"])),
               pad_id=pad)  # fmt: skip
     c = policy.pack(rows["prompts"], rows["chosen"], **kw)
     r = policy.pack(rows["prompts"], rows["rejected"], **kw)
@@ -115,7 +97,8 @@ def make_loss(lm, config):
         tok = jnp.concatenate([batch["tokens_chosen"], batch["tokens_rejected"]])
         val = jnp.concatenate([batch["valid_chosen"], batch["valid_rejected"]])
         msk = jnp.concatenate([batch["token_mask_chosen"], batch["token_mask_rejected"]])
-        logps = _sequence_logps(params, tok, val, msk, config=lm.config, dtype=dtype)
+        lp, _ = policy.token_logprobs(params, tok, val, config=lm.config, dtype=dtype)
+        logps = jnp.sum(jnp.where(msk, lp, 0), axis=1)
         k = batch["tokens_chosen"].shape[0]
         return {"policy_chosen_logps": logps[:k], "policy_rejected_logps": logps[k:]}
 

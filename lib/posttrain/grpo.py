@@ -26,7 +26,6 @@ STEER (they need per-token logits/entropies of the rollout), LoRA adapters.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -34,7 +33,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from introspect import losses
+from introspect import losses, metrics
 from introspect import train as train_lib
 from introspect.posttrain import policy
 from introspect.posttrain.rewards import TEXT_REWARDS, compute_reward
@@ -65,17 +64,12 @@ def grpo_config() -> ml_collections.ConfigDict:
         {"name": "clipped_policy", "options": {"clip_eps": 0.2, "kl_coef": 0.0}}
     )
     c.seed = 0
-    t = train_lib.default_config()
-    t.num_steps = 50
-    t.batch_size = c.prompts_per_step * c.group_size
-    t.optimizer.name = "adam"
-    t.optimizer.lr = 1e-5
-    t.optimizer.clip_norm = 1.0
+    t = policy.train_config(
+        num_steps=50, batch_size=c.prompts_per_step * c.group_size, lr=1e-5, log_every=1,
+        checkpoint_every=10, keep=2, tensorboard=True,
+    )  # fmt: skip
     t.shuffle = False
     t.steps_per_dispatch = 1
-    t.log_every = 1
-    t.checkpoint.every_steps = 10
-    t.checkpoint.keep = 2
     c.train = t
     return c
 
@@ -140,9 +134,7 @@ def advantages(rewards: np.ndarray, config, tracker=None):
     return np.asarray(a, np.float32).reshape(-1), tracker
 
 
-@functools.partial(jax.jit, static_argnames=("config", "dtype"))
-def _logprobs(params, tokens, valid, *, config, dtype):
-    return policy.token_logprobs(params, tokens, valid, config=config, dtype=dtype)[0]
+_token_logprobs = jax.jit(policy.token_logprobs, static_argnames=("config", "dtype"))
 
 
 class RolloutFeed:
@@ -251,13 +243,13 @@ class RolloutFeed:
         }
         if self.ref_params is not None:
             batch["ref_logprobs"] = np.asarray(
-                _logprobs(
+                _token_logprobs(
                     self.ref_params,
                     jnp.asarray(packed["tokens"]),
                     jnp.asarray(packed["valid"]),
                     config=self.lm.config,
                     dtype=jnp.dtype(self.lm.dtype),
-                ),
+                )[0],
                 np.float32,
             )
         if self.tracker is not None:
@@ -292,14 +284,11 @@ def _metrics(outputs, batch):
         return out
     conf, y = batch["confidence"], batch["correct"]
     ok = jnp.isfinite(conf) & jnp.isfinite(y)
-    sq = jnp.where(ok, (jnp.where(ok, conf, 0) - jnp.where(ok, y, 0)) ** 2, jnp.nan)
+    conf, y = jnp.where(ok, conf, 0), jnp.where(ok, y, 0)
+    sq = jnp.where(ok, (conf - y) ** 2, jnp.nan)
     out["brier"] = _nanmean(sq)  # over rows that state a confidence (0 if none)
-    bins = jnp.clip((jnp.where(ok, conf, 0) * 10).astype(jnp.int32), 0, 9)
-    one_hot = jax.nn.one_hot(bins, 10) * ok[:, None]
-    count = one_hot.sum(0)
-    gap = jnp.abs((one_hot * jnp.where(ok, conf, 0)[:, None]).sum(0)
-                  - (one_hot * jnp.where(ok, y, 0)[:, None]).sum(0))  # fmt: skip
-    out["ece"] = gap.sum() / jnp.maximum(count.sum(), 1)  # 0 when no confidence is stated
+    ece = metrics.ece(conf, y, num_bins=10, mask=ok, validate=False)
+    out["ece"] = jnp.where(jnp.any(ok), ece, 0.0)  # 0 when no confidence is stated
     out["stated_rate"] = jnp.mean(ok.astype(jnp.float32))
     return out
 

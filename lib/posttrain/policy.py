@@ -10,12 +10,14 @@ prompt_len - 1 .. prompt_len - 1 + len(response_i) - 1 (`token_mask`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from introspect import train as train_lib
 from introspect.models import llama
 
 
@@ -65,14 +67,58 @@ def place_targets(values: Sequence[np.ndarray], *, prompt_len: int, width: int) 
     return out
 
 
-def token_logprobs(params, tokens, valid, *, config, dtype=jnp.float32):
-    """[batch, length - 1] log p(tokens[:, t + 1] | tokens[:, :t + 1]) under the LM with
-    `params`, and the entropy of each of those next-token distributions (same shape)."""
+def fixed_length(limit, seqs) -> int:
+    """A fixed length for `pack`: `limit`, or the longest of `seqs` when limit is 0 (no compute
+    spent on padding)."""
+    return int(limit) if int(limit) > 0 else max(len(s) for s in seqs)
+
+
+def logits(params, tokens, valid, *, config, dtype=jnp.float32):
+    """[batch, length, vocab] next-token logits of the LM with `params` (RoPE positions count
+    real tokens only, as `LM.forward`)."""
     positions = jnp.maximum(jnp.cumsum(valid, axis=1) - 1, 0).astype(jnp.int32)
-    logits, _, _ = llama.apply(
+    out, _, _ = llama.apply(
         params, tokens, positions, config=config, valid=valid, capture=None, dtype=dtype
     )
-    logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
+    return out
+
+
+def logprobs_of(logits_, tokens):
+    """([batch, length - 1] log p(tokens[:, t + 1]) from logits_[:, t], [same] entropy of each
+    of those next-token distributions)."""
+    logp = jax.nn.log_softmax(logits_[:, :-1].astype(jnp.float32), axis=-1)
     chosen = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
     entropy = -jnp.sum(jnp.exp(logp) * logp, axis=-1)
     return chosen, entropy
+
+
+def token_logprobs(params, tokens, valid, *, config, dtype=jnp.float32):
+    """[batch, length - 1] log p(tokens[:, t + 1] | tokens[:, :t + 1]) under the LM with
+    `params`, and the entropy of each of those next-token distributions (same shape)."""
+    return logprobs_of(logits(params, tokens, valid, config=config, dtype=dtype), tokens)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "dtype"))
+def sequence_logprobs(params, tokens, valid, mask, *, config, dtype=jnp.float32):
+    """[batch] sum of the log-probs of the target tokens `mask` [batch, length - 1] selects
+    (compiled once per shape: host-side passes over a dataset, e.g. a frozen reference)."""
+    lp, _ = token_logprobs(params, tokens, valid, config=config, dtype=dtype)
+    return jnp.sum(jnp.where(mask, lp, 0), axis=1)
+
+
+def train_config(
+    *, num_steps: int, batch_size: int, lr: float, log_every: int, checkpoint_every: int,
+    keep: int, tensorboard: bool = False,
+):  # fmt: skip
+    """The loop's config for fine-tuning the LM: Adam at `lr`, gradients clipped to norm 1."""
+    t = train_lib.default_config()
+    t.num_steps = num_steps
+    t.batch_size = batch_size
+    t.optimizer.name = "adam"
+    t.optimizer.lr = lr
+    t.optimizer.clip_norm = 1.0
+    t.log_every = log_every
+    t.checkpoint.every_steps = checkpoint_every
+    t.checkpoint.keep = keep
+    t.tensorboard = tensorboard
+    return t

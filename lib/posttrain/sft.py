@@ -17,6 +17,7 @@ Brier; the answer's NLL keeps the answers the model gives). Trained by the one l
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -26,7 +27,6 @@ import numpy as np
 
 from introspect import data, losses
 from introspect import train as train_lib
-from introspect.models import llama
 from introspect.posttrain import policy
 
 
@@ -46,17 +46,9 @@ def sft_config() -> ml_collections.ConfigDict:
     c.loss = ml_collections.ConfigDict(
         {"name": "conftuner", "options": {"lm_coef": 1.0, "brier_coef": 1.0}}
     )
-    t = train_lib.default_config()
-    t.num_steps = 100
-    t.batch_size = 8
-    t.optimizer.name = "adam"
-    t.optimizer.lr = 1e-5
-    t.optimizer.clip_norm = 1.0
-    t.log_every = 10
-    t.checkpoint.every_steps = 50
-    t.checkpoint.keep = 1
-    t.tensorboard = False
-    c.train = t
+    c.train = policy.train_config(
+        num_steps=100, batch_size=8, lr=1e-5, log_every=10, checkpoint_every=50, keep=1
+    )
     return c
 
 
@@ -85,11 +77,6 @@ def confidence_rows(
             "correct": correct}  # fmt: skip
 
 
-def _length(limit, seqs) -> int:
-    """A fixed length: `limit`, or the longest of `seqs` when limit is 0 (no padding waste)."""
-    return int(limit) if int(limit) > 0 else max(len(s) for s in seqs)
-
-
 def pack_rows(lm, rows: Mapping[str, list], config) -> dict[str, np.ndarray]:
     """Fixed-shape training arrays: tokens, valid, token_mask (the answer tokens as targets),
     conf_pos (the cue's last token, whose next-token logits hold the confidence), correct."""
@@ -97,12 +84,12 @@ def pack_rows(lm, rows: Mapping[str, list], config) -> dict[str, np.ndarray]:
     if not cue:
         raise ValueError("config.confidence_cue must encode to at least one token")
     responses = [list(a) + cue for a in rows["answers"]]
-    p = _length(config.max_prompt_tokens, rows["prompts"])
+    p = policy.fixed_length(config.max_prompt_tokens, rows["prompts"])
     packed = policy.pack(
         rows["prompts"],
         responses,
         prompt_len=p,
-        response_len=_length(config.max_response_tokens, responses),
+        response_len=policy.fixed_length(config.max_response_tokens, responses),
         pad_id=lm.stop_and_pad(())[1],
     )
     mask = np.zeros_like(packed["token_mask"])
@@ -131,15 +118,17 @@ def _conftuner(*, outputs, batch, values, lm_coef=1.0, brier_coef=1.0):
     return lm_coef * nll + brier_coef * brier
 
 
+@functools.partial(jax.jit, static_argnames=("config", "dtype"))
+def _forward_jit(params, batch, conf_ids, *, config, dtype):
+    return _forward(params, batch, config=config, dtype=dtype, conf_ids=conf_ids)
+
+
 def _forward(params, batch, *, config, dtype, conf_ids):
-    positions = jnp.maximum(jnp.cumsum(batch["valid"], axis=1) - 1, 0).astype(jnp.int32)
-    logits, _, _ = llama.apply(
-        params, batch["tokens"], positions, config=config, valid=batch["valid"], capture=None,
-        dtype=dtype,
-    )  # fmt: skip
-    logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
-    chosen = jnp.take_along_axis(logp, batch["tokens"][:, 1:, None], axis=-1)[..., 0]
-    at = jnp.take_along_axis(logits, batch["conf_pos"][:, None, None], axis=1)[:, 0]
+    """{"logprobs": [batch, length - 1] of the tokens, "conf_logits": [batch, K] logits of the
+    confidence tokens at each row's `conf_pos`}."""
+    out = policy.logits(params, batch["tokens"], batch["valid"], config=config, dtype=dtype)
+    chosen, _ = policy.logprobs_of(out, batch["tokens"])
+    at = jnp.take_along_axis(out, batch["conf_pos"][:, None, None], axis=1)[:, 0]
     return {"logprobs": chosen, "conf_logits": at[:, conf_ids].astype(jnp.float32)}
 
 
@@ -197,14 +186,12 @@ def _scores(lm, rows, config, batch_size: int):
     mode = config.confidence_mode
     conf_ids = np.asarray(losses.confidence_token_ids(lm.tokenizer, mode=mode))
     values = np.asarray(losses.confidence_values(mode=mode), np.float32)
-    fwd = jax.jit(
-        lambda p, b: _forward(p, b, config=lm.config, dtype=jnp.dtype(lm.dtype), conf_ids=conf_ids)
-    )
     n = len(arrays["correct"])
     tb, conf, nll = [], [], []
     for s in range(0, n, batch_size):
         b = {k: v[s : s + batch_size] for k, v in arrays.items()}
-        out = fwd(lm.params, jax.tree.map(jnp.asarray, b))
+        out = _forward_jit(lm.params, jax.tree.map(jnp.asarray, b), jnp.asarray(conf_ids),
+                           config=lm.config, dtype=jnp.dtype(lm.dtype))  # fmt: skip
         q = np.asarray(jax.nn.softmax(out["conf_logits"], axis=-1))
         tb.append((q * (b["correct"][:, None] - values[None]) ** 2).sum(1))
         conf.append(q @ values)
