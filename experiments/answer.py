@@ -9,8 +9,6 @@ import json
 import time
 
 import numpy as np
-from absl import app, logging
-from ml_collections import config_flags
 
 from introspect import data, models, results
 
@@ -102,14 +100,7 @@ def run(config) -> dict:
     return metrics
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.WARNING)  # keep absl/TFDS info lines out of the tables
-    run(_CONFIG.value)
-
-
 if __name__ == "__main__":
-    # Flags are defined only when run as a program, so experiments import side by side.
-    _CONFIG = config_flags.DEFINE_config_file("config", "configs/answer.py", "experiment config")
-    app.run(main)
+    from experiments._cli import launch
+
+    launch(run, "answer")

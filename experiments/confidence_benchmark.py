@@ -21,8 +21,7 @@ import os
 import time
 
 import numpy as np
-from absl import app, logging
-from ml_collections import config_flags
+from absl import logging
 
 from introspect import calibrators, data, decoding, metrics, models, results, signals
 from introspect import store as store_lib
@@ -793,16 +792,7 @@ def render_table(summary) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.WARNING)  # keep absl/TFDS info lines out of the tables
-    run(_CONFIG.value)
-
-
 if __name__ == "__main__":
-    # Flags are defined only when run as a program, so experiments import side by side.
-    _CONFIG = config_flags.DEFINE_config_file(
-        "config", "configs/confidence_benchmark.py", "experiment config"
-    )
-    app.run(main)
+    from experiments._cli import launch
+
+    launch(run, "confidence_benchmark")

@@ -11,12 +11,9 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
-from absl import app, logging
-from ml_collections import config_flags
 
 from introspect import data, models, posttrain, registry, results
 
@@ -90,17 +87,7 @@ def run(config, workdir: str) -> dict:
     return m
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.WARNING)
-    workdir = _WORKDIR.value or os.path.join(_CONFIG.value.results_root, "dpo_workdir")
-    run(_CONFIG.value, workdir)
-
-
 if __name__ == "__main__":
-    from absl import flags
+    from experiments._cli import launch
 
-    _CONFIG = config_flags.DEFINE_config_file("config", "configs/dpo.py", "experiment config")
-    _WORKDIR = flags.DEFINE_string("workdir", None, "checkpoints and metrics.jsonl")
-    app.run(main)
+    launch(run, "dpo", workdir_help="checkpoints and metrics.jsonl")

@@ -25,8 +25,7 @@ import time
 
 import jax
 import numpy as np
-from absl import app, logging
-from ml_collections import config_flags
+from absl import logging
 
 from introspect import data, decoding, metrics, models, probes, registry, results, sharding
 from introspect import store as store_lib
@@ -423,17 +422,7 @@ def plot_tradeoff(m, path: str) -> None:
     plt.close(fig)
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.WARNING)
-    workdir = _WORKDIR.value or os.path.join(_CONFIG.value.results_root, "lynx_workdir")
-    run(_CONFIG.value, workdir)
-
-
 if __name__ == "__main__":
-    from absl import flags
+    from experiments._cli import launch
 
-    _CONFIG = config_flags.DEFINE_config_file("config", "configs/lynx.py", "experiment config")
-    _WORKDIR = flags.DEFINE_string("workdir", None, "probe checkpoints and the saved probe")
-    app.run(main)
+    launch(run, "lynx", workdir_help="probe checkpoints and the saved probe")

@@ -31,8 +31,6 @@ import time
 
 import jax
 import numpy as np
-from absl import app, logging
-from ml_collections import config_flags
 
 from introspect import data, metrics, models, registry, results, sae, sharding, signals
 from introspect import store as store_lib
@@ -597,17 +595,7 @@ def plot_steering(rows, path) -> None:
     _save(fig, path)
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.WARNING)
-    workdir = _WORKDIR.value or os.path.join(_CONFIG.value.results_root, "rise_workdir")
-    run(_CONFIG.value, workdir)
-
-
 if __name__ == "__main__":
-    from absl import flags
+    from experiments._cli import launch
 
-    _CONFIG = config_flags.DEFINE_config_file("config", "configs/rise.py", "experiment config")
-    _WORKDIR = flags.DEFINE_string("workdir", None, "the SAE's training checkpoints")
-    app.run(main)
+    launch(run, "rise", workdir_help="the SAE's training checkpoints")
