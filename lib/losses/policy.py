@@ -19,6 +19,8 @@ from introspect import _checks as V
 
 __all__ = [
     "grpo_advantages",
+    "negative_only_advantages",
+    "trust_grpo_rewards",
     "clipped_policy_loss",
     "ucas_token_certainty",
     "ucas_sequence_certainty",
@@ -117,6 +119,85 @@ def grpo_advantages(
     if scale_by_std:
         return _zscore_groups(r, m, V.as_dtype(e, dtype=r.dtype), d)
     return jnp.where(m, r - _masked_mean(r, m, axis=-1, keepdims=True), 0)
+
+
+def negative_only_advantages(
+    *,
+    rewards: Any,
+    mask: Any = None,
+    eps: float = 1e-6,
+    scale_by_std: bool = True,
+    ddof: int = 0,
+    validate: bool = True,
+) -> jax.Array:
+    """GRPO advantages with the positive ones zeroed: min(A, 0) (learning from the relative
+    negative gradients only, the "negative samples" regime of the two-stage dynamics paper:
+    pushing down worse-than-group responses without sharpening the better ones).
+
+    Args, returns: as `grpo_advantages`.
+    """
+    a = grpo_advantages(
+        rewards=rewards, mask=mask, eps=eps, scale_by_std=scale_by_std, ddof=ddof,
+        validate=validate,
+    )  # fmt: skip
+    return jnp.minimum(a, 0)
+
+
+def trust_grpo_rewards(
+    *,
+    outcome: Any,
+    thinking: Any,
+    step: Any = 0,
+    alpha: float = 1.0,
+    anneal_steps: float | None = None,
+    threshold: float = 0.5,
+    mask: Any = None,
+    validate: bool = True,
+) -> jax.Array:
+    """Trust-GRPO (SophiaVL-R1) combined rewards R = R_o + gamma alpha exp(-step / T) R_t.
+
+    Per group: correct = R_o >= threshold; mu_c, mu_w = mean thinking reward of the correct and
+    the wrong responses; gamma = 1 if mu_c >= mu_w else exp(mu_c - mu_w) (a thinking reward that
+    favours wrong answers is trusted less). A group without both a correct and a wrong response
+    gets gamma = 1 (nothing to compare; the paper does not say). The GRPO advantages of R are
+    then group-normalised as usual.
+
+    Args:
+      outcome: [groups, size] rule-based outcome reward R_o.
+      thinking: [groups, size] thinking-process reward R_t.
+      step: [] training step (annealing; may be traced).
+      alpha: [] base weight of the thinking reward (may be traced).
+      anneal_steps: T of the exponential annealing exp(-step / T); None = no annealing.
+      threshold: [] R_o >= threshold counts as correct (the paper: 0.5).
+      mask: optional [groups, size] bool, False = padding.
+      validate: check the input.
+    Returns:
+      [groups, size] combined rewards (0 on padding).
+    """
+    a = V.coefficient(alpha, "alpha", 0.0)
+    thr = V.coefficient(threshold, "threshold")
+    ro = V.checked_array(outcome, "outcome", 2, "[groups, size]", validate)
+    rt = V.as_array(thinking, "thinking")
+    if validate:
+        V.check_same_shape(ro, rt, "outcome", "thinking")
+    m = _mask(mask, ro.shape, validate)
+    if validate:
+        V.check_finite(ro, "outcome", m)
+        V.check_finite(rt, "thinking", m)
+    ro = jnp.asarray(V.as_float(ro))
+    rt = jnp.asarray(rt, ro.dtype)
+    a, thr = V.as_dtype(a, thr, dtype=ro.dtype)
+    ok = m & (ro >= thr)
+    bad = m & (ro < thr)
+    mu_c = _masked_mean(rt, ok, axis=-1, keepdims=True)
+    mu_w = _masked_mean(rt, bad, axis=-1, keepdims=True)
+    both = jnp.any(ok, axis=-1, keepdims=True) & jnp.any(bad, axis=-1, keepdims=True)
+    gamma = jnp.where(both & (mu_c < mu_w), jnp.exp(jnp.minimum(mu_c - mu_w, 0)), 1.0)
+    decay = 1.0
+    if anneal_steps is not None:
+        t = V.coefficient(anneal_steps, "anneal_steps", 0.0, lo_open=True)
+        decay = jnp.exp(-jnp.asarray(step, ro.dtype) / V.as_dtype(t, dtype=ro.dtype))
+    return jnp.where(m, ro + gamma * a * decay * rt, 0)
 
 
 def clipped_policy_loss(

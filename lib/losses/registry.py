@@ -326,7 +326,8 @@ def _clipped_policy(
         if ("ref_logprobs" in outputs or "ref_logprobs" in batch)
         else None
     )
-    weights = batch.get("token_weights")
+    # Per-token weights computed in the forward (STEER: from the current policy) or given.
+    weights = outputs.get("token_weights", batch.get("token_weights"))
 
     def row(lp_i, old_i, adv_i, m_i, ref_i, w_i):
         loss, _ = policy.clipped_policy_loss(
@@ -372,5 +373,7 @@ for _name, _fn in (
     ("empg", policy.empg_advantages),
     ("riskpo", policy.riskpo_advantages),
     ("steer", policy.steer_weights),
+    ("negative_only", policy.negative_only_advantages),
+    ("trust_grpo", policy.trust_grpo_rewards),
 ):
     ADVANTAGES.register(_name, _fn)

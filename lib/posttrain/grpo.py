@@ -12,7 +12,10 @@ Each optimiser step (steps_per_dispatch 1, on-policy):
    prompts_per_step prompts (a seeded permutation per epoch), group_size samples each from the
    compiled generator with the current parameters; rewards by name (`TEXT_REWARDS`);
    advantages by name ("grpo": group-normalised; "riskpo": question bundles of the step's
-   prompts); the sampler's log-probs are the old log-probs (one update per rollout: the ratio
+   prompts; "negative_only"; "trust_grpo" with a second, thinking reward; the token-level
+   "ucas" and "empg", which read the rollout's logits / entropies from one extra forward of
+   the current policy; "steer", GRPO advantages with STEER token weights computed in the
+   loss); the sampler's log-probs are the old log-probs (one update per rollout: the ratio
    is 1 up to the decode/forward numerics); the frozen reference's log-probs when
    kl_coef > 0. Its state (step, RiskPO tracker) is checkpointed with the train state, so a
    restart regenerates the same rollouts.
@@ -20,12 +23,13 @@ Each optimiser step (steps_per_dispatch 1, on-policy):
    with optional KL to the reference and dual clip) on the policy's token log-probs; metrics
    reward_mean, accuracy, brier / ece of stated confidence, response_length, entropy, kl.
 
-Not wired in yet (NotImplementedError): the token-level advantage transforms UCAS, EMPG and
-STEER (they need per-token logits/entropies of the rollout), LoRA adapters.
+Not wired in yet (NotImplementedError): LoRA adapters.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -33,12 +37,36 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from introspect import losses, metrics
+from introspect import losses, metrics, sae
 from introspect import train as train_lib
 from introspect.posttrain import policy
 from introspect.posttrain.rewards import TEXT_REWARDS, compute_reward
 
-ADVANTAGES = ("grpo", "riskpo")
+ADVANTAGES = ("grpo", "negative_only", "riskpo", "trust_grpo", "ucas", "empg", "steer")
+# The transforms that read the rollout's per-token logits / entropies (one extra forward).
+TOKEN_LEVEL = ("ucas", "empg")
+# Options of each transform that are not keyword arguments of its pure function.
+_EXTRA_OPTIONS = {
+    "riskpo": ("bundle_size", "tracker_lr"),
+    "trust_grpo": ("thinking_reward", "thinking_options"),
+    "empg": ("step_delimiter",),
+}
+# The function whose keyword arguments advantage.options are.
+_OPTION_FNS = {
+    "grpo": losses.grpo_advantages,
+    "negative_only": losses.negative_only_advantages,
+    "riskpo": losses.riskpo_advantages,
+    "trust_grpo": losses.trust_grpo_rewards,
+    "ucas": losses.ucas_advantages,
+    "empg": losses.empg_advantages,
+    "steer": losses.steer_weights,
+}
+# Filled in by the trainer, never by options.
+_INPUTS = (
+    "rewards", "mask", "validate", "outcome", "thinking", "step", "certainty", "sampled_logits",
+    "group_mask", "advantages", "step_entropy", "step_mask", "logprobs", "old_logprobs",
+    "entropy", "tracker",
+)  # fmt: skip
 
 
 def grpo_config() -> ml_collections.ConfigDict:
@@ -56,9 +84,19 @@ def grpo_config() -> ml_collections.ConfigDict:
     c.top_k = 0
     # Reward by name (introspect.posttrain.TEXT_REWARDS) and its options.
     c.reward = ml_collections.ConfigDict({"name": "binary_correct", "options": {}})
-    # Advantage by name: "grpo" (options eps, ddof, scale_by_std) or "riskpo" (bundle_size
-    # prompts per bundle, alpha, beta, weight, credit, quantile_mode, tracker_lr, ...).
-    c.advantage = ml_collections.ConfigDict({"name": "grpo", "options": {}})
+    # Advantage by name (ADVANTAGES), options = the keyword arguments of its pure function:
+    #   "grpo" / "negative_only": eps, ddof, scale_by_std (losses.grpo_advantages);
+    #   "riskpo": bundle_size (prompts per bundle), alpha, beta, weight, credit,
+    #     quantile_mode, tracker_lr, ...;
+    #   "trust_grpo": thinking_reward (a TEXT_REWARDS name), thinking_options, alpha,
+    #     anneal_steps, threshold;
+    #   "ucas": pos_scale, neg_scale, token_coef, eps;
+    #   "empg": step_delimiter (default "\n"), k, k_future, zeta, eps;
+    #   "steer": w_min, w_max, clip_range (token weights in the loss; the authors pair them
+    #     with loss.options.dual_clip 3 to 10).
+    # group_options: the group normalisation (grpo_advantages options) under trust_grpo,
+    # empg and steer.
+    c.advantage = ml_collections.ConfigDict({"name": "grpo", "options": {}, "group_options": {}})
     # The loss by name (introspect.losses.LOSSES) and its options.
     c.loss = ml_collections.ConfigDict(
         {"name": "clipped_policy", "options": {"clip_eps": 0.2, "kl_coef": 0.0}}
@@ -97,13 +135,16 @@ def check_config(config) -> None:
             f"{TEXT_REWARDS.names()}"
         )
     name = config.advantage.name
-    if name in ("ucas", "empg", "steer"):
-        raise NotImplementedError(
-            f"config.advantage.name {name!r}: token-level transforms are not wired into the "
-            f"GRPO trainer yet; use one of {ADVANTAGES}"
-        )
     if name not in ADVANTAGES:
         raise ValueError(f"config.advantage.name: unknown {name!r}; use one of {ADVANTAGES}")
+    _check_options(
+        _OPTION_FNS[name], config.advantage.options, _EXTRA_OPTIONS.get(name, ()),
+        f"config.advantage.options ({name})",
+    )  # fmt: skip
+    _check_options(
+        losses.grpo_advantages, config.advantage.get("group_options", {}), (),
+        "config.advantage.group_options",
+    )  # fmt: skip
     if name == "riskpo":
         b = int(config.advantage.options.get("bundle_size", 1))
         if b < 1 or int(config.prompts_per_step) % b:
@@ -111,27 +152,158 @@ def check_config(config) -> None:
                 f"config.advantage.options.bundle_size ({b}) must divide prompts_per_step "
                 f"({config.prompts_per_step})"
             )
+    if name == "trust_grpo":
+        thinking = config.advantage.options.get("thinking_reward")
+        if thinking not in TEXT_REWARDS:
+            raise ValueError(
+                "config.advantage.options.thinking_reward: trust_grpo needs the thinking "
+                f"reward's name (one of {TEXT_REWARDS.names()}), got {thinking!r}"
+            )
+    if name == "steer" and config.loss.name != "clipped_policy":
+        raise ValueError(
+            "config.advantage.name 'steer' weights the tokens of the 'clipped_policy' loss; "
+            f"config.loss.name is {config.loss.name!r}"
+        )
     if int(config.max_new_tokens) < 1 or int(config.max_prompt_tokens) < 1:
         raise ValueError("config.max_new_tokens and config.max_prompt_tokens must be >= 1")
 
 
-def advantages(rewards: np.ndarray, config, tracker=None):
-    """Per-response advantages [n] (rows grouped by prompt, group_size each) and the RiskPO
-    tracker's next state (None for other transforms)."""
+def _check_options(fn, options, extra, field) -> None:
+    known = [k for k in inspect.signature(fn).parameters if k not in _INPUTS]
+    for key in options or {}:
+        if key not in known and key not in extra:
+            raise ValueError(
+                f"{field}: unknown option {key!r}; options: {', '.join([*known, *extra])}"
+            )
+
+
+def advantages(
+    rewards: np.ndarray,
+    config,
+    tracker=None,
+    *,
+    step: int = 0,
+    thinking: np.ndarray | None = None,
+    stats: Mapping[str, np.ndarray] | None = None,
+):
+    """Advantages of one step's rollouts (rows grouped by prompt, group_size each) by name.
+
+    Args:
+      rewards: [n] the responses' rewards.
+      config: the GRPO config (`config.advantage`).
+      tracker: the RiskPO quantile tracker's state (tracked quantile modes), else None.
+      step: the training step (trust_grpo's annealing).
+      thinking: [n] trust_grpo's thinking rewards.
+      stats: the token-level transforms' rollout statistics (`rollout_stats`): [n, length]
+        "token_mask", "certainty", "sampled_logit", "entropy" and "step_ids".
+    Returns:
+      (advantages: [n] per response, or [n, length] per token for ucas / empg; the RiskPO
+      tracker's next state or None).
+    """
     g, p = int(config.group_size), int(config.prompts_per_step)
-    opts = dict(config.advantage.options)
-    if config.advantage.name == "grpo":
-        a = losses.grpo_advantages(rewards=rewards.reshape(p, g), **opts)
-        return np.asarray(a, np.float32).reshape(-1), None
-    b = int(opts.pop("bundle_size", 1))
-    lr = float(opts.pop("tracker_lr", 0.1))
-    r = rewards.reshape(p // b, b, g)
-    a = losses.riskpo_advantages(rewards=r, tracker=tracker, **opts)
-    if tracker is not None:
-        tracker = losses.riskpo_tracker_update(
-            tracker, losses.riskpo_paper_scores(rewards=r), lr=lr
-        )
-    return np.asarray(a, np.float32).reshape(-1), tracker
+    name = config.advantage.name
+    opts = {k: v for k, v in dict(config.advantage.options).items()
+            if k not in _EXTRA_OPTIONS.get(name, ())}  # fmt: skip
+    group = dict(config.advantage.get("group_options", {}))
+    r = np.asarray(rewards, np.float32).reshape(p, g)
+
+    def flat(a):  # [p, g] -> [n]; [p, g, length] -> [n, length]
+        a = np.asarray(a, np.float32)
+        return a.reshape(p * g, *a.shape[2:])
+
+    if name in ("grpo", "negative_only"):
+        return flat(_OPTION_FNS[name](rewards=r, **opts)), None
+    if name == "riskpo":
+        b = int(config.advantage.options.get("bundle_size", 1))
+        lr = float(config.advantage.options.get("tracker_lr", 0.1))
+        rb = r.reshape(p // b, b, g)
+        a = losses.riskpo_advantages(rewards=rb, tracker=tracker, **opts)
+        if tracker is not None:
+            tracker = losses.riskpo_tracker_update(
+                tracker, losses.riskpo_paper_scores(rewards=rb), lr=lr
+            )
+        return np.asarray(a, np.float32).reshape(-1), tracker
+    if name == "trust_grpo":
+        if thinking is None:
+            raise ValueError("advantage 'trust_grpo' needs the thinking rewards (thinking=)")
+        combined = losses.trust_grpo_rewards(
+            outcome=r, thinking=np.asarray(thinking, np.float32).reshape(p, g), step=step,
+            **opts,
+        )  # fmt: skip
+        return flat(losses.grpo_advantages(rewards=combined, **group)), None
+    base = flat(losses.grpo_advantages(rewards=r, **group))
+    if name == "steer":  # the token weights come from the current policy, in the loss
+        return base, None
+    if stats is None:
+        raise ValueError(f"advantage {name!r} needs the rollout's token statistics (stats=)")
+    m = np.asarray(stats["token_mask"], bool)
+    if name == "ucas":
+        cert = np.where(m, stats["certainty"], 0).sum(-1)
+        a = losses.ucas_advantages(
+            rewards=r, certainty=cert.reshape(p, g),
+            sampled_logits=np.asarray(stats["sampled_logit"]).reshape(p, g, -1),
+            mask=m.reshape(p, g, -1), **opts,
+        )  # fmt: skip
+        return flat(a), None
+    # empg: per-step mean token entropy, modulated step advantages spread over their tokens
+    ids = np.asarray(stats["step_ids"])
+    steps = max(int(ids.max()) + 1, 1)
+    onehot = (ids[..., None] == np.arange(steps)) & m[..., None]  # [n, length, steps]
+    count = onehot.sum(1)
+    ent = np.einsum("nl,nls->ns", np.where(m, stats["entropy"], 0), onehot)
+    ent = ent / np.maximum(count, 1)
+    a_step = np.asarray(
+        losses.empg_advantages(advantages=base, step_entropy=ent, step_mask=count > 0, **opts)
+    )
+    tok = np.take_along_axis(a_step, np.clip(ids, 0, steps - 1), axis=1)
+    return np.where(m, tok, 0).astype(np.float32), None
+
+
+@functools.partial(jax.jit, static_argnames=("config", "dtype"))
+def _rollout_stats(params, tokens, valid, *, config, dtype):
+    z = policy.logits(params, tokens, valid, config=config, dtype=dtype)
+    _, entropy = policy.logprobs_of(z, tokens)
+    z = z[:, :-1].astype(jnp.float32)
+    certainty = losses.ucas_token_certainty(logits=z, validate=False)
+    sampled = jnp.take_along_axis(z, tokens[:, 1:, None], axis=-1)[..., 0]
+    return entropy, certainty, sampled
+
+
+def step_ids(tokenizer, responses, *, prompt_len: int, width: int, delimiter="\n"):
+    """[n, width - 1] the reasoning step (`sae.split_steps` with `delimiter`) of each response
+    target in `pack`'s layout; -1 outside responses. Whitespace between steps joins the next
+    step (trailing whitespace the last)."""
+    out = np.full((len(responses), width - 1), -1, np.int32)
+    for i, r in enumerate(responses):
+        if not len(r):
+            continue
+        ends = [s.end for s in sae.split_steps(tokenizer, r, delimiter)] or [len(r) - 1]
+        ids = np.searchsorted(np.asarray(ends), np.arange(len(r)))
+        out[i, prompt_len - 1 : prompt_len - 1 + len(r)] = np.minimum(ids, len(ends) - 1)
+    return out
+
+
+def rollout_stats(lm, params, packed, responses, config) -> dict[str, np.ndarray]:
+    """The token-level transforms' statistics of packed rollouts under `params` (one forward):
+    [n, length] entropy, UCAS certainty and raw logit of each sampled token, token_mask, and
+    for EMPG the step of each response token."""
+    ent, cert, sampled = _rollout_stats(
+        params, jnp.asarray(packed["tokens"]), jnp.asarray(packed["valid"]),
+        config=lm.config, dtype=jnp.dtype(lm.dtype),
+    )  # fmt: skip
+    out = {
+        "token_mask": packed["token_mask"],
+        "entropy": np.asarray(ent, np.float32),
+        "certainty": np.asarray(cert, np.float32),
+        "sampled_logit": np.asarray(sampled, np.float32),
+    }
+    if config.advantage.name == "empg":
+        out["step_ids"] = step_ids(
+            lm.tokenizer, responses, prompt_len=int(config.max_prompt_tokens),
+            width=packed["tokens"].shape[1],
+            delimiter=config.advantage.options.get("step_delimiter", "\n"),
+        )  # fmt: skip
+    return out
 
 
 _token_logprobs = jax.jit(policy.token_logprobs, static_argnames=("config", "dtype"))
@@ -223,7 +395,6 @@ class RolloutFeed:
             progress=False,
         )
         rew = compute_reward(cfg.reward.name, gen.texts, exs, cfg.reward.options)
-        adv, tracker = advantages(rew["reward"], cfg, self.tracker)
         packed = policy.pack(
             rows,
             gen.tokens,
@@ -232,6 +403,22 @@ class RolloutFeed:
             pad_id=self.lm.stop_and_pad(())[1],
         )
         width = packed["tokens"].shape[1]
+        name, opts = cfg.advantage.name, cfg.advantage.options
+        thinking = (
+            compute_reward(
+                opts["thinking_reward"], gen.texts, exs, opts.get("thinking_options", {})
+            )["reward"]
+            if name == "trust_grpo"
+            else None
+        )
+        stats = (
+            rollout_stats(self.lm, self.params, packed, gen.tokens, cfg)
+            if name in TOKEN_LEVEL
+            else None
+        )
+        adv, tracker = advantages(
+            rew["reward"], cfg, self.tracker, step=self.step, thinking=thinking, stats=stats
+        )
         batch = {
             **packed,
             "old_logprobs": policy.place_targets(
@@ -294,15 +481,25 @@ def _metrics(outputs, batch):
 
 
 def make_loss(lm, config):
-    """The loop's loss_fn: the named policy loss on the policy's token log-probs."""
+    """The loop's loss_fn: the named policy loss on the policy's token log-probs (with STEER's
+    token weights when config.advantage.name is "steer")."""
     model_config, dtype = lm.config, jnp.dtype(lm.dtype)
+
+    steer = dict(config.advantage.options) if config.advantage.name == "steer" else None
 
     def forward(params, batch, rng):
         del rng
         lp, ent = policy.token_logprobs(
             params, batch["tokens"], batch["valid"], config=model_config, dtype=dtype
         )
-        return {"logprobs": lp, "entropy": jax.lax.stop_gradient(ent)}
+        out = {"logprobs": lp, "entropy": jax.lax.stop_gradient(ent)}
+        if steer is not None:  # STEER: weights from the current policy's entropy change
+            out["token_weights"] = losses.steer_weights(
+                logprobs=lp, old_logprobs=batch["old_logprobs"], entropy=out["entropy"],
+                advantages=batch["advantages"], mask=batch["token_mask"], validate=False,
+                **steer,
+            )  # fmt: skip
+        return out
 
     return losses.objective(forward, config.loss, metrics=_metrics, field="config.loss")
 

@@ -358,3 +358,39 @@ def test_bad_input():
             ref_chosen_logps=[0.0],
             ref_rejected_logps=[0.0, 1.0],
         )
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_negative_only_and_trust_grpo_against_numpy(seed):
+    rng = np.random.default_rng(seed)
+    g, s = 3, 5
+    ro = (rng.random((g, s)) < 0.5).astype(float)
+    rt = rng.random((g, s))
+    mask = rng.random((g, s)) < 0.9
+    a = np.asarray(L.negative_only_advantages(rewards=ro, mask=mask))
+    full = np.asarray(L.grpo_advantages(rewards=ro, mask=mask))
+    np.testing.assert_allclose(a, np.minimum(full, 0))
+    assert np.all(a <= 0)
+    step, alpha, t = int(rng.integers(0, 50)), 0.7, 20.0
+    got = np.asarray(
+        L.trust_grpo_rewards(
+            outcome=ro, thinking=rt, step=step, alpha=alpha, anneal_steps=t, mask=mask
+        )  # fmt: skip
+    )
+    for i in range(g):
+        m = mask[i]
+        ok, bad = m & (ro[i] >= 0.5), m & (ro[i] < 0.5)
+        gamma = 1.0
+        if ok.any() and bad.any():
+            mu_c, mu_w = rt[i][ok].mean(), rt[i][bad].mean()
+            gamma = 1.0 if mu_c >= mu_w else math.exp(mu_c - mu_w)
+        want = ro[i] + gamma * alpha * math.exp(-step / t) * rt[i]
+        np.testing.assert_allclose(got[i][m], want[m], rtol=1e-12)
+        assert np.all(got[i][~m] == 0)
+    # no annealing: the full thinking weight; a thinking reward favouring wrong answers shrinks
+    same = L.trust_grpo_rewards(outcome=[[1.0, 0.0]], thinking=[[0.2, 0.9]], alpha=1.0)
+    np.testing.assert_allclose(same, [[1 + math.exp(-0.7) * 0.2, math.exp(-0.7) * 0.9]])
+    with pytest.raises(ValueError, match="thinking"):
+        L.trust_grpo_rewards(outcome=ro, thinking=rt[:, :2])
+    with pytest.raises(ValueError, match="anneal_steps"):
+        L.trust_grpo_rewards(outcome=ro, thinking=rt, anneal_steps=0.0)

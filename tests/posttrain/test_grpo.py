@@ -184,7 +184,6 @@ def test_config_errors(tiny_policy, tmp_path):
         ({"group_size": 1, "train.batch_size": 2}, ValueError, "group_size must be >= 2"),
         ({"train.batch_size": 5}, ValueError, "batch_size must be prompts_per_step"),
         ({"reward.name": "nope"}, ValueError, "unknown reward 'nope'"),
-        ({"advantage.name": "ucas"}, NotImplementedError, "not wired into the GRPO trainer"),
         ({"advantage.name": "magic"}, ValueError, "unknown 'magic'"),
         ({"max_prompt_tokens": 5}, ValueError, "more than config.max_prompt_tokens=5"),
         ({"max_new_tokens": 100000}, ValueError, "context length"),
