@@ -114,7 +114,8 @@ def make_mesh(
     return Mesh(np.asarray(devices).reshape(int(data), int(model)), (DATA, MODEL))
 
 
-def _path_name(path) -> str:
+def path_name(path) -> str:
+    """A pytree key path as "a/b/kernel" (dict keys, attribute names, sequence indices)."""
     parts = []
     for k in path:
         for attr in ("key", "name", "idx"):
@@ -195,7 +196,7 @@ def param_specs(tree, mesh: Mesh, config: Mapping | ml_collections.ConfigDict | 
     """
     opts = _options(config)
     return jax.tree_util.tree_map_with_path(
-        lambda path, x: spec_for(_path_name(path), tuple(np.shape(x)), mesh, **opts), tree
+        lambda path, x: spec_for(path_name(path), tuple(np.shape(x)), mesh, **opts), tree
     )
 
 
@@ -204,7 +205,7 @@ def shardings(tree, mesh: Mesh, config=None):
     opts = _options(config)
     return jax.tree_util.tree_map_with_path(
         lambda path, x: NamedSharding(
-            mesh, spec_for(_path_name(path), tuple(np.shape(x)), mesh, **opts)
+            mesh, spec_for(path_name(path), tuple(np.shape(x)), mesh, **opts)
         ),
         tree,
     )
@@ -231,6 +232,7 @@ __all__ = [
     "logical_axes",
     "make_mesh",
     "param_specs",
+    "path_name",
     "shard",
     "shardings",
     "spec_for",

@@ -3,17 +3,27 @@
     from introspect import posttrain
     cfg = posttrain.grpo_config()                  # rollouts, reward / advantage / loss by name
     result = posttrain.train_grpo(lm, prompts, examples, cfg, workdir=DIR)
-    tuned = lm.with_params(result.params)
+    tuned = lm.with_params(posttrain.lora.merged(result.params))   # with or without LoRA
 
 Modules: `policy` (fixed-shape packing of prompt + response rows, the policy's token
 log-probs), `rewards` (text rewards by name: starts_with, binary_correct, rlcr), `grpo` (the
-on-policy rollout feed, the loss, `train_grpo`), `sft` (ConfTuner: the model's graded answers
-with a confidence slot, the "conftuner" loss, `train_sft`, `confidence_eval`), `dpo` (DPO /
-VPO with a precomputed reference, `train_dpo`, the CRew-DPO pair builder `crew_pairs`).
+on-policy rollout feed, advantages by name, the loss, `train_grpo`), `sft` (ConfTuner: the
+model's graded answers with a confidence slot, the "conftuner" loss, `train_sft`,
+`confidence_eval`), `dpo` (DPO / VPO with a precomputed reference, `train_dpo`; pair builders
+`crew_pairs` (CRew-DPO), `lacie_pairs` (LACIE), `cr_dpo_pairs` (CR-DPO)), `lora` (adapters for
+all three: `config.lora.rank` > 0; `lora.merged(result.params)` = the LM's parameters).
 """
 
-from introspect.posttrain import dpo, grpo, policy, rewards, sft
-from introspect.posttrain.dpo import crew_pairs, dpo_config, pair_margins, train_dpo
+from introspect.posttrain import dpo, grpo, lora, policy, rewards, sft
+from introspect.posttrain.dpo import (
+    cr_dpo_pairs,
+    crew_pairs,
+    dpo_config,
+    lacie_pairs,
+    listener_accept_probs,
+    pair_margins,
+    train_dpo,
+)
 from introspect.posttrain.grpo import (
     RolloutFeed,
     advantages,
@@ -37,6 +47,7 @@ __all__ = [
     "advantages",
     "check_config",
     "compute_reward",
+    "cr_dpo_pairs",
     "crew_pairs",
     "dpo",
     "dpo_config",
@@ -44,6 +55,9 @@ __all__ = [
     "confidence_rows",
     "grpo",
     "grpo_config",
+    "lacie_pairs",
+    "listener_accept_probs",
+    "lora",
     "make_loss",
     "pack_rows",
     "pair_margins",

@@ -23,7 +23,8 @@ Each optimiser step (steps_per_dispatch 1, on-policy):
    with optional KL to the reference and dual clip) on the policy's token log-probs; metrics
    reward_mean, accuracy, brier / ece of stated confidence, response_length, entropy, kl.
 
-Not wired in yet (NotImplementedError): LoRA adapters.
+LoRA (`config.lora.rank` > 0, `posttrain.lora`): the adapters train, the base is frozen and
+is also the KL reference; `lora.merged(result.params)` gives the LM's parameters.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import numpy as np
 
 from introspect import losses, metrics, sae
 from introspect import train as train_lib
-from introspect.posttrain import policy
+from introspect.posttrain import lora, policy
 from introspect.posttrain.rewards import TEXT_REWARDS, compute_reward
 
 ADVANTAGES = ("grpo", "negative_only", "riskpo", "trust_grpo", "ucas", "empg", "steer")
@@ -101,6 +102,8 @@ def grpo_config() -> ml_collections.ConfigDict:
     c.loss = ml_collections.ConfigDict(
         {"name": "clipped_policy", "options": {"clip_eps": 0.2, "kl_coef": 0.0}}
     )
+    # LoRA adapters (rank 0 = full fine-tuning; posttrain.lora).
+    c.lora = lora.lora_config()
     c.seed = 0
     t = policy.train_config(
         num_steps=50, batch_size=c.prompts_per_step * c.group_size, lr=1e-5, log_every=1,
@@ -306,6 +309,7 @@ def rollout_stats(lm, params, packed, responses, config) -> dict[str, np.ndarray
     return out
 
 
+_merged = jax.jit(lora.merged)
 _token_logprobs = jax.jit(policy.token_logprobs, static_argnames=("config", "dtype"))
 
 
@@ -348,7 +352,7 @@ class RolloutFeed:
 
     # -- the loop's protocol --------------------------------------------------------------
     def bind(self, state) -> None:
-        self.params = state.params
+        self.params = _merged(state.params)  # LoRA: the merged parameters generate
 
     def get_state(self) -> dict:
         """JSON-able: the step, and the RiskPO tracker (floats round-trip exactly in JSON)."""
@@ -525,8 +529,8 @@ def train_grpo(
     ref = lm.params if (cfg.loss.name == "clipped_policy" and float(kl) > 0) else None
     feed = RolloutFeed(lm, prompts, examples, cfg, ref_params=ref)
     return train_lib.train(
-        cfg.train,
-        init_fn=lambda rng: lm.params,
+        lora.train_config(cfg),
+        init_fn=lora.trainable_init(lm, cfg),
         loss_fn=make_loss(lm, cfg),
         data=feed,
         workdir=workdir,

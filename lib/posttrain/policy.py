@@ -19,6 +19,7 @@ import numpy as np
 
 from introspect import train as train_lib
 from introspect.models import llama
+from introspect.posttrain import lora
 
 
 def pack(
@@ -75,7 +76,9 @@ def fixed_length(limit, seqs) -> int:
 
 def logits(params, tokens, valid, *, config, dtype=jnp.float32):
     """[batch, length, vocab] next-token logits of the LM with `params` (RoPE positions count
-    real tokens only, as `LM.forward`)."""
+    real tokens only, as `LM.forward`). `params`: the LM's parameters or a LoRA train state
+    (`lora.merged` is applied first; the base gets no gradient)."""
+    params = lora.merged(params)
     positions = jnp.maximum(jnp.cumsum(valid, axis=1) - 1, 0).astype(jnp.int32)
     out, _, _ = llama.apply(
         params, tokens, positions, config=config, valid=valid, capture=None, dtype=dtype

@@ -27,7 +27,7 @@ import numpy as np
 
 from introspect import data, losses
 from introspect import train as train_lib
-from introspect.posttrain import policy
+from introspect.posttrain import lora, policy
 
 
 def sft_config() -> ml_collections.ConfigDict:
@@ -46,6 +46,8 @@ def sft_config() -> ml_collections.ConfigDict:
     c.loss = ml_collections.ConfigDict(
         {"name": "conftuner", "options": {"lm_coef": 1.0, "brier_coef": 1.0}}
     )
+    # LoRA adapters (rank 0 = full fine-tuning; posttrain.lora).
+    c.lora = lora.lora_config()
     c.train = policy.train_config(
         num_steps=100, batch_size=8, lr=1e-5, log_every=10, checkpoint_every=50, keep=1
     )
@@ -171,8 +173,8 @@ def train_sft(lm, rows: Mapping[str, list], config=None, *, workdir: str):
     cfg = sft_config() if config is None else config
     arrays = pack_rows(lm, rows, cfg)
     return train_lib.train(
-        cfg.train,
-        init_fn=lambda rng: lm.params,
+        lora.train_config(cfg),
+        init_fn=lora.trainable_init(lm, cfg),
         loss_fn=make_loss(lm, cfg),
         data=arrays,
         workdir=workdir,

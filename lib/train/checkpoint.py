@@ -40,6 +40,8 @@ from absl import logging
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as policies_lib
 
+from introspect import sharding
+
 
 class CheckpointError(RuntimeError):
     """No usable checkpoint although the checkpoint directory has some."""
@@ -49,14 +51,10 @@ class IncompatibleCheckpointError(ValueError):
     """The checkpoint was written for a train state of another structure (shapes, leaves)."""
 
 
-def _path_name(path) -> str:
-    return "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
-
-
 def signature(tree) -> list[list]:
     """[[leaf path, shape, dtype], ...] of a (possibly abstract) pytree."""
     return [
-        [_path_name(p), list(np.shape(x)), str(jnp.dtype(x.dtype))]
+        [sharding.path_name(p), list(np.shape(x)), str(jnp.dtype(x.dtype))]
         for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]
     ]
 

@@ -17,6 +17,7 @@ function registered with `register_optimizer` / `register_schedule`, with no edi
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 
 import jax
@@ -70,6 +71,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.optimizer.weight_decay = 0.0
     # Clip gradients to this global L2 norm before the optimiser (0 = off).
     c.optimizer.clip_norm = 0.0
+    # Frozen parameters: regular expressions searched in each parameter's path ("a/b/kernel");
+    # a matching parameter gets no update and no optimiser state (optax.multi_transform with
+    # set_to_zero), e.g. ("^base/",) for LoRA's frozen base. () = train everything.
+    c.optimizer.frozen = ()
 
     c.schedule = ml_collections.ConfigDict()
     # One of SCHEDULES: constant, cosine, linear, rsqrt (after the warm-up).
@@ -296,6 +301,20 @@ def resolve_config(
         o.clip_norm,
     )
 
+    frozen = o.frozen
+    _check(
+        isinstance(frozen, list | tuple) and all(isinstance(x, str) for x in frozen),
+        f("optimizer.frozen"),
+        "must be a tuple of regular expressions",
+        frozen,
+    )
+    for pattern in frozen:
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            msg = f"{f('optimizer.frozen')}: bad regular expression {pattern!r}: {e}"
+            raise ValueError(msg) from None
+
     s = out.schedule
     _known(SCHEDULES, s.name, f("schedule.name"), "register_schedule")
     _check(
@@ -418,4 +437,25 @@ def make_optimizer(
     tx = OPTIMIZERS.get(o.name)(o, schedule)
     if o.clip_norm > 0:
         tx = optax.chain(optax.clip_by_global_norm(o.clip_norm), tx)
+    if o.frozen:
+        tx = optax.multi_transform(
+            {"train": tx, "frozen": optax.set_to_zero()}, frozen_labels(tuple(o.frozen))
+        )
     return tx, schedule
+
+
+def frozen_labels(patterns: tuple[str, ...]):
+    """params -> the same tree of "frozen" / "train" labels (a path matching any pattern is
+    frozen; paths as `sharding.path_name`)."""
+
+    def labels(params):
+        return jax.tree_util.tree_map_with_path(
+            lambda path, _: (
+                "frozen"
+                if any(re.search(p, sharding.path_name(path)) for p in patterns)
+                else "train"
+            ),
+            params,
+        )
+
+    return labels

@@ -32,6 +32,8 @@ from introspect.train.config import check_batch_divisible, decay_mask
         ({"sharding": {"rules": (("heads", "modle"),)}}, "train.sharding.rules: each rule"),
         ({"lrate": 0.1}, "unknown training config field 'train.lrate'"),
         ({"optimizer": {"learning_rate": 0.1}}, "'train.optimizer.learning_rate'"),
+        ({"optimizer": {"frozen": ("([",)}}, "train.optimizer.frozen: bad regular expression"),
+        ({"optimizer": {"frozen": "^base/"}}, "train.optimizer.frozen must be a tuple"),
     ],
 )
 def test_bad_config_values_name_the_field(override, field):
@@ -167,3 +169,18 @@ def test_state_sharding_is_the_one_scheme():
         {"w1": np.zeros((16, 32)), "b": np.zeros((5, 3))}, mesh, cfg.sharding
     )
     assert specs == {"w1": P("data", "model"), "b": P()}
+
+
+def test_frozen_parameters_get_no_update_and_no_optimiser_state():
+    cfg = train.resolve_config({"optimizer": {"name": "adam", "lr": 0.1, "clip_norm": 1.0,
+                                              "frozen": ("^base/", "scale$")}})  # fmt: skip
+    tx, _ = train.make_optimizer(cfg)
+    params = {"base": {"w": jnp.ones((3, 4))}, "head": {"w": jnp.ones((4,)), "scale": jnp.ones(())}}
+    state = tx.init(params)
+    sizes = [x.size for x in jax.tree.leaves(state) if hasattr(x, "size")]
+    assert sum(sizes) == 2 * 4 + 2  # Adam's two moments for head/w only (+ two step counts)
+    grads = jax.tree.map(jnp.ones_like, params)
+    updates, _ = tx.update(grads, state, params)
+    assert np.all(np.asarray(updates["base"]["w"]) == 0)
+    assert float(updates["head"]["scale"]) == 0
+    assert np.all(np.asarray(updates["head"]["w"]) != 0)
