@@ -61,7 +61,7 @@ def run(config, workdir: str) -> dict:
         raise ValueError("no training pair: every question's answers were all wrong")
     before = _greedy(lm, prompts["eval"], roles["eval"], config)
     res = posttrain.train_dpo(lm, pairs["train"], config.dpo, workdir=workdir)
-    tuned = lm.with_params(res.params)
+    tuned = lm.with_params(posttrain.lora.merged(res.params))
     after = _greedy(tuned, prompts["eval"], roles["eval"], config)
     margins = {
         r: posttrain.pair_margins(lm, res.params, p, config.dpo)

@@ -96,7 +96,7 @@ def run(config, workdir: str) -> dict:
     res = posttrain.train_grpo(
         lm, prompts["train"], examples["train"], config.grpo, workdir=workdir
     )
-    after = evaluate(lm.with_params(res.params), prompts["eval"], examples["eval"], config)
+    after = evaluate(lm.with_params(posttrain.lora.merged(res.params)), prompts["eval"], examples["eval"], config)
     print(f"after:  {_line(after)}")
     curve = [
         {"step": r["step"], "reward_mean": r["reward_mean"]}

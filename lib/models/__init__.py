@@ -1,6 +1,7 @@
 """Flax Llama-family decoder, loaders (GGUF, HF safetensors), tokenizer, generation."""
 
 from introspect.models.config import ModelConfig, rope_inv_freq
+from introspect.models.export import save_hf, save_tokenizer
 from introspect.models.generate import STAT_NAMES, step_statistics
 from introspect.models.llama import Decoder, KVCache, Replace, Steering, apply
 from introspect.models.lm import (
@@ -44,6 +45,8 @@ __all__ = [
     "register_model",
     "registered_models",
     "resolve",
+    "save_hf",
+    "save_tokenizer",
     "rope_inv_freq",
     "step_statistics",
 ]
