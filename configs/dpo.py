@@ -28,6 +28,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.dpo = posttrain.dpo_config()
     c.run_name = ""
     c.results_root = "results"
+    # Also write the tuned model as a Hugging Face directory <results>/model (models.save_hf:
+    # loads with models.load and with the confidence benchmark's --config.model=<dir>).
+    c.export_model = False
     if arg == "smoke":
         c.task = "synthetic_easy"
         c.train_split = ("train", 64)

@@ -59,6 +59,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.grpo.train.optimizer.lr = 1e-6
     c.run_name = ""
     c.results_root = "results"
+    # Also write the tuned model as a Hugging Face directory <results>/model (models.save_hf:
+    # loads with models.load and with the confidence benchmark's --config.model=<dir>).
+    c.export_model = False
     if arg == "toy":
         c.questions = YES_NO
         c.question_suffix = " Answer yes or no."

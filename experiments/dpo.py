@@ -61,7 +61,9 @@ def run(config, workdir: str) -> dict:
         raise ValueError("no training pair: every question's answers were all wrong")
     before = _greedy(lm, prompts["eval"], roles["eval"], config)
     res = posttrain.train_dpo(lm, pairs["train"], config.dpo, workdir=workdir)
-    tuned = lm.with_params(posttrain.lora.merged(res.params))
+    tuned = posttrain.lora.tuned(lm, res)
+    if config.export_model:
+        models.save_hf(tuned, f"{out_dir}/model", overwrite=True)
     after = _greedy(tuned, prompts["eval"], roles["eval"], config)
     margins = {
         r: posttrain.pair_margins(lm, res.params, p, config.dpo)

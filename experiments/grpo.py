@@ -96,7 +96,10 @@ def run(config, workdir: str) -> dict:
     res = posttrain.train_grpo(
         lm, prompts["train"], examples["train"], config.grpo, workdir=workdir
     )
-    after = evaluate(lm.with_params(posttrain.lora.merged(res.params)), prompts["eval"], examples["eval"], config)
+    tuned = posttrain.lora.tuned(lm, res)
+    if config.export_model:
+        models.save_hf(tuned, f"{out_dir}/model", overwrite=True)
+    after = evaluate(tuned, prompts["eval"], examples["eval"], config)
     print(f"after:  {_line(after)}")
     curve = [
         {"step": r["step"], "reward_mean": r["reward_mean"]}

@@ -49,7 +49,10 @@ def run(config, workdir: str) -> dict:
     before = _eval(lm, rows["eval"], config.sft)
     print(f"before: {before}")
     res = posttrain.train_sft(lm, rows["train"], config.sft, workdir=workdir)
-    after = _eval(lm.with_params(posttrain.lora.merged(res.params)), rows["eval"], config.sft)
+    tuned = posttrain.lora.tuned(lm, res)
+    if config.export_model:
+        models.save_hf(tuned, f"{out_dir}/model", overwrite=True)
+    after = _eval(tuned, rows["eval"], config.sft)
     print(f"after:  {after}")
     m = {
         "model": config.model,

@@ -119,6 +119,12 @@ def merged(params):
     return merge(base, {k: v for k, v in adapters.items() if k != "scale"})
 
 
+def tuned(lm, result):
+    """`lm` with a post-training run's parameters (a TrainResult or its params; LoRA merged)."""
+    params = getattr(result, "params", result)
+    return lm.with_params(merged(params))
+
+
 def trainable_init(lm, config):
     """init_fn for the loop: the LM's parameters, or the LoRA state when config.lora.rank > 0."""
     if not enabled(config):

@@ -10,10 +10,16 @@ from tiny_models import write_tiny, write_tokenizer_files  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def tiny_policy(tmp_path_factory, smollm):
-    from introspect import models
-
+def tiny_policy_dir(tmp_path_factory, smollm):
+    """The directory of the tiny checkpoint (fresh processes load it by path)."""
     path = str(tmp_path_factory.mktemp("tiny-policy"))
     write_tiny(path, "llama3", seed=0)
     write_tokenizer_files(path, smollm.tokenizer)
-    return models.load(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_policy(tiny_policy_dir):
+    from introspect import models
+
+    return models.load(tiny_policy_dir)
