@@ -1,8 +1,8 @@
 """GRPO on the embedded model: a learnable toy reward (`:toy`), or RLVR vs RLCR on a task.
 
     python -m experiments.grpo --config configs/grpo.py:toy --workdir /tmp/grpo_toy
-    python -m experiments.grpo --config configs/grpo.py --workdir /tmp/rlcr \\
-        --config.grpo.reward.name=rlcr          # binary_correct = RLVR (the paper's baseline)
+    python -m experiments.grpo --config configs/grpo.py:smoke --workdir /tmp/rlcr
+    python -m experiments.grpo --config configs/grpo.py:smoke_rlvr --workdir /tmp/rlvr
 
 `:toy`: 8 yes/no questions ("Answer yes or no."), reward 1 when the response starts with "No"
 (the model starts that way about a third of the time), 4 prompts x 4 samples per step, 4 new
@@ -10,9 +10,14 @@ tokens, Adam 1e-5, 12 steps; about 4 minutes on 2 CPU cores. The reward curve is
 <workdir>/metrics.jsonl (one row per step: step, reward_mean, loss, grad_norm, entropy, ...).
 
 Default: the synthetic suite in the RLCR paper's format (<think>, <answer>, <analysis>,
-<confidence>), reward "rlcr" (the paper's scale) or "binary_correct"; before/after accuracy,
-Brier, ECE and AUROC of the stated confidence on held-out questions. Sized for an accelerator:
-the 135M model rarely follows the tag format, so on CPU its numbers say little.
+<confidence>), reward "rlcr" (the paper's scale); before/after accuracy, Brier, ECE and AUROC
+of the stated confidence on held-out questions; sized for an accelerator.
+
+`:smoke` (RLCR) / `:smoke_rlvr` (RLVR: binary_correct on the <answer>): the paper's comparison
+at CPU scale. The 135M model never follows the tag format unprompted (0 of 32 samples), so a
+24-step format warm-up (gold answers, stated confidence 0.5) comes first, as the paper's
+SFT+RLCR; then 8 GRPO steps of 4 prompts x 4 samples (48 new tokens) on 64 train questions;
+32 held-out questions x 2 samples before and after.
 """
 
 import ml_collections
@@ -48,6 +53,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Held-out evaluation before and after: eval_samples sampled responses per prompt
     # (temperature grpo.temperature), scored by the training reward.
     c.eval_samples = 4
+    # Format warm-up before GRPO (0 = none): SFT on the RLCR format with the gold answer and a
+    # fixed stated confidence (answer NLL only), as the RLCR paper's SFT+RLCR variant.
+    c.warmup_steps = 0
+    c.warmup_confidence = 0.5
+    c.warmup = posttrain.sft_config()
+    c.warmup.loss.options = {"lm_coef": 1.0, "brier_coef": 0.0}
+    c.warmup.max_prompt_tokens = 0
+    c.warmup.max_response_tokens = 0
+    c.warmup.train.optimizer.lr = 5e-5
+    c.warmup.train.tensorboard = False
     c.grpo = posttrain.grpo_config()
     c.grpo.reward.name = "rlcr"
     c.grpo.max_prompt_tokens = 160
@@ -76,6 +91,26 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.grpo.train.optimizer.lr = 1e-5
         c.grpo.train.tensorboard = False
         c.eval_samples = 8
+    elif arg in ("smoke", "smoke_rlvr"):
+        c.train_split = ("train", 64)
+        c.eval_split = ("test", 32)
+        c.eval_samples = 2
+        c.warmup_steps = 24
+        c.grpo.reward.options = {"require_think": False}
+        if arg == "smoke_rlvr":
+            c.grpo.reward.name = "binary_correct"
+            c.grpo.reward.options = {"prompt_format": "rlcr"}
+        c.grpo.temperature = 0.7
+        c.grpo.max_prompt_tokens = 160
+        c.grpo.max_new_tokens = 48
+        c.grpo.prompts_per_step = 4
+        c.grpo.group_size = 4
+        c.grpo.train.batch_size = 16
+        c.grpo.train.num_steps = 8
+        c.grpo.train.optimizer.lr = 1e-5
+        c.grpo.train.tensorboard = False
     elif arg not in (None, ""):
-        raise ValueError(f"unknown config variant {arg!r}; use :toy or nothing")
+        raise ValueError(
+            f"unknown config variant {arg!r}; use :toy, :smoke, :smoke_rlvr or nothing"
+        )
     return c

@@ -1,13 +1,19 @@
 """GRPO on the embedded model through the one training loop (introspect.posttrain).
 
     python -m experiments.grpo --config configs/grpo.py:toy --workdir /tmp/grpo_toy
+    python -m experiments.grpo --config configs/grpo.py:smoke --workdir /tmp/rlcr      # RLCR
+    python -m experiments.grpo --config configs/grpo.py:smoke_rlvr --workdir /tmp/rlvr  # RLVR
 
 1. Prompts: a task in a prompt format (RLCR tags by default) or the config's questions.
+   With warmup_steps > 0, a format warm-up first (the RLCR paper's SFT+RLCR): the answer NLL
+   of responses in the RLCR format with the gold answer and a fixed stated confidence
+   (`warmup_rows`), through `posttrain.train_sft` (brier_coef 0); GRPO starts from it.
 2. Held-out evaluation of the starting model: eval_samples sampled responses per prompt,
-   scored by the training reward (accuracy, Brier / ECE / AUROC of the stated confidence when
-   the reward reads one).
+   scored by the RLCR parse (accuracy, Brier / ECE / AUROC of the stated confidence) and the
+   training reward.
 3. `posttrain.train_grpo` (rollouts, reward and advantages by name, clipped policy loss;
-   resumable from <workdir>; the reward curve is <workdir>/metrics.jsonl).
+   resumable from <workdir>; the reward curve is <workdir>/metrics.jsonl, or
+   <workdir>/grpo/metrics.jsonl after a warm-up).
 4. The same evaluation of the tuned parameters; results/grpo/<run>/: config.json,
    metrics.json (before, after, curve), reward_curve.png.
 """
@@ -46,6 +52,23 @@ def build_prompts(lm, config) -> tuple[dict[str, list], dict[str, list]]:
     return prompts, roles
 
 
+def warmup_rows(lm, prompts, examples, config) -> dict[str, list]:
+    """SFT rows teaching the RLCR format: <think>, the gold <answer>, <analysis> and a fixed
+    <confidence> (config.warmup_confidence), then the stop token."""
+    stop = int(lm.stop_and_pad(())[0][0])
+    answers = []
+    for ex in examples:
+        text = (
+            "<think>Let me work it out.</think>\n"
+            f"<answer>{ex['answer']}</answer>\n"
+            "<analysis>I am not sure.</analysis>\n"
+            f"<confidence>{config.warmup_confidence}</confidence>"
+        )
+        answers.append(list(lm.tokenizer.encode(text, add_special_tokens=False)) + [stop])
+    return {"prompts": [list(p) for p in prompts], "answers": answers,
+            "correct": [1] * len(prompts)}  # fmt: skip
+
+
 def evaluate(lm, prompts, examples, config) -> dict:
     """The reward and calibration of sampled responses (eval_samples per prompt)."""
     g = config.grpo
@@ -63,6 +86,10 @@ def evaluate(lm, prompts, examples, config) -> dict:
         progress=True,
     )
     rew = posttrain.compute_reward(g.reward.name, gen.texts, exs, g.reward.options)
+    if config.prompt_format == "rlcr" and not config.questions:
+        # calibration read the same way for RLVR and RLCR runs: the RLCR parse of the response
+        rlcr = posttrain.compute_reward("rlcr", gen.texts, exs, {"require_think": False})
+        rew = {**rlcr, "reward": rew["reward"]}
     out = {
         "reward_mean": float(rew["reward"].mean()),
         "response_length": float(np.mean([len(t) for t in gen.tokens])),
@@ -91,10 +118,21 @@ def run(config, workdir: str) -> dict:
     prompts, examples = build_prompts(lm, config)
     out_dir = results.run_dir("grpo", config.run_name or None, root=config.results_root)
     results.write_json(f"{out_dir}/config.json", {**config.to_dict(), "workdir": workdir})
+    # with a warm-up: <workdir>/warmup and <workdir>/grpo (each resumable)
+    grpo_dir = f"{workdir}/grpo" if int(config.warmup_steps) > 0 else workdir
+    if int(config.warmup_steps) > 0:
+        w = config.warmup
+        w.train.num_steps = int(config.warmup_steps)
+        res = posttrain.train_sft(
+            lm, warmup_rows(lm, prompts["train"], examples["train"], config), w,
+            workdir=f"{workdir}/warmup",
+        )  # fmt: skip
+        lm = posttrain.lora.tuned(lm, res)
+        print(f"format warm-up: {config.warmup_steps} steps, {res.seconds:.0f} s")
     before = evaluate(lm, prompts["eval"], examples["eval"], config)
     print(f"before: {_line(before)}")
     res = posttrain.train_grpo(
-        lm, prompts["train"], examples["train"], config.grpo, workdir=workdir
+        lm, prompts["train"], examples["train"], config.grpo, workdir=grpo_dir
     )
     tuned = posttrain.lora.tuned(lm, res)
     if config.export_model:
@@ -103,7 +141,7 @@ def run(config, workdir: str) -> dict:
     print(f"after:  {_line(after)}")
     curve = [
         {"step": r["step"], "reward_mean": r["reward_mean"]}
-        for r in train.read_metrics(workdir)
+        for r in train.read_metrics(grpo_dir)
         if "reward_mean" in r
     ]
     m = {
@@ -119,7 +157,7 @@ def run(config, workdir: str) -> dict:
     }
     plot_curve(curve, before, after, f"{out_dir}/reward_curve.png", title=config.grpo.reward.name)
     results.write_json(f"{out_dir}/metrics.json", m)
-    print(f"results: {out_dir}/ ({m['seconds']:.0f} s); curve: {workdir}/metrics.jsonl")
+    print(f"results: {out_dir}/ ({m['seconds']:.0f} s); curve: {grpo_dir}/metrics.jsonl")
     return m
 
 
