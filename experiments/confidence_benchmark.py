@@ -147,6 +147,8 @@ def split_records(lm, examples, config, *, split: str, num_samples: int, seed: i
         "sample_top_p": config.sample_top_p if num_samples else None,
         "seed": seed if num_samples else None,
         "hidden_layers": list(layers),
+        # the per-step statistics stored with each answer (a new one regenerates the entry)
+        "stat_names": list(signals.STAT_NAMES),
         "p_true": hashlib.sha256(signals.P_TRUE_TEMPLATE.encode()).hexdigest()[:16],
         "imported": config.import_generations and _file_digest(config.import_generations),
     }

@@ -351,7 +351,7 @@ class GenerationStore:
 #   prompt_ids     int32 [p]          the prompt the model saw
 #   tokens         int32 [n]          the answer's tokens (ending with the stop token if it stopped)
 #   logprobs       float32 [n]        log p(token) under the untempered distribution
-#   stats          float32 [n, 4]     STAT_NAMES statistics of each step's full distribution
+#   stats          float32 [n, S]     the S = len(STAT_NAMES) statistics of each step's distribution
 #   text           str                the decoded answer, special tokens skipped
 #   finish_reason  str                "stop" or "length"
 #

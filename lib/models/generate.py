@@ -206,7 +206,7 @@ def decode(
       spec: static settings.
     Returns:
       dict with tokens [batch, num_new], logprobs [batch, num_new], lengths [batch], and
-      optionally stats [batch, num_new, 4] and hidden [layers, batch, slots, hidden].
+      optionally stats [batch, num_new, len(STAT_NAMES)] and hidden [layers, batch, slots, hidden].
       The hidden state of step s is the one the distribution of new token s was computed from
       (step 0: the last prompt token). With an exit rule also exit_step [batch] (index of the
       cue token the row exited at, -1 = none) and cue_probs [batch, num_new] (the probe's
@@ -382,7 +382,7 @@ def score_tokens(
         tail + 1 positions only. None = all positions.
     Returns:
       dict with logprobs [batch, length] (log p(token_t | tokens_<t), 0 where not a target) and
-      stats [batch, length, 4]: statistics of the distribution that predicted token t.
+      stats [batch, length, len(STAT_NAMES)]: statistics of the distribution that predicted token t.
     """
     length = tokens.shape[1]
     n = length if tail is None else min(int(tail) + 1, length)

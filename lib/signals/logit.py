@@ -34,7 +34,7 @@ from introspect import _checks as V
 from introspect.registry import Registry
 from introspect.signals.stats import STAT_NAMES, step_statistics
 
-Stats = dict  # {"logprob", "entropy", "max_prob", "logsumexp", "mean_logit"}: [batch, length]
+Stats = dict  # {"logprob", *STAT_NAMES}: [batch, length] each
 
 
 def token_stats(logits: jax.Array, tokens: jax.Array | None = None) -> Stats:
@@ -165,6 +165,32 @@ def _answer_confidence(stats, mask, *, reduce: str = "mean"):
     raise ValueError(f"reduce must be 'mean' or 'product', got {reduce!r}")
 
 
+def _max_prob_margin(stats, mask):
+    """Mean over tokens of the top-1 minus top-2 probability (1 = certain, 0 = a tie)."""
+    return _masked_mean(_stat(stats, "max_prob", mask) - _stat(stats, "second_prob", mask), mask)
+
+
+def _sqrt_mass(stats, mask):
+    """log sum_j sqrt(q_j) for q = softmax(z / 2) (<= 0.5 log V)."""
+    return _stat(stats, "logsumexp_quarter", mask) - 0.5 * _stat(stats, "logsumexp_half", mask)
+
+
+def _renyi(stats, mask, *, vocab_size: int):
+    """Mean over tokens of the Renyi divergence (alpha 1/2) of q = softmax(z / 2) from the
+    uniform distribution: log V - 2 log sum_j sqrt(q_j) (>= 0; 0 = uniform). LM-Polygraph's
+    RenyiNeg (alpha 0.5, temperature 2, from RAINPROOF) with the sign flipped: higher = further
+    from uniform = more confident."""
+    return _masked_mean(np.log(vocab_size) - 2.0 * _sqrt_mass(stats, mask), mask)
+
+
+def _fisher_rao(stats, mask, *, vocab_size: int):
+    """Mean over tokens of the Fisher-Rao distance of q = softmax(z / 2) to the uniform
+    distribution, (2 / pi) arccos(sum_j sqrt(q_j / V)) in [0, 1]. LM-Polygraph's FisherRao
+    (temperature 2) with the sign flipped: higher = more confident."""
+    bc = jnp.exp(_sqrt_mass(stats, mask) - 0.5 * np.log(vocab_size))
+    return _masked_mean(2.0 / np.pi * jnp.arccos(jnp.clip(bc, 0.0, 1.0)), mask)
+
+
 # Every signal by name. Metadata of an entry:
 #   kind: "stats" (fn(stats, mask, **options) on per-token statistics; `compute` runs these),
 #         "samples" / "text" / "model" (other call forms, see each function);
@@ -183,6 +209,9 @@ SIGNALS.register("neg_perplexity", _neg_perplexity, needs_tokens=True)
 SIGNALS.register("mean_logprob", _mean_logprob, needs_tokens=True)
 SIGNALS.register("self_certainty", _self_certainty, needs_vocab=True)
 SIGNALS.register("answer_confidence", _answer_confidence, prob=True, needs_tokens=True)
+SIGNALS.register("max_prob_margin", _max_prob_margin, prob=True)
+SIGNALS.register("renyi", _renyi, needs_vocab=True)
+SIGNALS.register("fisher_rao", _fisher_rao, prob=True, needs_vocab=True)
 
 
 def register(
@@ -311,6 +340,9 @@ neg_perplexity = _from_logits("neg_perplexity")
 mean_logprob = _from_logits("mean_logprob")
 self_certainty = _from_logits("self_certainty")
 answer_confidence = _from_logits("answer_confidence")
+max_prob_margin = _from_logits("max_prob_margin")
+renyi = _from_logits("renyi")
+fisher_rao = _from_logits("fisher_rao")
 
 
 def confidence_gain(entropy_without, entropy_with, mask):

@@ -12,12 +12,21 @@ import jax.numpy as jnp
 from introspect import _checks as V
 
 # For p = softmax(z) over a vocabulary of size V:
-#   entropy     -sum_j p_j log p_j                (nats)
-#   max_prob    max_j p_j
-#   logsumexp   log sum_j exp(z_j)
-#   mean_logit  (1/V) sum_j z_j
-# Self-certainty KL(U || p) = logsumexp - mean_logit - log V follows from the last two.
-STAT_NAMES = ("entropy", "max_prob", "logsumexp", "mean_logit")
+#   entropy          -sum_j p_j log p_j                (nats)
+#   max_prob         max_j p_j
+#   logsumexp        log sum_j exp(z_j)
+#   mean_logit       (1/V) sum_j z_j
+#   second_prob      the second largest p_j            (max-prob margin)
+#   logsumexp_half   log sum_j exp(z_j / 2)
+#   logsumexp_quarter log sum_j exp(z_j / 4)
+# Self-certainty KL(U || p) = logsumexp - mean_logit - log V follows from logsumexp and
+# mean_logit; the Renyi (alpha 1/2) and Fisher-Rao distances of softmax(z / 2) to the uniform
+# distribution (RAINPROOF / LM-Polygraph's defaults, temperature 2) from the last two:
+# sum_j sqrt(softmax(z / 2)_j) = exp(logsumexp_quarter - logsumexp_half / 2).
+STAT_NAMES = (
+    "entropy", "max_prob", "logsumexp", "mean_logit", "second_prob", "logsumexp_half",
+    "logsumexp_quarter",
+)  # fmt: skip
 
 
 def step_statistics(logits: jax.Array) -> jax.Array:
@@ -26,9 +35,9 @@ def step_statistics(logits: jax.Array) -> jax.Array:
     Args:
       logits: [..., vocab].
     Returns:
-      [..., 4] float32 in the order of STAT_NAMES. NaN logits give NaN statistics (the signals
-      reject those at their boundary); this runs inside compiled loops, so only the shape is
-      checked here.
+      [..., len(STAT_NAMES)] float32 in the order of STAT_NAMES. NaN logits give NaN
+      statistics (the signals reject those at their boundary); this runs inside compiled
+      loops, so only the shape is checked here.
     """
     V.check_min_rank(logits, "logits", 1, "[..., vocab]")
     logits = logits.astype(jnp.float32)
@@ -36,5 +45,12 @@ def step_statistics(logits: jax.Array) -> jax.Array:
     logp = logits - lse[..., None]
     # A -inf logit (a banned token) has p = 0 and contributes 0, not 0 * -inf = NaN.
     entropy = -jnp.sum(jnp.exp(logp) * jnp.where(jnp.isfinite(logp), logp, 0.0), axis=-1)
-    max_prob = jnp.exp(jnp.max(logp, axis=-1))
-    return jnp.stack([entropy, max_prob, lse, jnp.mean(logits, axis=-1)], axis=-1)
+    top2 = jax.lax.top_k(logp, 2)[0] if logp.shape[-1] > 1 else jnp.concatenate(
+        [logp, jnp.full_like(logp, -jnp.inf)], axis=-1
+    )  # fmt: skip
+    max_prob, second = jnp.exp(top2[..., 0]), jnp.exp(top2[..., 1])
+    half = jax.nn.logsumexp(logits / 2, axis=-1)
+    quarter = jax.nn.logsumexp(logits / 4, axis=-1)
+    return jnp.stack(
+        [entropy, max_prob, lse, jnp.mean(logits, axis=-1), second, half, quarter], axis=-1
+    )

@@ -41,6 +41,15 @@ def test_logit_signals_match_numpy(seed):
         "self_certainty": [kl_u[b][mask[b]].mean() for b in range(4)],
         "answer_confidence": [py[b][mask[b]].mean() for b in range(4)],
     }
+    # LM-Polygraph's RenyiNeg / FisherRao (alpha 0.5, temperature 2), signs flipped; the margin
+    q = _softmax(logits.astype(np.float64) / 2)
+    renyi = (np.log((q**0.5).sum(-1)) + (0.5 - 1) * np.log(vocab)) / (0.5 - 1)
+    fr = 2 / np.pi * np.arccos(np.sqrt(q).sum(-1) * np.sqrt(1 / vocab))
+    top = np.sort(p, -1)
+    margin = top[..., -1] - top[..., -2]
+    expect["renyi"] = [renyi[b][mask[b]].mean() for b in range(4)]
+    expect["fisher_rao"] = [fr[b][mask[b]].mean() for b in range(4)]
+    expect["max_prob_margin"] = [margin[b][mask[b]].mean() for b in range(4)]
     for name, want in expect.items():
         fn = getattr(signals, name)
         kw = {"tokens": tokens} if signals.SIGNALS.meta(name, "needs_tokens") else {}
@@ -71,7 +80,7 @@ def test_registry_from_stats_equals_full_logits():
     logits, tokens, mask = _case(5)
     stats = signals.token_stats(logits, tokens)
     for name in signals.stats_signals():
-        kw = {"vocab_size": logits.shape[-1]} if name == "self_certainty" else {}
+        kw = {"vocab_size": logits.shape[-1]} if signals.SIGNALS.meta(name, "needs_vocab") else {}
         lk = {"tokens": tokens} if signals.SIGNALS.meta(name, "needs_tokens") else {}
         np.testing.assert_allclose(
             signals.compute(name, stats, mask, **kw),

@@ -14,7 +14,7 @@ def test_metadata_of_builtin_signals():
         "p_true", "consistency", "hedge", "verbalized",
     }  # fmt: skip
     assert not S.meta("self_certainty", "prob") and S.meta("self_certainty", "needs_vocab")
-    assert S.names(needs_vocab=True) == ("self_certainty",)
+    assert set(S.names(needs_vocab=True)) == {"self_certainty", "renyi", "fisher_rao"}
     assert "consistency" not in signals.stats_signals()
     assert set(signals.stats_signals()) == set(S.names(kind="stats"))
     assert S.get("p_true") is signals.p_true
