@@ -8,10 +8,14 @@ verbalized confidence, linguistic hedges, sampling consistency. Model-querying (
 `p_true`, `context_gain` (CK-PLUG, with vs without a passage).
 
 Every signal is in the registry `SIGNALS` with metadata: `kind` ("stats" = computed from the
-per-token statistics by `compute`; "samples", "text", "model"), `prob` (a probability in [0, 1]),
-`needs_tokens`, `needs_vocab`. `signals.register(...)` adds one of yours.
+per-token statistics by `compute`; "samples", "text", "model", "hidden", "attention"), `prob` (a
+probability in [0, 1]), `needs_tokens`, `needs_vocab`, and `needs` / `from_inputs` (the
+`signals.Inputs` fields it reads and its adapter). `signals.estimate(inputs)` (also
+`compute_all(inputs)`) computes every signal the inputs allow in one call.
+`signals.register(...)` adds one of yours.
 """
 
+from introspect.signals.estimate import Inputs, estimable, estimate, needs_of, sample_classes
 from introspect.signals.logit import (
     SIGNALS,
     answer_confidence,
@@ -46,6 +50,11 @@ from introspect.signals.text import (
 )
 
 __all__ = [
+    "Inputs",
+    "estimable",
+    "estimate",
+    "needs_of",
+    "sample_classes",
     "SIGNALS",
     "STAT_NAMES",
     "answer_confidence",
@@ -81,11 +90,24 @@ __all__ = [
     "token_stats",
 ]
 
-# The signals that are not computed from token statistics, with their metadata.
-register("consistency", consistency, kind="samples", prob=True)
-register("neg_num_distinct", neg_num_distinct, kind="samples")
-register("neg_cluster_entropy", neg_cluster_entropy, kind="samples")
-register("hedge", hedge_score, kind="text", prob=True)
+# The signals that are not computed from token statistics, with their metadata and, where
+# `Inputs` hold what they read, their adapter for `estimate`.
+register(
+    "consistency", consistency, kind="samples", prob=True, needs=("answers", "sample_answers"),
+    from_inputs=lambda x: [consistency(a, s, equivalent=x.equivalent)
+                           for a, s in zip(x.answers, x.sample_answers, strict=True)],
+)  # fmt: skip
+register(
+    "neg_num_distinct", neg_num_distinct, kind="samples", needs=("sample_answers",),
+    from_inputs=lambda x: [neg_num_distinct(s, equivalent=x.equivalent) for s in x.sample_answers],
+)  # fmt: skip
+register(
+    "neg_cluster_entropy", neg_cluster_entropy, kind="samples", needs=("sample_answers",),
+    from_inputs=lambda x: [neg_cluster_entropy(s, equivalent=x.equivalent)
+                           for s in x.sample_answers],
+)  # fmt: skip
+register("hedge", hedge_score, kind="text", prob=True, needs=("texts",),
+         from_inputs=lambda x: hedge_score(x.texts))  # fmt: skip
 register("verbalized", parse_verbalized_confidence, kind="text", prob=True)
 register("p_true", p_true, kind="model", prob=True)
 register("context_gain", context_gain, kind="model")

@@ -197,9 +197,14 @@ def _fisher_rao(stats, mask, *, vocab_size: int):
 #   prob: the value is a probability in [0, 1] (raw ECE / Brier are meaningful);
 #   needs_tokens: reads p(y_t), so the chosen tokens (stats["logprob"]) are required;
 #   needs_vocab: takes `vocab_size=` (the full-vocabulary size).
+#   needs / from_inputs: the `signals.Inputs` fields the signal reads and its adapter
+#         (inputs, **options) -> [batch] for `signals.estimate` (statistics-based signals get
+#         one automatically).
 SIGNALS: Registry[Callable] = Registry(
-    "signal", defaults={"kind": "stats", "prob": False, "needs_tokens": False, "needs_vocab": False}
-)
+    "signal",
+    defaults={"kind": "stats", "prob": False, "needs_tokens": False, "needs_vocab": False,
+              "needs": (), "from_inputs": None},
+)  # fmt: skip
 SIGNALS.register("mean_token_prob", _mean_token_prob, prob=True, needs_tokens=True)
 SIGNALS.register("min_token_prob", _min_token_prob, prob=True, needs_tokens=True)
 SIGNALS.register("max_token_prob", _max_token_prob, prob=True, needs_tokens=True)
@@ -222,16 +227,25 @@ def register(
     prob: bool = False,
     needs_tokens: bool = False,
     needs_vocab: bool = False,
+    needs: tuple[str, ...] = (),
+    from_inputs: Callable | None = None,
     overwrite: bool = False,
 ):
     """Registers a signal; without `fn`, returns a decorator.
 
     A "stats" signal is `fn(stats, mask, **options) -> [batch]` (higher = more confident) and is
-    then run by `compute` / `compute_all` on what generation already computed. Raises
-    ValueError for a taken name (unless `overwrite`).
+    then run by `compute` / `compute_all` on what generation already computed. Any other
+    signal joins `signals.estimate` with `from_inputs(inputs, **options) -> [batch]` and the
+    `signals.Inputs` fields it reads in `needs` ("density:<name>" = a fitted density state).
+    Raises ValueError for a taken name (unless `overwrite`) or a bad kind / needs.
     """
-    if kind not in ("stats", "samples", "text", "model"):
-        raise ValueError(f"kind: expected 'stats', 'samples', 'text' or 'model', got {kind!r}")
+    if kind not in ("stats", "samples", "text", "model", "hidden", "attention"):
+        raise ValueError(
+            "kind: expected 'stats', 'samples', 'text', 'model', 'hidden' or 'attention', got "
+            f"{kind!r}"
+        )
+    if from_inputs is not None and not needs:
+        raise ValueError(f"signal {name!r}: from_inputs needs the Inputs fields it reads (needs=)")
     return SIGNALS.register(
         name,
         fn,
@@ -240,6 +254,8 @@ def register(
         prob=prob,
         needs_tokens=needs_tokens,
         needs_vocab=needs_vocab,
+        needs=tuple(needs),
+        from_inputs=from_inputs,
     )
 
 
@@ -266,13 +282,24 @@ def compute(name: str, stats: Stats, mask, **options) -> jax.Array:
     return entry.obj(stats, mask, **options)
 
 
-def compute_all(stats: Stats, mask, *, vocab_size: int, exclude=()) -> dict[str, np.ndarray]:
-    """Every statistics-based signal (but `exclude`) on the same statistics: {name: [batch]}.
+def compute_all(
+    stats, mask=None, *, vocab_size: int | None = None, exclude=()
+) -> dict[str, np.ndarray]:
+    """Every statistics-based signal (but `exclude`) on the same statistics: {name: [batch]};
+    or, given a `signals.Inputs`, every signal it has the inputs for (`signals.estimate`).
 
     `vocab_size` goes to the signals whose metadata says needs_vocab; "answer_confidence" uses
     the whole mask as the answer span (exclude it and call `compute` with an answer mask to do
     better).
     """
+    from introspect.signals.estimate import Inputs, estimate
+
+    if isinstance(stats, Inputs):
+        if mask is not None or vocab_size is not None:
+            raise ValueError("compute_all(inputs): mask and vocab_size belong in the Inputs")
+        return estimate(stats, exclude=exclude)
+    if mask is None or vocab_size is None:
+        raise ValueError("compute_all(stats, mask, vocab_size=...): mask and vocab_size needed")
     return {
         name: np.asarray(
             compute(

@@ -1,0 +1,88 @@
+"""signals.Inputs / estimate: every signal the inputs allow in one call, equal to the direct
+calls; named signals with missing inputs name the missing fields; user estimators join."""
+
+import numpy as np
+import pytest
+
+from introspect import signals
+
+
+def _inputs(seed=0, n=5, t=6, k=4):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(n, t, 30)).astype(np.float32) * 2
+    tokens = rng.integers(0, 30, (n, t))
+    mask = rng.random((n, t)) < 0.8
+    mask[:, 0] = True
+    stats = signals.token_stats(logits, tokens)
+    answers = [str(x) for x in rng.integers(0, 3, n)]
+    samples = [[str(x) if x < 3 else None for x in rng.integers(0, 4, k)] for _ in range(n)]
+    texts = ["I think it is 2", "Definitely 3", "maybe 1", "4", "probably 0"][:n]
+    return stats, mask, answers, samples, texts
+
+
+def test_estimate_equals_the_direct_calls():
+    stats, mask, answers, samples, texts = _inputs()
+    inp = signals.Inputs(stats=stats, mask=mask, vocab_size=30, answer_mask=mask,
+                         texts=texts, answers=answers, sample_answers=samples)  # fmt: skip
+    out = signals.estimate(inp)
+    direct = signals.compute_all(stats, mask, vocab_size=30)
+    for name, v in direct.items():
+        np.testing.assert_allclose(out[name], v, rtol=1e-6, err_msg=name)
+    np.testing.assert_allclose(
+        out["consistency"],
+        [signals.consistency(a, s) for a, s in zip(answers, samples, strict=True)],
+    )
+    np.testing.assert_allclose(
+        out["neg_num_distinct"], [signals.neg_num_distinct(s) for s in samples]
+    )
+    np.testing.assert_allclose(out["hedge"], signals.hedge_score(texts))
+    assert "p_true" not in out and "verbalized" not in out
+    assert signals.compute_all(inp).keys() == out.keys()
+    # only what the inputs allow
+    only_stats = signals.estimate(signals.Inputs(stats=stats, mask=mask, vocab_size=30))
+    assert "consistency" not in only_stats and "answer_confidence" not in only_stats
+    assert "self_certainty" in only_stats
+    no_vocab = signals.estimate(signals.Inputs(stats=stats, mask=mask))
+    assert "self_certainty" not in no_vocab and "neg_mean_entropy" in no_vocab
+
+
+def test_named_signals_and_errors():
+    stats, mask, answers, samples, _ = _inputs(1)
+    inp = signals.Inputs(stats=stats, mask=mask)
+    out = signals.estimate(inp, names=("neg_mean_entropy",))
+    assert list(out) == ["neg_mean_entropy"]
+    with pytest.raises(ValueError, match="'self_certainty' needs vocab_size in signals.Inputs"):
+        signals.estimate(inp, names=("self_certainty",))
+    with pytest.raises(ValueError, match="'consistency' needs answers, sample_answers"):
+        signals.estimate(inp, names=("consistency",))
+    with pytest.raises(ValueError, match="'p_true' cannot be computed from signals.Inputs"):
+        signals.estimate(inp, names=("p_true",))
+    with pytest.raises(ValueError, match="options for signals that are not computed"):
+        signals.estimate(inp, names=("neg_mean_entropy",), options={"hedge": {}})
+    with pytest.raises(ValueError, match="expected signals.Inputs"):
+        signals.estimate({"stats": stats})
+    with pytest.raises(ValueError, match="mask and vocab_size belong in the Inputs"):
+        signals.compute_all(inp, mask)
+
+
+def test_sample_classes_and_user_estimators():
+    got = signals.sample_classes([["a", "b", "a", None], ["x", "X", None, None]])
+    np.testing.assert_array_equal(got, [[0, 1, 0, 2], [0, 1, 2, 3]])
+    same = signals.sample_classes([["x", "X"]], equivalent=lambda a, b: a.lower() == b.lower())
+    np.testing.assert_array_equal(same, [[0, 0]])
+    with pytest.raises(ValueError, match="the same k >= 1"):
+        signals.sample_classes([["a"], ["a", "b"]])
+
+    def neg_classes(x, *, scale=1.0):
+        return [-scale * len(set(r)) for r in x.classes]
+
+    signals.register("user_neg_classes_test", neg_classes, kind="samples", needs=("classes",),
+                     from_inputs=neg_classes)  # fmt: skip
+    try:
+        inp = signals.Inputs(classes=got)
+        out = signals.estimate(inp, options={"user_neg_classes_test": {"scale": 2.0}})
+        np.testing.assert_allclose(out["user_neg_classes_test"], [-6.0, -8.0])
+    finally:
+        signals.SIGNALS.unregister("user_neg_classes_test")
+    with pytest.raises(ValueError, match="from_inputs needs the Inputs fields"):
+        signals.register("bad_test", neg_classes, kind="samples", from_inputs=neg_classes)
