@@ -1,6 +1,7 @@
 """Flax Llama-family decoder, loaders (GGUF, HF safetensors), tokenizer, generation."""
 
 from introspect.models.config import ModelConfig, rope_inv_freq
+from introspect.models.encoder import Encoder, EncoderConfig, load_encoder
 from introspect.models.export import save_hf, save_tokenizer
 from introspect.models.generate import STAT_NAMES, step_statistics
 from introspect.models.llama import Decoder, KVCache, Replace, Steering, apply
@@ -20,6 +21,9 @@ from introspect.models.tokenizer import Tokenizer
 from introspect.sharding import make_mesh
 
 __all__ = [
+    "Encoder",
+    "EncoderConfig",
+    "load_encoder",
     "LM",
     "MODELS",
     "Chunk",
