@@ -16,6 +16,7 @@ probability in [0, 1]), `needs_tokens`, `needs_vocab`, and `needs` / `from_input
 """
 
 from introspect.signals.estimate import Inputs, estimable, estimate, needs_of, sample_classes
+from introspect.signals.info import cpmi, pmi, unconditional_logprobs
 from introspect.signals.logit import (
     SIGNALS,
     answer_confidence,
@@ -50,6 +51,9 @@ from introspect.signals.text import (
 )
 
 __all__ = [
+    "cpmi",
+    "pmi",
+    "unconditional_logprobs",
     "Inputs",
     "estimable",
     "estimate",
@@ -105,6 +109,16 @@ register(
     "neg_cluster_entropy", neg_cluster_entropy, kind="samples", needs=("sample_answers",),
     from_inputs=lambda x: [neg_cluster_entropy(s, equivalent=x.equivalent)
                            for s in x.sample_answers],
+)  # fmt: skip
+register(
+    "pmi", pmi, kind="model", needs=("stats", "mask", "lm_logprob"),
+    from_inputs=lambda x: pmi(x.stats["logprob"], x.lm_logprob, x.mask),
+)  # fmt: skip
+register(
+    "cpmi", cpmi, kind="model", needs=("stats", "mask", "lm_logprob"),
+    from_inputs=lambda x, **kw: cpmi(
+        x.stats["logprob"], x.lm_logprob, x.stats["entropy"], x.mask, **kw
+    ),
 )  # fmt: skip
 register("hedge", hedge_score, kind="text", prob=True, needs=("texts",),
          from_inputs=lambda x: hedge_score(x.texts))  # fmt: skip

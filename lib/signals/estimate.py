@@ -35,6 +35,8 @@ class Inputs:
       mask: [n, T] bool, the answer tokens.
       vocab_size: the vocabulary size (signals with needs_vocab).
       answer_mask: [n, T] bool, the final-answer tokens (answer_confidence).
+      lm_logprob: [n, T] log p(y_t | y_<t) of the answer tokens without the prompt
+        (`signals.unconditional_logprobs`; PMI, CPMI).
       texts: [n] the answers' texts.
       answers: [n] the graded / extracted answers (None = unparsable).
       sample_answers: [n][k] the extracted answers of k sampled responses.
@@ -55,6 +57,7 @@ class Inputs:
     mask: Any = None
     vocab_size: int | None = None
     answer_mask: Any = None
+    lm_logprob: Any = None
     texts: Sequence[str] | None = None
     answers: Sequence[str | None] | None = None
     sample_answers: Sequence[Sequence[str | None]] | None = None
