@@ -15,6 +15,9 @@ probability in [0, 1]), `needs_tokens`, `needs_vocab`, and `needs` / `from_input
 `signals.register(...)` adds one of yours.
 """
 
+import numpy as np
+
+from introspect.signals import semantic
 from introspect.signals.estimate import Inputs, estimable, estimate, needs_of, sample_classes
 from introspect.signals.info import cpmi, pmi, unconditional_logprobs
 from introspect.signals.logit import (
@@ -59,6 +62,7 @@ __all__ = [
     "estimate",
     "needs_of",
     "sample_classes",
+    "semantic",
     "SIGNALS",
     "STAT_NAMES",
     "answer_confidence",
@@ -120,6 +124,60 @@ register(
         x.stats["logprob"], x.lm_logprob, x.stats["entropy"], x.mask, **kw
     ),
 )  # fmt: skip
+
+
+# Sampling / semantic estimators (`semantic.py`, LM-Polygraph's formulas); each pure function
+# returns an uncertainty, so the registered signal is its negation (higher = more confident).
+# SAR / TokenSAR (token relevance) and semantic density (NLI probabilities) need a
+# similarity model's per-token or NLI outputs: call them directly.
+def _neg(fn, *fields, **fixed):
+    return lambda x, **kw: -np.asarray(fn(*(getattr(x, f) for f in fields), **fixed, **kw))
+
+
+register(
+    "semantic_entropy",
+    semantic.semantic_entropy,
+    kind="samples",
+    needs=("sample_logprobs", "classes"),
+    from_inputs=_neg(semantic.semantic_entropy, "sample_logprobs", "classes"),
+)
+register(
+    "num_sem_sets",
+    semantic.num_sem_sets,
+    kind="samples",
+    needs=("classes",),
+    from_inputs=_neg(semantic.num_sem_sets, "classes"),
+)
+for _name, _fn in (
+    ("eigval_laplacian", semantic.eigval_laplacian),
+    ("degree_matrix", semantic.degree_matrix),
+    ("eccentricity", semantic.eccentricity),
+    ("kernel_language_entropy", semantic.kernel_language_entropy),
+):
+    register(_name, _fn, kind="samples", needs=("similarity",), from_inputs=_neg(_fn, "similarity"))
+register(
+    "sentence_sar",
+    semantic.sentence_sar,
+    kind="samples",
+    needs=("sample_logprobs", "similarity"),
+    from_inputs=_neg(semantic.sentence_sar, "sample_logprobs", "similarity"),
+)
+register(
+    "lexical_similarity",
+    semantic.lexical_similarity,
+    kind="samples",
+    prob=True,
+    needs=("sample_texts",),
+    from_inputs=_neg(semantic.lexical_similarity, "sample_texts"),
+)
+for _variant in ("msp", "ppl", "mte"):
+    register(
+        f"cocoa_{_variant}", semantic.cocoa, kind="samples",
+        needs=("stats", "mask", "greedy_similarity"),
+        from_inputs=lambda x, _v=_variant, **kw: -np.asarray(semantic.cocoa(
+            x.stats["entropy" if _v == "mte" else "logprob"], x.greedy_similarity, x.mask,
+            variant=_v, **kw)),
+    )  # fmt: skip
 register("hedge", hedge_score, kind="text", prob=True, needs=("texts",),
          from_inputs=lambda x: hedge_score(x.texts))  # fmt: skip
 register("verbalized", parse_verbalized_confidence, kind="text", prob=True)

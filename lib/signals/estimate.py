@@ -48,6 +48,9 @@ class Inputs:
         NLI model, ...; `sample_classes` builds them).
       similarity: [n, k, k] pairwise similarity of the samples in [0, 1] (an embedding
         model's cosine, NLI entailment, ROUGE-L, ...).
+      greedy_similarity: [n, k] similarity in [0, 1] of the greedy answer to each sample
+        (CoCoA).
+      sample_texts: [n][k] the sampled responses' texts (lexical similarity).
       features: [n, d] (or [n, layers, d]) hidden-state features of the answers.
       density: {signal name: fitted state} of the density estimators (fitted on a training
         split's features).
@@ -67,6 +70,8 @@ class Inputs:
     sample_mask: Any = None
     classes: Any = None
     similarity: Any = None
+    greedy_similarity: Any = None
+    sample_texts: Sequence[Sequence[str]] | None = None
     features: Any = None
     density: Mapping[str, Any] | None = None
 

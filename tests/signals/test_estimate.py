@@ -86,3 +86,41 @@ def test_sample_classes_and_user_estimators():
         signals.SIGNALS.unregister("user_neg_classes_test")
     with pytest.raises(ValueError, match="from_inputs needs the Inputs fields"):
         signals.register("bad_test", neg_classes, kind="samples", from_inputs=neg_classes)
+
+
+def test_sampling_estimators_through_estimate_are_the_negated_pure_functions():
+    from introspect.signals import semantic
+
+    rng = np.random.default_rng(3)
+    n, k = 3, 5
+    classes = rng.integers(0, 3, (n, k))
+    ll = -rng.random((n, k)) * 4
+    emb = rng.normal(size=(n, k, 4))
+    emb /= np.linalg.norm(emb, axis=-1, keepdims=True)
+    sim = np.clip(np.einsum("nid,njd->nij", emb, emb), 0, 1)
+    texts = [["the cat sat", "a cat sat down", "dogs bark", "the cat sat", "cat"]] * n
+    stats, mask, *_ = _inputs(4, n=n)
+    greedy_sim = rng.random((n, k))
+    inp = signals.Inputs(
+        stats=stats, mask=mask, sample_logprobs=ll, classes=classes, similarity=sim,
+        sample_texts=texts, greedy_similarity=greedy_sim,
+    )  # fmt: skip
+    out = signals.estimate(inp)
+    want = {
+        "semantic_entropy": semantic.semantic_entropy(ll, classes),
+        "num_sem_sets": semantic.num_sem_sets(classes),
+        "eigval_laplacian": semantic.eigval_laplacian(sim),
+        "degree_matrix": semantic.degree_matrix(sim),
+        "eccentricity": semantic.eccentricity(sim),
+        "kernel_language_entropy": semantic.kernel_language_entropy(sim),
+        "sentence_sar": semantic.sentence_sar(ll, sim),
+        "lexical_similarity": semantic.lexical_similarity(texts),
+        "cocoa_msp": semantic.cocoa(stats["logprob"], greedy_sim, mask, variant="msp"),
+        "cocoa_mte": semantic.cocoa(stats["entropy"], greedy_sim, mask, variant="mte"),
+    }
+    for name, w in want.items():
+        np.testing.assert_allclose(out[name], -np.asarray(w), rtol=1e-6, err_msg=name)
+    # more distinct classes = less confident
+    few = signals.estimate(signals.Inputs(classes=np.zeros((1, k), int)), names=("num_sem_sets",))
+    many = signals.estimate(signals.Inputs(classes=np.arange(k)[None]), names=("num_sem_sets",))
+    assert few["num_sem_sets"][0] > many["num_sem_sets"][0]
