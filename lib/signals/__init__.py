@@ -17,7 +17,7 @@ probability in [0, 1]), `needs_tokens`, `needs_vocab`, and `needs` / `from_input
 
 import numpy as np
 
-from introspect.signals import semantic
+from introspect.signals import density, semantic
 from introspect.signals.estimate import Inputs, estimable, estimate, needs_of, sample_classes
 from introspect.signals.info import cpmi, pmi, unconditional_logprobs
 from introspect.signals.logit import (
@@ -61,6 +61,8 @@ __all__ = [
     "estimable",
     "estimate",
     "needs_of",
+    "density",
+    "fit_density",
     "sample_classes",
     "semantic",
     "SIGNALS",
@@ -178,6 +180,55 @@ for _variant in ("msp", "ppl", "mte"):
             x.stats["entropy" if _v == "mte" else "logprob"], x.greedy_similarity, x.mask,
             variant=_v, **kw)),
     )  # fmt: skip
+
+
+# Hidden-state density (`density.py`, LM-Polygraph's MD / RMD / RDE): fitted on a training
+# split's features (`fit_density`), negated distances (higher = closer = more confident).
+def _density(name, fn):
+    def run(x, **kw):
+        d = np.asarray(fn(x.density[name], x.features, **kw))
+        if d.ndim != 1:
+            raise ValueError(
+                f"signal {name!r}: Inputs.features must be [n, d] (one layer) for the registry; "
+                f"got a per-layer result of shape {d.shape}: call signals.density.{fn.__name__}"
+            )
+        return -d
+
+    return run
+
+
+for _name, _fn in (
+    ("mahalanobis", density.mahalanobis),
+    ("rmd", density.relative_mahalanobis),
+    ("rde", density.rde),
+):
+    register(
+        _name,
+        _fn,
+        kind="hidden",
+        needs=("features", f"density:{_name}"),
+        from_inputs=_density(_name, _fn),
+    )
+
+
+def fit_density(features, names=("mahalanobis", "rde"), *, background=None, options=None):
+    """{name: fitted state} for `Inputs.density` from a training split's features [n, d]:
+    "mahalanobis", "rmd" (needs `background` features, e.g. a general corpus), "rde";
+    options: {name: keyword options of its fit function}."""
+    fits = {
+        "mahalanobis": density.fit_mahalanobis,
+        "rde": density.fit_rde,
+        "rmd": lambda f, **kw: density.fit_relative_mahalanobis(f, background, **kw),
+    }
+    unknown = set(names) - set(fits)
+    if unknown:
+        raise ValueError(f"fit_density: unknown {sorted(unknown)}; known: {sorted(fits)}")
+    if "rmd" in names and background is None:
+        raise ValueError("fit_density: 'rmd' needs background= features (a general corpus)")
+    options = dict(options or {})
+    return {n: fits[n](features, **options.get(n, {})) for n in names}
+
+
 register("hedge", hedge_score, kind="text", prob=True, needs=("texts",),
          from_inputs=lambda x: hedge_score(x.texts))  # fmt: skip
 register("verbalized", parse_verbalized_confidence, kind="text", prob=True)

@@ -124,3 +124,28 @@ def test_sampling_estimators_through_estimate_are_the_negated_pure_functions():
     few = signals.estimate(signals.Inputs(classes=np.zeros((1, k), int)), names=("num_sem_sets",))
     many = signals.estimate(signals.Inputs(classes=np.arange(k)[None]), names=("num_sem_sets",))
     assert few["num_sem_sets"][0] > many["num_sem_sets"][0]
+
+
+def test_density_estimators_through_estimate():
+    from introspect.signals import density
+
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(200, 5))
+    background = rng.normal(size=(200, 5)) * 2 + 1
+    test = np.concatenate([rng.normal(size=(10, 5)), rng.normal(size=(3, 5)) + 8])
+    rde_options = {"rde": {"n_components": 4, "kernel": "linear"}}
+    names = ("mahalanobis", "rmd", "rde")
+    fits = signals.fit_density(train, names, background=background, options=rde_options)
+    out = signals.estimate(signals.Inputs(features=test, density=fits))
+    want = -density.mahalanobis(fits["mahalanobis"], test)
+    np.testing.assert_allclose(out["mahalanobis"], want, rtol=1e-6)
+    np.testing.assert_allclose(out["rde"], -density.rde(fits["rde"], test), rtol=1e-6)
+    for name in ("mahalanobis", "rmd", "rde"):
+        assert out[name][10:].max() < out[name][:10].min(), name  # outliers: least confident
+    assert "rmd" not in signals.estimate(
+        signals.Inputs(features=test, density={"mahalanobis": fits["mahalanobis"]})
+    )
+    with pytest.raises(ValueError, match="'rmd' needs background"):
+        signals.fit_density(train, ("rmd",))
+    with pytest.raises(ValueError, match="needs density:rde"):
+        signals.estimate(signals.Inputs(features=test, density={}), names=("rde",))
