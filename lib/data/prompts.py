@@ -7,6 +7,13 @@
               <confidence>q</confidence> with q in [0, 1] (RLCR; parse with
               `introspect.losses.parse_rlcr`)
   topk        k guesses with probabilities, "G1: <answer> P1: <probability>" per line
+  multistep   "Step i: <reasoning>, Confidence: X%" per step, then "Final Answer and Overall
+              Confidence (0-100): <answer>, X%" (Xiong et al. 2024; step confidences are combined
+              by `introspect.signals.verbalized.multistep_confidence`)
+  self_probing  a fresh conversation that shows the question and a candidate answer
+              (`answer=...`) and asks how likely that answer is to be correct: reasoning, then
+              "Confidence: X%" (Xiong et al. 2024). The response holds no answer of its own, so
+              `extract_answer_text` refuses it: grade the candidate answer itself.
 
 The answer form follows the example's answer_type: a number, a LaTeX answer in \\boxed{}, a choice
 letter (the options are listed), or a short phrase. Context (HotpotQA) comes before the question.
@@ -135,6 +142,44 @@ def top_k(example: Mapping[str, Any], *, k: int = 3) -> Messages:
     return _user(example, instruction)
 
 
+def multistep(example: Mapping[str, Any]) -> Messages:
+    """Multi-step verbalized confidence (Xiong et al. 2024): steps, each with the confidence that
+    it is correct, then "Final Answer and Overall Confidence (0-100): <answer>, X%"."""
+    form = _ANSWER_FORM[_answer_type(example)]
+    instruction = (
+        "Break the problem down into K steps and think step by step, giving your confidence that "
+        "each step is correct; then give your final answer and your confidence in it. The "
+        "confidence is how likely you think it is that the answer is true, from 0% to 100%. Use "
+        "this format:\n\n"
+        "Step 1: <reasoning>, Confidence: X%\n"
+        "...\n"
+        "Step K: <reasoning>, Confidence: X%\n"
+        "Final Answer and Overall Confidence (0-100): <answer>, X%\n\n"
+        f"where <answer> is only {form}, not a sentence."
+    )
+    return _user(example, instruction)
+
+
+def self_probing(example: Mapping[str, Any], answer: str) -> Messages:
+    """Self-probing (Xiong et al. 2024): a new conversation that shows the question and a candidate
+    `answer` (e.g. the model's own earlier answer) and asks how likely it is to be correct, with
+    a short analysis first and "Confidence: X%" last."""
+    _answer_type(example)
+    if not isinstance(answer, str):
+        raise ValueError(f"answer must be a string, got {type(answer).__name__}")
+    block = format_question(example)
+    if not example.get("context"):
+        block = f"Question: {block}"
+    instruction = (
+        "How likely is the above answer to be correct? First analyse the possible answer and give "
+        "your reasoning concisely. Then, on the last line, give the probability that the answer "
+        f"{answer} is correct (not that of the answer you think is correct), from 0% to 100%, as "
+        "'Confidence: X%'."
+    )
+    content = f"{block}\n\nPossible answer: {answer}\n\n{instruction}"
+    return [{"role": "user", "content": content}]
+
+
 # Prompt formats by name: (example, **options) -> chat messages.
 PROMPT_FORMATS: Registry[Callable[..., Messages]] = Registry("prompt format")
 PROMPT_FORMATS.register("plain", plain)
@@ -142,6 +187,8 @@ PROMPT_FORMATS.register("cot", chain_of_thought)
 PROMPT_FORMATS.register("verbalized", verbalized_confidence)
 PROMPT_FORMATS.register("rlcr", rlcr)
 PROMPT_FORMATS.register("topk", top_k)
+PROMPT_FORMATS.register("multistep", multistep)
+PROMPT_FORMATS.register("self_probing", self_probing)
 
 
 def get_format(name: str) -> Callable[..., Messages]:
@@ -158,7 +205,7 @@ def build_messages(
       example: an example dict in the shared layout.
       fmt: a name in PROMPT_FORMATS.
       system: a system message to put first (None: none, so the chat template's default applies).
-      **options: format options (topk: k).
+      **options: format options (topk: k; self_probing: answer, required).
     """
     messages = get_format(fmt)(example, **options)
     return ([{"role": "system", "content": system}] if system is not None else []) + messages
@@ -208,16 +255,73 @@ def parse_top_k(response: str) -> list[tuple[str, float | None]]:
     return out
 
 
+# A "Final Answer and Overall Confidence (0-100):" label (multistep), or any "... answer:" label.
+_MULTISTEP_LABEL = re.compile(
+    r"\banswer\b(?P<conf>\s+and\s+(?:overall\s+)?confidence)?\s*(?:\([^)\n]*\))?\s*:", re.I
+)
+# "<answer>, 85%" / "<answer> 85%" / "<answer>, Confidence: 85%", else "<answer>, 85".
+_TRAILING_PCT = re.compile(
+    r"^(?P<answer>.*?)[\s,;]+(?:confidence\s*[:=]?\s*)?(?P<conf>\d+(?:\.\d+)?\s*%)\W*$", re.I
+)
+_TRAILING_NUM = re.compile(
+    r"^(?P<answer>.*?)(?:,\s+|;\s*)(?:confidence\s*[:=]?\s*)?(?P<conf>\d+(?:\.\d+)?)\W*$", re.I
+)
+
+
+def split_multistep_final(response: str) -> tuple[str | None, str | None]:
+    """(answer text, confidence statement) of a multistep response's final line, from its last
+    answer label; (None, None) without one.
+
+    "Final Answer and Overall Confidence (0-100): 73, 85%" gives ("73", "Confidence: 85%"): the
+    answer is what comes before a trailing "X%" (else before a trailing ", X"; else the whole
+    line, with no confidence: "1,000" stays one answer). A plain "Final Answer: 73" line gives the
+    text before any "confidence" on that line, and the rest of the response as the confidence
+    statement (so a following "Overall Confidence: 85%" line is found). The confidence statement
+    is in a form `introspect.signals.parse_verbalized_confidence` reads.
+    """
+    if not isinstance(response, str):
+        raise ValueError(f"response must be a string, got {type(response).__name__}")
+    labels = list(_MULTISTEP_LABEL.finditer(response))
+    if not labels:
+        return None, None
+    label = labels[-1]
+    rest = response[label.end() :]
+    line = rest.split("\n", 1)[0].strip()
+    if label.group("conf"):
+        m = _TRAILING_PCT.match(line) or _TRAILING_NUM.match(line)
+        if m is None:
+            return _clean_answer(line), None
+        return _clean_answer(m.group("answer")), f"Confidence: {m.group('conf').replace(' ', '')}"
+    return _clean_answer(_CONFIDENCE.split(line, maxsplit=1)[0]), rest
+
+
+def _clean_answer(text: str) -> str:
+    """Without surrounding whitespace or markdown bold, nor a dangling "(" / "," at the end."""
+    text = text.strip().strip("*").strip().rstrip("([{,;:-").strip()
+    return text.strip("*").strip()
+
+
 def extract_answer_text(response: str, fmt: str = "plain") -> str:
     """The part of a response in format `fmt` that holds the answer, for the graders.
 
     plain: the whole response. cot: after the last "Answer:" (else the whole response).
     verbalized: after "Answer:" (if present) and before "Confidence". rlcr: inside the last
-    <answer>..</answer> ("" if missing). topk: the first guess (else the first line).
+    <answer>..</answer> ("" if missing). topk: the first guess (else the first line). multistep:
+    the answer on the last answer line (`split_multistep_final`; "" if missing). self_probing:
+    a ValueError (the response only rates a given answer; grade that answer instead).
     """
     get_format(fmt)
     if not isinstance(response, str):
         raise ValueError(f"response must be a string, got {type(response).__name__}")
+    if fmt == "self_probing":
+        raise ValueError(
+            "a self_probing response holds no answer of its own (it rates the candidate answer "
+            "shown in the prompt): grade the candidate answer, and read the confidence with "
+            "introspect.signals.parse_verbalized_confidence"
+        )
+    if fmt == "multistep":
+        answer, _ = split_multistep_final(response)
+        return answer or ""
     if fmt == "plain":
         return response.strip()
     if fmt == "cot":

@@ -52,8 +52,22 @@ from introspect.signals.text import (
     neg_num_distinct,
     parse_verbalized_confidence,
 )
+from introspect.signals.verbalized import (
+    avg_conf,
+    avg_conf_scores,
+    multistep_confidence,
+    pair_rank,
+    pair_rank_scores,
+    parse_multistep,
+)
 
 __all__ = [
+    "avg_conf",
+    "avg_conf_scores",
+    "multistep_confidence",
+    "pair_rank",
+    "pair_rank_scores",
+    "parse_multistep",
     "cpmi",
     "pmi",
     "unconditional_logprobs",
@@ -233,4 +247,5 @@ register("hedge", hedge_score, kind="text", prob=True, needs=("texts",),
          from_inputs=lambda x: hedge_score(x.texts))  # fmt: skip
 register("verbalized", parse_verbalized_confidence, kind="text", prob=True)
 register("p_true", p_true, kind="model", prob=True)
+register("multistep", multistep_confidence, kind="text", prob=True)
 register("context_gain", context_gain, kind="model")
