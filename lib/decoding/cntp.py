@@ -1,10 +1,23 @@
 """Cautious next-token prediction (CNTP), batched and compiled.
 
-At every step the entropy H of the next-token distribution sets a number of trials
-N = int(1 + (N_max - 1) * clip((H - H_lo) / (H_hi - H_lo), 0, 1)). With N > 1 the model samples N
-continuations from the same state, each until it emits a punctuation token (. , newline ? ! : ;
-) ] }) or `max_segment` tokens, and keeps the one with the lowest perplexity; with N = 1 it takes
-one ordinary sampling step.
+The rules follow the authors' code (github.com/wyzjack/CNTP at 105b0968,
+`_sample_reflect_perplexity` in custom_transformers_packages/*/transformers/generation/utils.py,
+also the README's "Key Code Snippet"):
+
+* The distribution CNTP looks at is the *processed* one, softmax of the logits after temperature,
+  top-k and top-p (in that order, as transformers' warpers): its entropy H sets the number of trials
+  N = int(1 + (N_max - 1) * clip((H - H_lo) / (H_hi - H_lo), 0, 1)), and every trial token is
+  sampled from it and scored by its processed probability. (The authors add 1e-10 inside the log of
+  the entropy; here masked tokens contribute exactly 0 instead: a difference below vocab * 1e-10.)
+* With N > 1 the model samples N continuations from the same state, each until it emits one of the
+  authors' punctuation tokens (`punctuation_ids`: the first id of `tokenizer.encode(p)` for p in
+  . , newline ? ! : ; ) ] }) or a stop token or the length limit, and keeps the one with the lowest
+  perplexity exp(-mean log q) under the processed distribution q; with N = 1 it takes one ordinary
+  sampling step.
+* The authors do not cap a trial's length; `max_segment` (default None = no cap) is an optional
+  extra bound.
+
+`Generation.logprobs` stay the untempered log-probs of the kept tokens, as for `lm.generate`.
 
 Batching: each prompt owns `max_trials` rows of the batch; outside a segment they are identical
 (they share the random key, so they draw the same token), inside one they diverge. A finished
@@ -30,7 +43,6 @@ from introspect.models.config import ModelConfig
 from introspect.models.llama import KVCache, apply
 from introspect.models.lm import Generation
 from introspect.models.runner import next_power_of_two
-from introspect.signals.stats import step_statistics
 
 PUNCTUATION = (".", ",", "\n", "?", "!", ":", ";", ")", "]", "}")
 
@@ -78,7 +90,8 @@ def best_trials(seg_logp, seg_len, seg_trials, *, trials: int):
     """The trial CNTP keeps for each prompt: the lowest perplexity (highest mean log-prob).
 
     Args:
-      seg_logp: [prompts * trials] summed log-probs of each trial's segment so far.
+      seg_logp: [prompts * trials] summed log-probs of each trial's segment so far (under the
+        processed distribution, as the authors score trials).
       seg_len: [prompts * trials] tokens in each trial's segment.
       seg_trials: [prompts] how many of the `trials` rows of a prompt are in its segment.
       trials: rows per prompt (N_max).
@@ -94,13 +107,44 @@ def best_trials(seg_logp, seg_len, seg_trials, *, trials: int):
     return jnp.argmax(score.reshape(rows // trials, trials), axis=1).astype(jnp.int32)
 
 
-def punctuation_mask(tokenizer, vocab_size: int) -> np.ndarray:
-    """[vocab] bool: tokens whose text contains one of PUNCTUATION (they end a CNTP trial)."""
-    out = np.zeros((vocab_size,), bool)
-    for i in range(min(vocab_size, tokenizer.vocab_size)):
-        text = tokenizer.decode([i])
-        out[i] = any(p in text for p in PUNCTUATION)
+def punctuation_ids(tokenizer) -> list[int]:
+    """The token ids that end a CNTP trial, by the authors' rule: for each character p of
+    PUNCTUATION, the first id of `tokenizer.encode(p)` without special tokens.
+
+    The stop set is exactly these (at most 10) ids, not every token whose text contains a
+    punctuation mark. On a byte-level BPE vocabulary (GPT-2 style: SmolLM2, Llama 3, Qwen) each
+    character alone is one token ("." -> ".", "\n" -> "Ċ", ...), so merged tokens that contain
+    punctuation ("...", " .", "),", ").", the double newline "ĊĊ") do not end a trial. On a
+    SentencePiece vocabulary the first id can be a word-boundary piece; the rule is reproduced
+    as written, whatever ids it yields.
+    """
+    out = []
+    for p in PUNCTUATION:
+        ids = tokenizer.encode(p, add_special_tokens=False)
+        if ids:
+            out.append(int(ids[0]))
     return out
+
+
+def punctuation_mask(tokenizer, vocab_size: int) -> np.ndarray:
+    """[vocab] bool: True exactly at `punctuation_ids(tokenizer)` (the tokens that end a trial)."""
+    out = np.zeros((vocab_size,), bool)
+    ids = [i for i in punctuation_ids(tokenizer) if 0 <= i < vocab_size]
+    out[ids] = True
+    return out
+
+
+def processed_logits(logits, temperature, top_k, top_p, *, filtered: bool):
+    """The logits CNTP samples from and scores with: temperature, then top-k / top-p (removed
+    tokens at -inf), exactly as `lm.generate` samples. logits: [rows, vocab]."""
+    scaled = logits / jnp.maximum(temperature, 1e-6)
+    return gen_lib.filter_logits(scaled, top_k, top_p) if filtered else scaled
+
+
+def entropy_of(logits):
+    """Entropy (nats) of softmax(logits) over the last axis; -inf logits contribute 0."""
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    return -jnp.sum(jnp.exp(logp) * jnp.where(jnp.isfinite(logp), logp, 0.0), axis=-1)
 
 
 def num_trials(entropy, *, max_trials: int, h_low: float, h_high: float):
@@ -179,9 +223,12 @@ def _cntp_decode(
         return (s["it"] < spec.max_steps) & ~jnp.all(s["done"] | (s["out_len"] >= max_new))
 
     def body(s):
-        # 1. Prompts outside a segment decide how many trials this step gets (rows identical).
-        lead = s["next_logits"][::m]
-        entropy = step_statistics(lead)[:, 0]
+        # 1. Prompts outside a segment decide how many trials this step gets (rows identical),
+        # from the entropy of the processed (tempered, filtered) distribution.
+        processed = processed_logits(
+            s["next_logits"], temperature, top_k, top_p, filtered=spec.filtered
+        )
+        entropy = entropy_of(processed[::m])
         n = num_trials(entropy, max_trials=m, h_low=h_low, h_high=h_high)
         finished = s["done"] | (s["out_len"] >= max_new)
         start = ~s["seg_active"] & (n > 1) & ~finished[::m]
@@ -197,15 +244,11 @@ def _cntp_decode(
         # 2. Sample: shared key per prompt outside segments, one key per trial inside.
         keys = jax.vmap(jax.random.fold_in)(row_keys, s["out_len"])
         keys = jnp.where(in_seg[:, None], jax.vmap(jax.random.fold_in)(keys, 1 + trial_of), keys)
-        token, logp = gen_lib.sample_tokens(
-            s["next_logits"],
-            keys,
-            sample=True,
-            filtered=spec.filtered,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-        )
+        # (the same draw as `gen_lib.sample_tokens`; logp is untempered, q the processed one)
+        token = jax.vmap(jax.random.categorical)(keys, processed).astype(jnp.int32)
+        pick = lambda lp: jnp.take_along_axis(lp, token[:, None], axis=-1)[:, 0]
+        logp = pick(jax.nn.log_softmax(s["next_logits"], axis=-1))
+        logq = pick(jax.nn.log_softmax(processed, axis=-1))
         token = jnp.where(emit, token, pad_id)
         idx = jnp.minimum(s["out_len"], spec.num_new - 1)
         put = lambda buf, val: jnp.where(
@@ -216,9 +259,10 @@ def _cntp_decode(
         out_len = s["out_len"] + emit
         stop = jnp.any(token[:, None] == stop_ids[None], axis=-1) & emit
         done = s["done"] | stop
-        seg_logp = seg_logp + jnp.where(emit & in_seg, logp, 0.0)
+        seg_logp = seg_logp + jnp.where(emit & in_seg, logq, 0.0)
         seg_len = seg_len + (emit & in_seg)
-        ends = is_punct[token] | stop | (seg_len >= max_segment) | (out_len >= max_new)
+        capped = (max_segment > 0) & (seg_len >= max_segment)  # max_segment 0 = no cap
+        ends = is_punct[token] | stop | capped | (out_len >= max_new)
         trial_done = trial_done | (emit & in_seg & ends)
 
         # 3. One forward step for every row; idle rows write a padding slot and keep their state.
@@ -272,7 +316,7 @@ def generate(
     max_trials: int = 10,
     h_low: float = 0.01,
     h_high: float = 1.5,
-    max_segment: int = 32,
+    max_segment: int | None = None,
     max_steps: int | None = None,
     batch_size: int = 8,
     progress: bool | None = None,
@@ -288,8 +332,11 @@ def generate(
         `lm.generate(..., temperature, seed=seed)` token for token.
       max_trials: N_max. Each prompt uses max_trials rows of the batch.
       h_low, h_high: entropy range (nats) mapped linearly onto 1..N_max trials.
-      max_segment: a trial also ends after this many tokens.
-      max_steps: loop bound including idle steps (default 2 * max_new_tokens, bucketed).
+      max_segment: an optional cap on a trial's length in tokens; None or 0 = no cap (the
+        authors': a trial runs to a punctuation token, a stop token or max_new_tokens).
+      max_steps: loop bound including idle steps (default 2 * max_new_tokens, bucketed). A
+        finished trial idles while a longer one of the same segment runs, so a row can reach
+        this bound before max_new_tokens (its text is then cut); raise it if that happens.
       batch_size: prompts per compiled call (the batch holds batch_size * max_trials rows).
         Under the LM's mesh the prompts of a call are split over "data" (each prompt's trials
         stay on its device) and the parameters keep their tensor-parallel layout.
@@ -305,8 +352,12 @@ def generate(
         raise ValueError(f"max_trials must be >= 1, got {max_trials}")
     if not h_high > h_low:
         raise ValueError(f"h_high ({h_high}) must exceed h_low ({h_low})")
-    if max_segment < 1 or max_new_tokens < 1:
-        raise ValueError("max_segment and max_new_tokens must be >= 1")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if max_segment is None:
+        max_segment = 0
+    if max_segment < 0:
+        raise ValueError(f"max_segment must be None, 0 (no cap) or >= 1, got {max_segment}")
     lm.check_context(prompts, max_new_tokens)
     num_new = next_power_of_two(max_new_tokens, 8)
     steps = next_power_of_two(max_steps or 2 * max_new_tokens, 8)

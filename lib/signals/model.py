@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from introspect import results, store
-from introspect.signals.logit import compute_all, confidence_gain, from_ragged
+from introspect.signals.logit import compute_all, confidence_gain
 
 
 def _prompt_ids(tokenizer, prompt) -> list[int]:
@@ -111,19 +111,31 @@ def context_gain(
     prompts_with: Sequence,
     answers: Sequence[str],
     *,
+    relative_top: float = 0.01,
+    min_keep: int = 10,
     batch_size: int = 16,
 ) -> np.ndarray:
-    """CK-PLUG confidence gain of each answer: mean over its tokens of the entropy without the
-    context passage minus the entropy with it (teacher-forced twice).
+    """CK-PLUG confidence gain of each answer: mean over its tokens of H(without the passage) -
+    H(with it), teacher-forced twice, both entropies over the authors' filtered set.
+
+    As in the authors' code (github.com/byronBBL/CK-PLUG, `relative_top_filter` / `_ck_decoding`),
+    at each answer token the two next-token distributions are restricted to the tokens with
+    p >= relative_top * p_max or among the `min_keep` most likely in either of them, and
+    renormalised there before taking entropies (`introspect.decoding.ckplug.score_gain`; that
+    module imports the model code, so it is imported on call).
 
     Args:
       prompts_without: [n] prompts (strings or chat messages) without the passage.
       prompts_with: [n] the same prompts with the retrieved passage.
       answers: [n] answer strings.
+      relative_top, min_keep: the filtered set (authors: 0.01 and 10).
     Returns:
       [n]; higher = the passage made the model more confident; negative flags a knowledge
-      conflict between the passage and what the model believes.
+      conflict between the passage and what the model believes (the paper's reading; the
+      authors' decoder adjusts the steps with CG < H(with), see `decoding.ckplug`).
     """
+    from introspect.decoding import ckplug
+
     if not len(prompts_without) == len(prompts_with) == len(answers):
         raise ValueError(
             f"got {len(prompts_without)} prompts without context, "
@@ -132,12 +144,21 @@ def context_gain(
     conts = [lm.tokenizer.encode(a) for a in answers]
     if any(not c for c in conts):
         raise ValueError("every answer needs at least one token")
-    without = lm.score(
-        [_prompt_ids(lm.tokenizer, p) for p in prompts_without], conts, batch_size=batch_size
+    tok = ckplug.score_gain(
+        lm,
+        [_prompt_ids(lm.tokenizer, p) for p in prompts_with],
+        [_prompt_ids(lm.tokenizer, p) for p in prompts_without],
+        conts,
+        relative_top=relative_top,
+        min_keep=min_keep,
+        batch_size=batch_size,
     )
-    with_ctx = lm.score(
-        [_prompt_ids(lm.tokenizer, p) for p in prompts_with], conts, batch_size=batch_size
-    )
-    s0, mask = from_ragged(without.logprobs, without.stats)
-    s1, _ = from_ragged(with_ctx.logprobs, with_ctx.stats)
-    return np.asarray(confidence_gain(s0["entropy"], s1["entropy"], mask))
+    width = max(len(c) for c in conts)
+    mask = np.zeros((len(conts), width), bool)
+    h_without = np.zeros((len(conts), width), np.float32)
+    h_with = np.zeros((len(conts), width), np.float32)
+    for i, c in enumerate(conts):
+        mask[i, : len(c)] = True
+        h_without[i, : len(c)] = tok["entropy_without"][i]
+        h_with[i, : len(c)] = tok["entropy_with"][i]
+    return np.asarray(confidence_gain(h_without, h_with, mask))

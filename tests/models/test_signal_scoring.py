@@ -76,10 +76,12 @@ def test_p_true_is_the_renormalised_two_way_probability(tiny_lm):
 
 
 def test_context_gain_is_entropy_difference(tiny_lm):
+    """With min_keep = the vocabulary the CK-PLUG filtered set is every token, so the gain is the
+    full-vocabulary entropy difference (the filtered default: tests/models/test_ckplug.py)."""
     q = ["Who wrote Hamlet?", "What is 2 + 2?"]
     ctx = ["Passage: Hamlet is a play by William Shakespeare.\n" + x for x in q]
     answers = ["Shakespeare", "4"]
-    gain = signals.context_gain(tiny_lm, q, ctx, answers)
+    gain = signals.context_gain(tiny_lm, q, ctx, answers, min_keep=tiny_lm.config.vocab_size)
     conts = [tiny_lm.tokenizer.encode(a) for a in answers]
 
     def ent(prompts):
@@ -91,7 +93,8 @@ def test_context_gain_is_entropy_difference(tiny_lm):
         ]
         return [e.mean() for e in tiny_lm.score(ids, conts).stats["entropy"]]
 
-    np.testing.assert_allclose(gain, np.array(ent(q)) - np.array(ent(ctx)), rtol=1e-5, atol=1e-6)
+    # float32 entropies of ~10.8 nats, computed along another path: 1e-6 ulps
+    np.testing.assert_allclose(gain, np.array(ent(q)) - np.array(ent(ctx)), rtol=1e-5, atol=2e-5)
     with pytest.raises(ValueError, match="answers"):
         signals.context_gain(tiny_lm, q, ctx, answers[:1])
 
