@@ -39,6 +39,10 @@ class DecodeSpec:
     # probe, and the probe (a hashable Flax module, sigmoid(apply(variables, x)) = P(exit ok)).
     exit_layers: tuple | None = None
     exit_probe: object = None
+    # Attention records: block indices (and query heads, None = all) whose weight of each step's
+    # query on its own key (`decode`'s "attention") is kept; None = off (no extra computation).
+    attention_layers: tuple | None = None
+    attention_heads: tuple | None = None
 
 
 @functools.partial(jax.jit, static_argnames=("config", "dtype"))
@@ -136,6 +140,16 @@ def sample_tokens(logits, keys, *, sample: bool, filtered: bool, temperature, to
     return token, jnp.take_along_axis(logp, token[:, None], axis=-1)[:, 0]
 
 
+def _own_slot_weight(out, cache):
+    """[batch, layers, heads] weight that the last query of an `apply` with an attention
+    request puts on its own key (the token fed at this step: cache slot index - 1); None
+    without the request."""
+    if len(out) == 3:
+        return None
+    w = out[3][:, :, :, -1]  # [batch, layers, heads, slots]
+    return jax.lax.dynamic_index_in_dim(w, cache.index - 1, axis=3, keepdims=False)
+
+
 def _choose(spec: DecodeSpec, logits, step, row_keys, temperature, top_k, top_p):
     """Pick the next token for every row at `step`. logits: [batch, vocab] float32."""
     keys = jax.vmap(lambda k: jax.random.fold_in(k, step))(row_keys)
@@ -210,7 +224,12 @@ def decode(
       The hidden state of step s is the one the distribution of new token s was computed from
       (step 0: the last prompt token). With an exit rule also exit_step [batch] (index of the
       cue token the row exited at, -1 = none) and cue_probs [batch, num_new] (the probe's
-      probability at each evaluated cue token, NaN elsewhere).
+      probability at each evaluated cue token, NaN elsewhere). With spec.attention_layers also
+      attention [batch, num_new, layers, heads] float32: at step s the post-softmax weight that
+      the query of the forward step producing token s puts on the key of the token fed at that
+      step (its own position: token s - 1, the last prompt token for s = 0), per recorded block
+      and query head; 0 after a row's end. Steps s >= 1 are the "attention to the previous
+      generated token" of RAUQ (`introspect.signals.attention`).
     """
     cfg = spec.config
     dtype = jnp.dtype(spec.dtype)
@@ -244,7 +263,10 @@ def decode(
         h = hs[len(keep) :, :, -1]  # [exit layers, batch, hidden]
         return kept, jnp.transpose(h, (1, 0, 2)).reshape(batch, -1).astype(jnp.float32)
 
-    logits, hs, cache = apply(
+    att_kw = {}
+    if spec.attention_layers is not None:
+        att_kw = {"attention": spec.attention_layers, "attention_heads": spec.attention_heads}
+    out = apply(
         params,
         tokens,
         positions,
@@ -255,14 +277,17 @@ def decode(
         steering=steering(prompt_mask),
         last_only=True,
         dtype=dtype,
+        **att_kw,
     )
+    logits, hs, cache = out[:3]
+    att = _own_slot_weight(out, cache)
     choose = functools.partial(
         _choose, spec, row_keys=row_keys, temperature=temperature, top_k=top_k, top_p=top_p
     )
     is_stop = lambda t: jnp.any(t[:, None] == stop_ids[None, :], axis=-1) & ~ignore_eos
 
-    def record(buffers, step, token, logp, stats, hs, done):
-        out_tokens, out_logp, out_stats, hid = buffers
+    def record(buffers, step, token, logp, stats, hs, att, done):
+        out_tokens, out_logp, out_stats, hid, out_att = buffers
         out_tokens = out_tokens.at[:, step].set(jnp.where(done, pad_id, token))
         out_logp = out_logp.at[:, step].set(jnp.where(done, 0.0, logp))
         if stats is not None:
@@ -275,7 +300,9 @@ def decode(
                 lambda h: h,
                 hid,
             )
-        return out_tokens, out_logp, out_stats, hid
+        if out_att is not None:
+            out_att = out_att.at[:, step].set(jnp.where(done[:, None, None], 0.0, att))
+        return out_tokens, out_logp, out_stats, hid, out_att
 
     buffers = (
         jnp.full((batch, num_new), pad_id, jnp.int32),
@@ -286,11 +313,12 @@ def decode(
         )
         if spec.num_hidden_slots
         else None,
+        None if att is None else jnp.zeros((batch, num_new) + att.shape[1:], jnp.float32),
     )
     hs, _ = split_hidden(hs)
     done = ~row_active
     token, logp, stats = choose(logits[:, 0], 0)
-    buffers = record(buffers, 0, token, logp, stats, hs, done)
+    buffers = record(buffers, 0, token, logp, stats, hs, att, done)
     out_len = jnp.where(done, 0, 1).astype(jnp.int32)
     done = done | is_stop(token)
 
@@ -332,7 +360,7 @@ def decode(
         step, cache, prev, done, out_len, buffers, exit_state = state
         pos = (lengths_prompt + step - 1)[:, None]
         ones = jnp.ones((batch, 1), bool)
-        logits, hs, cache = apply(
+        out = apply(
             params,
             prev[:, None],
             pos,
@@ -342,12 +370,15 @@ def decode(
             capture=capture,
             steering=steering(ones),
             dtype=dtype,
+            **att_kw,
         )
+        logits, hs, cache = out[:3]
+        att = _own_slot_weight(out, cache)
         hs, feats = split_hidden(hs)
         if exiting:
             done, exit_state = check_exit(step, feats, done, exit_state)
         token, logp, stats = choose(logits[:, 0], step)
-        buffers = record(buffers, step, token, logp, stats, hs, done)
+        buffers = record(buffers, step, token, logp, stats, hs, att, done)
         out_len = out_len + (~done).astype(jnp.int32)
         done = done | is_stop(token)
         if exiting:
@@ -356,7 +387,7 @@ def decode(
 
     state = (jnp.int32(1), cache, token, done, out_len, buffers, exit_state)
     _, _, _, _, out_len, buffers, exit_state = jax.lax.while_loop(cond, body, state)
-    out_tokens, out_logp, out_stats, hid = buffers
+    out_tokens, out_logp, out_stats, hid, out_att = buffers
     result = {"tokens": out_tokens, "logprobs": out_logp, "lengths": out_len}
     if exiting:
         result["exit_step"], result["cue_probs"] = exit_state[2], exit_state[3]
@@ -364,6 +395,8 @@ def decode(
         result["stats"] = out_stats
     if hid is not None:
         result["hidden"] = hid
+    if out_att is not None:
+        result["attention"] = out_att
     return result
 
 

@@ -10,6 +10,10 @@ Conventions (the same as Hugging Face transformers, so that parity tests compare
     not depend on how much padding it got.
   * A steering intervention adds `scale * vector` to the residual stream output of block `layer`
     (i.e. it shows up in `hidden_states[layer + 1]`) at every position where its mask is true.
+  * Attention weights (`apply(..., attention=layers)`, off by default) are transformers'
+    `output_attentions`: post-softmax, [batch, heads, query, key], query head h reading key/value
+    head h // (num_heads // num_kv_heads); masked (padding, future, outside the sliding window)
+    keys weigh exactly 0, and so does every key of a padding query.
 """
 
 from __future__ import annotations
@@ -118,7 +122,9 @@ class Attention(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x, positions, key_valid, k_cache=None, v_cache=None, index=None):
+    def __call__(
+        self, x, positions, key_valid, k_cache=None, v_cache=None, index=None, weights=False
+    ):
         cfg = self.config
         b, t, _ = x.shape
         dense = lambda n, bias, name: nn.Dense(n, use_bias=bias, dtype=self.dtype, name=name)
@@ -158,10 +164,15 @@ class Attention(nn.Module):
         scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
         scores = scores / np.sqrt(cfg.head_dim).astype(np.float32)
         scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+        probs32 = jax.nn.softmax(scores, axis=-1)
+        probs = probs32.astype(v.dtype)
         out = jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t, -1)
         out = nn.Dense(cfg.hidden_size, use_bias=False, dtype=self.dtype, name="o_proj")(out)
-        return out, k_cache, v_cache
+        if not weights:  # static: the program without the request computes nothing more
+            return out, k_cache, v_cache, None
+        # [batch, heads, q, k] float32; a fully masked (padding) query row is 0, not uniform.
+        w = jnp.where(mask[:, None, None], probs32, 0.0)
+        return out, k_cache, v_cache, w.reshape(b, cfg.num_heads, t, -1)
 
 
 class MLP(nn.Module):
@@ -181,17 +192,19 @@ class Block(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x, positions, key_valid, k_cache=None, v_cache=None, index=None):
+    def __call__(
+        self, x, positions, key_valid, k_cache=None, v_cache=None, index=None, weights=False
+    ):
         eps = self.config.rms_norm_eps
         h = RMSNorm(eps, self.dtype, name="attn_norm")(x)
-        h, k_cache, v_cache = Attention(self.config, self.dtype, name="attn")(
-            h, positions, key_valid, k_cache, v_cache, index
+        h, k_cache, v_cache, w = Attention(self.config, self.dtype, name="attn")(
+            h, positions, key_valid, k_cache, v_cache, index, weights
         )
         x = x + h
         x = x + MLP(self.config, self.dtype, name="mlp")(
             RMSNorm(eps, self.dtype, name="mlp_norm")(x)
         )
-        return x, k_cache, v_cache
+        return x, k_cache, v_cache, w
 
 
 class Decoder(nn.Module):
@@ -213,8 +226,11 @@ class Decoder(nn.Module):
         last_only=False,
         with_logits=True,
         replace=None,
+        attention=None,
+        attention_heads=None,
     ):
         cfg = self.config
+        _check_attention(cfg, attention, attention_heads)
         embed = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=self.dtype, name="embed")
         x = embed(tokens)
         if cache is None:
@@ -223,13 +239,17 @@ class Decoder(nn.Module):
             key_valid = jax.lax.dynamic_update_slice(cache.valid, valid, (0, cache.index))
         hidden = [x]
         new_k, new_v = [], []
+        weights = {}
         for i in range(cfg.num_layers):
             kc = vc = None
             if cache is not None:
                 kc, vc = cache.k[i], cache.v[i]
-            x, kc, vc = Block(cfg, self.dtype, name=f"layers_{i}")(
-                x, positions, key_valid, kc, vc, None if cache is None else cache.index
+            want = attention is not None and i in attention
+            x, kc, vc, w = Block(cfg, self.dtype, name=f"layers_{i}")(
+                x, positions, key_valid, kc, vc, None if cache is None else cache.index, want
             )
+            if want:
+                weights[i] = w
             if steering is not None and steering.layer == i:
                 x = x + _steering_delta(steering, x)
             if replace is not None and replace.layer == i:
@@ -260,7 +280,32 @@ class Decoder(nn.Module):
             if tail:
                 hidden = [h[:, -tail:] for h in hidden]
             hs = jnp.stack([hidden[i] for i in capture])
-        return None if logits is None else logits.astype(jnp.float32), hs, new_cache
+        logits = None if logits is None else logits.astype(jnp.float32)
+        if attention is None:
+            return logits, hs, new_cache
+        att = jnp.stack([weights[i] for i in attention], axis=1)  # [batch, layers, heads, q, k]
+        if attention_heads is not None:
+            att = att[:, :, np.asarray(attention_heads, np.int32)]
+        if tail:
+            att = att[:, :, :, -tail:]
+        return logits, hs, new_cache, att
+
+
+def _check_attention(config: ModelConfig, layers, heads) -> None:
+    """ValueError unless `layers` (block indices) and `heads` are tuples of in-range ints."""
+    for what, idx, n in (
+        ("attention", layers, config.num_layers),
+        ("attention_heads", heads, config.num_heads),
+    ):
+        if idx is None:
+            continue
+        if not isinstance(idx, tuple) or not idx:
+            raise ValueError(f"{what} must be a non-empty tuple of ints (static), got {idx!r}")
+        bad = [i for i in idx if not isinstance(i, int | np.integer) or not 0 <= i < n]
+        if bad:
+            raise ValueError(f"{what} {bad} out of range: the model has {n} (0 .. {n - 1})")
+    if heads is not None and layers is None:
+        raise ValueError("attention_heads needs attention (the layers)")
 
 
 def _tail(last_only: bool | int) -> int:
@@ -297,6 +342,8 @@ def apply(
     with_logits: bool = True,
     dtype=jnp.float32,
     replace: Replace | None = None,
+    attention: tuple[int, ...] | None = None,
+    attention_heads: tuple[int, ...] | None = None,
 ):
     """Pure forward pass.
 
@@ -316,11 +363,19 @@ def apply(
       dtype: compute dtype of activations.
       replace: an optional residual-stream substitution (`Replace`), after the steering of the
         same block.
+      attention: block indices (static tuple, 0 .. num_layers - 1) whose attention weights to
+        return, or None (the default: nothing is returned and the program is the one without
+        the request).
+      attention_heads: with attention, the query heads to keep (static tuple), None = all.
     Returns:
       (logits [batch, length or 1 (or n), vocab] float32,
        hidden [len(capture), batch, length or 1, hidden] or None (n in place of 1 for
        last_only=n),
-       the updated KVCache or None).
+       the updated KVCache or None),
+      and with `attention` a fourth entry: the post-softmax weights [batch, len(attention),
+      heads (or len(attention_heads)), length or 1 (or n): the queries, keys] float32 (keys: the
+      given tokens, or every cache slot with a cache; masked keys 0). Layer and head order as
+      given.
     """
     if valid is None:
         valid = jnp.ones(tokens.shape, bool)
@@ -335,6 +390,8 @@ def apply(
         last_only=last_only,
         with_logits=with_logits,
         replace=replace,
+        attention=attention,
+        attention_heads=attention_heads,
     )
 
 

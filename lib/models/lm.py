@@ -43,11 +43,17 @@ from introspect.models.tokenizer import Tokenizer
 class ForwardOutput:
     """logits: [batch, length, vocab] float32 (None with return_logits=False);
     hidden_states: [layers, batch, length, hidden]
-    (layers = `hidden_layers` in the order given; all = num_layers + 1) or None."""
+    (layers = `hidden_layers` in the order given; all = num_layers + 1) or None;
+    attention: with `attention_layers`, the post-softmax weights [batch, len(attention_layers),
+    heads (or len(attention_heads)), length (queries), length (keys)] float32, 0 at masked keys
+    and padding queries (transformers' `output_attentions` layout), else None."""
 
     logits: jax.Array
     hidden_states: jax.Array | None
     hidden_layers: tuple[int, ...] | None
+    attention: jax.Array | None = None
+    attention_layers: tuple[int, ...] | None = None
+    attention_heads: tuple[int, ...] | None = None
 
 
 @dataclasses.dataclass
@@ -66,6 +72,12 @@ class Generation:
       row exited, -1 when it did not (finish_reason is then "exit" instead of "stop"/"length").
     cue_probs: with an exit rule, per row [n_new] the probe's probability at each evaluated cue
       token, NaN elsewhere.
+    attention: with `attention_layers`, per row [n_new, len(attention_layers), heads (or
+      len(attention_heads))] float32: for new token s, the post-softmax weight that the query
+      which produced it (at the token fed at that step: new token s - 1, the last prompt token for
+      s = 0) puts on its own key, per block and query head. Steps s >= 1 are RAUQ's "attention
+      to the previous token" (`introspect.signals.attention.rauq`); they equal
+      `forward(prompt + tokens, attention_layers=...)` weights at [P + s - 1, P + s - 1].
     """
 
     tokens: list[list[int]]
@@ -79,6 +91,9 @@ class Generation:
     seconds: float = 0.0
     exit_steps: list[int] | None = None
     cue_probs: list[np.ndarray] | None = None
+    attention: list[np.ndarray] | None = None
+    attention_layers: tuple[int, ...] | None = None
+    attention_heads: tuple[int, ...] | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -123,7 +138,16 @@ class Scores:
 # ----------------------------------------------------------------------------------------------
 
 _forward = jax.jit(
-    apply, static_argnames=("config", "capture", "last_only", "with_logits", "dtype")
+    apply,
+    static_argnames=(
+        "config",
+        "capture",
+        "last_only",
+        "with_logits",
+        "dtype",
+        "attention",
+        "attention_heads",
+    ),
 )
 
 
@@ -243,6 +267,37 @@ class LM:
             )
         return layers
 
+    def check_attention(self, layers, heads=None):
+        """(block indices, query heads or None) for an attention request: `layers` "all", an int
+        or ints in [-num_layers, num_layers) (blocks, not hidden-state indices; negative ones
+        count from the end), `heads` None (all), an int or ints in [-num_heads, num_heads).
+        (None, None) when layers is None; ValueError naming the valid range otherwise."""
+
+        def norm(idx, n, what, unit):
+            if isinstance(idx, str):
+                if idx != "all":
+                    raise ValueError(f"{what} must be 'all', an int or a list of ints, got {idx!r}")
+                return tuple(range(n))
+            if isinstance(idx, int | np.integer):
+                idx = (idx,)
+            idx = tuple(int(i) for i in idx)
+            bad = [i for i in idx if not -n <= i < n]
+            if bad or not idx:
+                raise ValueError(
+                    f"{what} {bad or list(idx)} out of range: the model has {n} {unit} "
+                    f"(0 .. {n - 1}, or negative from the end)"
+                )
+            return tuple(i % n for i in idx)
+
+        if layers is None:
+            if heads is not None:
+                raise ValueError("attention_heads needs attention_layers")
+            return None, None
+        layers = norm(layers, self.config.num_layers, "attention_layers", "blocks")
+        if heads is not None:
+            heads = norm(heads, self.config.num_heads, "attention_heads", "query heads")
+        return layers, heads
+
     def _exit_args(self, rule):
         """(exit layers, decode's exit_args) of an online exit rule, checked against the model:
         its layers exist, the probe takes len(layers) * hidden_size features."""
@@ -347,6 +402,8 @@ class LM:
         steering: Steering | None = None,
         replace: Replace | None = None,
         return_logits: bool = True,
+        attention_layers=None,
+        attention_heads=None,
     ):
         """Full-sequence forward pass.
 
@@ -360,9 +417,14 @@ class LM:
           replace: optional substitution of the residual stream after a block
             (`models.Replace`), e.g. a sparse autoencoder's reconstruction.
           return_logits: False skips the LM head (logits is None): hidden-state features only.
+          attention_layers: blocks (0 .. num_layers - 1, negative ok, "all") whose attention
+            weights to return; None (default) = none, and the compiled program is the one
+            without them.
+          attention_heads: query heads to keep (default all).
         Returns:
           ForwardOutput(logits [batch, length, vocab] float32,
-                        hidden_states [layers, batch, length, hidden] or None).
+                        hidden_states [layers, batch, length, hidden] or None,
+                        attention [batch, layers, heads, length, length] or None).
         """
         tokens = np.asarray(self.check_ids(tokens, "tokens"), dtype=np.int32)
         if tokens.ndim != 2:
@@ -379,8 +441,12 @@ class LM:
             raise ValueError(f"mask shape {valid.shape} != tokens shape {tokens.shape}")
         positions = np.maximum(np.cumsum(valid, axis=1) - 1, 0).astype(np.int32)
         capture = self.check_layers(hidden_layers)
+        att_layers, att_heads = self.check_attention(attention_layers, attention_heads)
+        att_kw = {}
+        if att_layers is not None:
+            att_kw = {"attention": att_layers, "attention_heads": att_heads}
         tokens, positions, valid = self.runner.place(tokens, positions, valid)
-        logits, hs, _ = _forward(
+        out = _forward(
             self.params,
             tokens,
             positions,
@@ -391,8 +457,11 @@ class LM:
             with_logits=return_logits,
             dtype=self.dtype,
             replace=self._check_replace(replace),
+            **att_kw,
         )
-        return ForwardOutput(logits, hs, capture)
+        logits, hs = out[:2]
+        att = out[3] if att_layers is not None else None
+        return ForwardOutput(logits, hs, capture, att, att_layers, att_heads)
 
     # -- generation -----------------------------------------------------------------------------
 
@@ -460,6 +529,8 @@ class LM:
         return_stats: bool = False,
         hidden_layers=None,
         hidden_steps=None,
+        attention_layers=None,
+        attention_heads=None,
         steering: Steering | None = None,
         steer_prompt: bool = False,
         exit_rule=None,
@@ -483,6 +554,11 @@ class LM:
           hidden_layers: indices into hidden_states to capture during decoding ("all" ok).
           hidden_steps: which steps' hidden states to keep (default: all steps) when
             hidden_layers is set.
+          attention_layers: blocks (0 .. num_layers - 1, negative ok, "all") whose attention
+            to record at every step: the weight of the step's query on its own key (see
+            `Generation.attention`), [n_new, layers, heads] per row, not the full rows over
+            the context. None (default) = off, and the compiled loop is the one without it.
+          attention_heads: query heads to record (default all).
           steering: residual-stream intervention on generated tokens (and the prompt when
             steer_prompt); vector [hidden] or [num_prompts, hidden] and scale [] or
             [num_prompts] (per-row vectors/scales: a steering sweep in one call).
@@ -538,6 +614,7 @@ class LM:
                 )
         else:
             steps = ()
+        att_layers, att_heads = self.check_attention(attention_layers, attention_heads)
         steering = self._check_steering(steering)
         per_row = steering is not None and (steering.vector.ndim == 2 or steering.scale.ndim)
         if per_row:
@@ -577,6 +654,8 @@ class LM:
             dtype=self.dtype,
             exit_layers=exit_layers,
             exit_probe=None if exit_rule is None else exit_rule.probe,
+            attention_layers=att_layers,
+            attention_heads=att_heads,
         )
         stop_ids, pad_id = self.stop_and_pad(stop_token_ids)
         steer_vec = (
@@ -629,6 +708,7 @@ class LM:
                         out["hidden"][:, r, : len(steps)] if slots else None,
                         int(out["exit_step"][r]) if exit_layers else None,
                         out["cue_probs"][r, :n] if exit_layers else None,
+                        out["attention"][r, :n] if att_layers is not None else None,
                     )
                 )
             return rows
@@ -670,6 +750,9 @@ class LM:
             seconds=time.perf_counter() - t0,
             exit_steps=exit_steps,
             cue_probs=cue_probs,
+            attention=None if att_layers is None else [results[i][6] for i in range(len(prompts))],
+            attention_layers=att_layers,
+            attention_heads=att_heads,
         )
 
     # -- scoring --------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ probability in [0, 1]), `needs_tokens`, `needs_vocab`, and `needs` / `from_input
 
 import numpy as np
 
-from introspect.signals import density, semantic
+from introspect.signals import attention, density, semantic
 from introspect.signals.estimate import Inputs, estimable, estimate, needs_of, sample_classes
 from introspect.signals.info import cpmi, pmi, unconditional_logprobs
 from introspect.signals.logit import (
@@ -75,6 +75,7 @@ __all__ = [
     "estimable",
     "estimate",
     "needs_of",
+    "attention",
     "density",
     "fit_density",
     "sample_classes",
@@ -243,6 +244,18 @@ def fit_density(features, names=("mahalanobis", "rde"), *, background=None, opti
     return {n: fits[n](features, **options.get(n, {})) for n in names}
 
 
+# Attention-based (`attention.py`, LM-Polygraph's RAUQ / AttentionScore), negated. Focus needs
+# full distributions, an IDF table and keyword masks: call signals.attention.focus directly.
+register(
+    "rauq", attention.rauq, kind="attention", needs=("stats", "mask", "attention"),
+    from_inputs=lambda x, **kw: -attention.rauq(x.stats["logprob"], x.attention, x.mask, **kw),
+)  # fmt: skip
+register(
+    "attention_score", attention.attention_score, kind="attention", needs=("self_attention",),
+    from_inputs=lambda x, **kw: -attention.attention_score(
+        x.self_attention, x.self_attention_mask, **kw
+    ),
+)  # fmt: skip
 register("hedge", hedge_score, kind="text", prob=True, needs=("texts",),
          from_inputs=lambda x: hedge_score(x.texts))  # fmt: skip
 register("verbalized", parse_verbalized_confidence, kind="text", prob=True)

@@ -51,6 +51,12 @@ class Inputs:
       greedy_similarity: [n, k] similarity in [0, 1] of the greedy answer to each sample
         (CoCoA).
       sample_texts: [n][k] the sampled responses' texts (lexical similarity).
+      attention: [n, T, layers, heads] `Generation.attention` records of the answers (each
+        token's attention to the previous one) at the RAUQ layers (`signals.attention.
+        rauq_layers`) (RAUQ, with stats["logprob"] and mask).
+      self_attention: [n, T, heads] each position's attention to itself at one layer
+        (Attention Score; `signals.attention.attention_diagonal`), with self_attention_mask
+        [n, T] (default all positions).
       features: [n, d] (or [n, layers, d]) hidden-state features of the answers.
       density: {signal name: fitted state} of the density estimators (fitted on a training
         split's features).
@@ -72,6 +78,9 @@ class Inputs:
     similarity: Any = None
     greedy_similarity: Any = None
     sample_texts: Sequence[Sequence[str]] | None = None
+    attention: Any = None
+    self_attention: Any = None
+    self_attention_mask: Any = None
     features: Any = None
     density: Mapping[str, Any] | None = None
 

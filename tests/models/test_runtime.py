@@ -150,7 +150,8 @@ def test_signals_from_generation_equal_signals_from_score(tiny_lm):
     s_stats, s_mask = signals.from_ragged(sc.logprobs, sc.stats)
     assert np.array_equal(g_mask, s_mask)
     for name in signals.stats_signals():
-        kw = {"vocab_size": tiny_lm.config.vocab_size} if name == "self_certainty" else {}
+        needs_vocab = signals.SIGNALS.meta(name, "needs_vocab")
+        kw = {"vocab_size": tiny_lm.config.vocab_size} if needs_vocab else {}
         np.testing.assert_allclose(
             signals.compute(name, g_stats, g_mask, **kw),
             signals.compute(name, s_stats, s_mask, **kw),

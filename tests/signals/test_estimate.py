@@ -149,3 +149,20 @@ def test_density_estimators_through_estimate():
         signals.fit_density(train, ("rmd",))
     with pytest.raises(ValueError, match="needs density:rde"):
         signals.estimate(signals.Inputs(features=test, density={}), names=("rde",))
+
+
+def test_attention_estimators_and_the_issue_names():
+    from introspect.signals import attention
+
+    rng = np.random.default_rng(5)
+    stats, mask, *_ = _inputs(6, n=3, t=6)
+    att = rng.random((3, 6, 2, 4))
+    self_att = rng.random((3, 6, 4))
+    inp = signals.Inputs(stats=stats, mask=mask, attention=att, self_attention=self_att)
+    out = signals.compute_all(inp)
+    np.testing.assert_allclose(out["rauq"], -attention.rauq(stats["logprob"], att, mask))
+    np.testing.assert_allclose(out["attention_score"], -attention.attention_score(self_att))
+    keep = ("mahalanobis", "rde", "rauq", "semantic_entropy", "num_sem_sets",
+            "eigval_laplacian", "lexical_similarity", "pmi", "renyi", "fisher_rao")  # fmt: skip
+    for name in keep:
+        assert name in signals.estimable(), name
