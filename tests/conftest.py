@@ -63,6 +63,8 @@ SLOW_FIRST = (
     "models/test_lynx_experiment.py",
     "sae/test_rise_experiment.py",
     "posttrain/test_grpo.py",
+    "posttrain/test_posttrain_devices.py",
+    "posttrain/test_lora.py",
     "probes/test_exit_online.py",
     "models/test_benchmark_store.py",
     "probes/test_probes_experiment.py",
