@@ -39,7 +39,7 @@ $(VENV)/.base: setup.py | $(PY)
 # make test needs the parity references: a missing one fails here, never as skipped tests.
 $(VENV)/.dev: $(VENV)/.base
 	$(PIP) install -e ".[dev,parity]" 2>&1 | $(QUIET)
-	$(PY) -c "import torch, transformers, sklearn, mapie, torchmetrics, pytest, xdist, ruff"
+	$(PY) -c "import torch, transformers, sklearn, mapie, torchmetrics, cleanlab, pytest, xdist, ruff"
 	touch $@
 
 demo: $(VENV)/.base

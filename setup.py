@@ -58,6 +58,10 @@ setup(
             "accelerate==1.15.0",
             "torchmetrics==1.9.0",
             "mapie==1.6.0",
+            "cleanlab==2.9.0",
+            # cleanlab's own dependencies, pinned as tested
+            "pandas==3.1.1",
+            "termcolor==3.3.0",
         ],
     },
 )

@@ -13,6 +13,7 @@ _SUBMODULES = (
     "metrics",
     "losses",
     "calibrators",
+    "cleaning",
     "conformal",
     "signals",
     "decoding",

@@ -71,6 +71,7 @@ SLOW_FIRST = (
     "models/test_smollm.py",
     "models/test_experiments.py",
     "train/test_train_subprocess.py",
+    "cleaning/test_cleaning_parity.py",
 )
 
 
