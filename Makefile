@@ -51,7 +51,7 @@ demo: $(VENV)/.base
 TEST_WORKERS ?= 2
 
 test: $(VENV)/.dev
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=30 tests
 
 test-fast: $(VENV)/.dev
 	$(PY) -m pytest -q -m "not slow" tests
