@@ -9,13 +9,12 @@ import shutil
 import jax
 import numpy as np
 import pytest
+import torch
+import transformers
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-
-from introspect.models import encoder as enc_mod  # noqa: E402
-from introspect.models.encoder import load_encoder  # noqa: E402
-from introspect.models.loaders import WeightsMismatchError  # noqa: E402
+from introspect.models import encoder as enc_mod
+from introspect.models.encoder import load_encoder
+from introspect.models.loaders import WeightsMismatchError
 
 CORPUS = [
     "The capital of France is Paris.",
@@ -278,12 +277,6 @@ def test_bert_prefix_and_pytorch_bin(st_dir, enc, tmp_path):
     os.remove(path / "model.safetensors")
     torch.save(st_dir[1].state_dict(), path / "pytorch_model.bin")
     np.testing.assert_allclose(load_encoder(path).encode(TEXTS), enc.encode(TEXTS), atol=1e-6)
-
-
-def test_sentence_transformers_reference(st_dir, enc):
-    st = pytest.importorskip("sentence_transformers")
-    ref = st.SentenceTransformer(str(st_dir[0]), device="cpu").encode(TEXTS)
-    np.testing.assert_allclose(enc.encode(TEXTS), ref, atol=1e-5, rtol=0)
 
 
 # ---------------------------------------------------------------------------------------------
