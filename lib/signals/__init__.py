@@ -151,42 +151,17 @@ def _neg(fn, *fields, **fixed):
     return lambda x, **kw: -np.asarray(fn(*(getattr(x, f) for f in fields), **fixed, **kw))
 
 
-register(
-    "semantic_entropy",
-    semantic.semantic_entropy,
-    kind="samples",
-    needs=("sample_logprobs", "classes"),
-    from_inputs=_neg(semantic.semantic_entropy, "sample_logprobs", "classes"),
-)
-register(
-    "num_sem_sets",
-    semantic.num_sem_sets,
-    kind="samples",
-    needs=("classes",),
-    from_inputs=_neg(semantic.num_sem_sets, "classes"),
-)
-for _name, _fn in (
-    ("eigval_laplacian", semantic.eigval_laplacian),
-    ("degree_matrix", semantic.degree_matrix),
-    ("eccentricity", semantic.eccentricity),
-    ("kernel_language_entropy", semantic.kernel_language_entropy),
+for _name, _fn, _fields in (
+    ("semantic_entropy", semantic.semantic_entropy, ("sample_logprobs", "classes")),
+    ("num_sem_sets", semantic.num_sem_sets, ("classes",)),
+    ("eigval_laplacian", semantic.eigval_laplacian, ("similarity",)),
+    ("degree_matrix", semantic.degree_matrix, ("similarity",)),
+    ("eccentricity", semantic.eccentricity, ("similarity",)),
+    ("kernel_language_entropy", semantic.kernel_language_entropy, ("similarity",)),
+    ("sentence_sar", semantic.sentence_sar, ("sample_logprobs", "similarity")),
+    ("lexical_similarity", semantic.lexical_similarity, ("sample_texts",)),
 ):
-    register(_name, _fn, kind="samples", needs=("similarity",), from_inputs=_neg(_fn, "similarity"))
-register(
-    "sentence_sar",
-    semantic.sentence_sar,
-    kind="samples",
-    needs=("sample_logprobs", "similarity"),
-    from_inputs=_neg(semantic.sentence_sar, "sample_logprobs", "similarity"),
-)
-register(
-    "lexical_similarity",
-    semantic.lexical_similarity,
-    kind="samples",
-    prob=True,
-    needs=("sample_texts",),
-    from_inputs=_neg(semantic.lexical_similarity, "sample_texts"),
-)
+    register(_name, _fn, kind="samples", needs=_fields, from_inputs=_neg(_fn, *_fields))
 for _variant in ("msp", "ppl", "mte"):
     register(
         f"cocoa_{_variant}", semantic.cocoa, kind="samples",
