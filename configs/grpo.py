@@ -15,9 +15,10 @@ of the stated confidence on held-out questions; sized for an accelerator.
 
 `:smoke` (RLCR) / `:smoke_rlvr` (RLVR: binary_correct on the <answer>): the paper's comparison
 at CPU scale. The 135M model never follows the tag format unprompted (0 of 32 samples), so a
-24-step format warm-up (gold answers, stated confidence 0.5) comes first, as the paper's
-SFT+RLCR; then 8 GRPO steps of 4 prompts x 4 samples (48 new tokens) on 64 train questions;
-32 held-out questions x 2 samples before and after.
+24-step format warm-up comes first, as the paper's SFT+RLCR: gold answers and a stated
+confidence drawn from 0.1 .. 0.9 per row, unrelated to correctness. Then 8 GRPO steps of 4
+prompts x 4 samples (48 new tokens) on 64 train questions; 32 held-out questions x 2 samples
+before and after.
 """
 
 import ml_collections
@@ -57,6 +58,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # fixed stated confidence (answer NLL only), as the RLCR paper's SFT+RLCR variant.
     c.warmup_steps = 0
     c.warmup_confidence = 0.5
+    # Draw the warm-up confidence per row from 0.1 .. 0.9 instead (unrelated to correctness).
+    c.warmup_confidence_random = False
     c.warmup = posttrain.sft_config()
     c.warmup.loss.options = {"lm_coef": 1.0, "brier_coef": 0.0}
     c.warmup.max_prompt_tokens = 0
@@ -96,6 +99,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.eval_split = ("test", 32)
         c.eval_samples = 2
         c.warmup_steps = 24
+        c.warmup_confidence_random = True
         c.grpo.reward.options = {"require_think": False}
         if arg == "smoke_rlvr":
             c.grpo.reward.name = "binary_correct"

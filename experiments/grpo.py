@@ -53,16 +53,22 @@ def build_prompts(lm, config) -> tuple[dict[str, list], dict[str, list]]:
 
 
 def warmup_rows(lm, prompts, examples, config) -> dict[str, list]:
-    """SFT rows teaching the RLCR format: <think>, the gold <answer>, <analysis> and a fixed
-    <confidence> (config.warmup_confidence), then the stop token."""
+    """SFT rows teaching the RLCR format: <think>, the gold <answer>, <analysis> and a
+    <confidence>, then the stop token. The confidence is config.warmup_confidence, or with
+    config.warmup_confidence_random one of 0.1 .. 0.9 drawn per row (seeded), unrelated to
+    correctness: the warmed-up policy then samples varied confidences for GRPO to shape."""
     stop = int(lm.stop_and_pad(())[0][0])
+    rng = np.random.default_rng(int(config.grpo.seed))
     answers = []
     for ex in examples:
+        conf = config.warmup_confidence
+        if config.get("warmup_confidence_random", False):
+            conf = round(float(rng.integers(1, 10)) / 10, 1)
         text = (
             "<think>Let me work it out.</think>\n"
             f"<answer>{ex['answer']}</answer>\n"
             "<analysis>I am not sure.</analysis>\n"
-            f"<confidence>{config.warmup_confidence}</confidence>"
+            f"<confidence>{conf}</confidence>"
         )
         answers.append(list(lm.tokenizer.encode(text, add_special_tokens=False)) + [stop])
     return {"prompts": [list(p) for p in prompts], "answers": answers,

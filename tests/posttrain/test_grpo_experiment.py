@@ -21,6 +21,7 @@ def test_config_variants_are_valid(variant):
 def test_warmup_rows_teach_a_parseable_rlcr_response(tiny_policy):
     lm = tiny_policy
     cfg = grpo_configs.get_config("smoke")
+    cfg.warmup_confidence_random = False
     exs = data.load_roles("synthetic_easy", {"train": ("train", 6)})["train"]
     prompts = [data.build_prompt_ids(lm.tokenizer, ex, "rlcr") for ex in exs]
     rows = grpo_experiment.warmup_rows(lm, prompts, exs, cfg)
@@ -32,3 +33,10 @@ def test_warmup_rows_teach_a_parseable_rlcr_response(tiny_policy):
     np.testing.assert_allclose(rlcr["confidence"], cfg.warmup_confidence)
     rlvr = posttrain.compute_reward("binary_correct", texts, exs, {"prompt_format": "rlcr"})
     np.testing.assert_array_equal(rlvr["reward"], 1)
+
+    cfg.warmup_confidence_random = True
+    rows = grpo_experiment.warmup_rows(lm, prompts, exs, cfg)
+    texts = [lm.tokenizer.decode(a[:-1]) for a in rows["answers"]]
+    conf = posttrain.compute_reward("rlcr", texts, exs, {"require_think": False})["confidence"]
+    assert set(np.round(conf, 1)) <= {round(0.1 * k, 1) for k in range(1, 10)}
+    assert len(set(np.round(conf, 1))) > 1
