@@ -38,5 +38,6 @@ def test_warmup_rows_teach_a_parseable_rlcr_response(tiny_policy):
     rows = grpo_experiment.warmup_rows(lm, prompts, exs, cfg)
     texts = [lm.tokenizer.decode(a[:-1]) for a in rows["answers"]]
     conf = posttrain.compute_reward("rlcr", texts, exs, {"require_think": False})["confidence"]
-    assert set(np.round(conf, 1)) <= {round(0.1 * k, 1) for k in range(1, 10)}
-    assert len(set(np.round(conf, 1))) > 1
+    tenths = np.round(np.asarray(conf, np.float64) * 10)
+    np.testing.assert_allclose(tenths, np.asarray(conf, np.float64) * 10, atol=1e-5)
+    assert set(tenths) <= set(range(1, 10)) and len(set(tenths)) > 1
