@@ -12,6 +12,7 @@ are the formulas these call.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -98,3 +99,59 @@ def rlcr(
     )
     stated = np.where(np.asarray(ok), np.asarray(conf, np.float32), np.nan)
     return {"reward": np.asarray(reward, np.float32), "correct": correct, "confidence": stated}
+
+
+_POINT = re.compile(r"\(\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*\)")
+
+
+@register_reward("hyperclick")
+def hyperclick(texts, examples, *, sigma_scale: float = 1 / 6, correctness_weight: float = 1.0,
+               calibration_weight: float = 1.0):  # fmt: skip
+    """HyperClick (GUI grounding): the last "(x, y)" in the text is the click, its stated
+    confidence is read by `signals.parse_verbalized_confidence`; each example has "box"
+    (x0, y0, x1, y1). `losses.hyperclick_reward` of (click, box, confidence); a text without a
+    click or a confidence scores 0."""
+    from introspect.signals import parse_verbalized_confidence
+
+    n = len(texts)
+    points, conf, ok = np.zeros((n, 2)), np.zeros(n), np.zeros(n, bool)
+    for i, t in enumerate(texts):
+        hits = _POINT.findall(t)
+        c = parse_verbalized_confidence(t)
+        if hits and c is not None:
+            points[i], conf[i], ok[i] = [float(v) for v in hits[-1]], c, True
+    boxes = np.asarray([ex["box"] for ex in examples], np.float64).reshape(n, 4)
+    reward = np.asarray(
+        losses.hyperclick_reward(
+            point=points,
+            box=boxes,
+            confidence=conf,
+            sigma_scale=sigma_scale,
+            correctness_weight=correctness_weight,
+            calibration_weight=calibration_weight,
+        )  # fmt: skip
+    )
+    inside = (points[:, 0] >= boxes[:, 0]) & (points[:, 0] <= boxes[:, 2])
+    inside &= (points[:, 1] >= boxes[:, 1]) & (points[:, 1] <= boxes[:, 3])
+    return {
+        "reward": np.where(ok, reward, 0.0),
+        "correct": (inside & ok).astype(np.float32),
+        "confidence": np.where(ok, conf, np.nan),
+    }
+
+
+@register_reward("abstention")
+def abstention(
+    texts, examples, *, prompt_format: str = "plain", abstain_reward: float = 0.0,
+    wrong_penalty: float = 1.0, phrases=("i don't know", "i do not know", "not sure"),
+):  # fmt: skip
+    """Correct 1, abstained (`phrases`, case-insensitive) `abstain_reward`, wrong
+    -`wrong_penalty`: answering pays only when it is more likely right than the penalty ratio
+    (the abstention-aware reward of selective answering)."""
+    if not 0 <= abstain_reward < 1:
+        raise ValueError(f"abstention: abstain_reward must be in [0, 1), got {abstain_reward}")
+    ok = np.asarray([data.grade(ex, t, fmt=prompt_format)[1] for ex, t in
+                     zip(examples, texts, strict=True)], np.float32)  # fmt: skip
+    abstained = np.asarray([any(p in t.lower() for p in phrases) for t in texts])
+    reward = np.where(abstained, abstain_reward, np.where(ok > 0, 1.0, -wrong_penalty))
+    return {"reward": reward.astype(np.float32), "correct": np.where(abstained, 0, ok)}

@@ -218,3 +218,22 @@ def test_toy_reward_rises_on_the_embedded_model(smollm, tmp_path, advantage):
     assert curve[-1] >= 0.85, curve
     assert curve[-1] - curve[0] >= 0.25, curve
     assert isinstance(smollm.with_params(res.params), models.LM)
+
+
+def test_hyperclick_and_abstention_rewards():
+    from introspect import losses
+
+    box = {"box": [10, 10, 20, 20]}
+    texts = ["Click (15, 12). Confidence: 90%", "(50, 50) confidence 0.3", "no click", "(15,15)"]
+    out = posttrain.compute_reward("hyperclick", texts, [box] * 4)
+    want = losses.hyperclick_reward(point=[[15, 12], [50, 50]], box=[box["box"]] * 2,
+                                    confidence=[0.9, 0.3])  # fmt: skip
+    np.testing.assert_allclose(out["reward"][:2], want, rtol=1e-6)
+    np.testing.assert_array_equal(out["reward"][2:], [0, 0])
+    np.testing.assert_array_equal(out["correct"], [1, 0, 0, 0])
+    ex = {"id": "0", "question": "2+2?", "answer": "4", "answer_type": "number", "aliases": []}
+    out = posttrain.compute_reward("abstention", ["4", "5", "I don't know."], [ex] * 3,
+                                   {"wrong_penalty": 2.0})  # fmt: skip
+    np.testing.assert_array_equal(out["reward"], [1.0, -2.0, 0.0])
+    with pytest.raises(ValueError, match="abstain_reward must be in"):
+        posttrain.compute_reward("abstention", ["4"], [ex], {"abstain_reward": 1.5})
