@@ -13,8 +13,8 @@ What is read from the directory (the layout `SentenceTransformer.save` writes):
   NotImplementedError.
 * in the Transformer module's folder (the directory itself when its "path" is ""):
   `config.json` (model_type "bert" only; RoBERTa/XLM-R position offsets, DistilBERT etc. raise
-  NotImplementedError), `model.safetensors` (or `pytorch_model.bin`, read only when torch is
-  installed; safetensors is what is expected), `tokenizer.json` (the fast-tokenizer format, read
+  NotImplementedError), `model.safetensors` (a pickled `pytorch_model.bin` is refused: convert
+  it to safetensors), `tokenizer.json` (the fast-tokenizer format, read
   with the `tokenizers` package), and optionally `sentence_bert_config.json` (`max_seq_length`,
   `do_lower_case`) and `tokenizer_config.json` (`model_max_length`, the fallback truncation length,
   as in sentence-transformers).
@@ -521,25 +521,18 @@ def _pooling_modes(pool_dir: str, hidden_size: int) -> tuple[str, ...]:
 
 def _read_tensors(model_dir: str) -> dict[str, np.ndarray]:
     st_path = os.path.join(model_dir, "model.safetensors")
-    bin_path = os.path.join(model_dir, "pytorch_model.bin")
     if os.path.isfile(st_path):
         from safetensors import safe_open
 
         with safe_open(st_path, framework="flax") as f:
             return {k: np.asarray(f.get_tensor(k), np.float32) for k in f.keys()}
-    if os.path.isfile(bin_path):
-        try:
-            import torch
-        except ImportError:
-            raise FileNotFoundError(
-                f"{model_dir}: found pytorch_model.bin but no model.safetensors; reading .bin "
-                "weights needs torch, which is not installed (convert the weights to "
-                "model.safetensors)"
-            ) from None
-        state = torch.load(bin_path, map_location="cpu", weights_only=True)
-        return {k: v.detach().float().numpy() for k, v in state.items()}
+    if os.path.isfile(os.path.join(model_dir, "pytorch_model.bin")):
+        raise FileNotFoundError(
+            f"{model_dir}: found pytorch_model.bin but no model.safetensors; pickled weights are "
+            "not loaded (unsafe): convert them to model.safetensors"
+        )
     raise FileNotFoundError(
-        f"{model_dir}: no model.safetensors (nor pytorch_model.bin) found; expected "
+        f"{model_dir}: no model.safetensors found; expected "
         f"{_EXPECTED_LAYOUT}. Found: {sorted(os.listdir(model_dir))}"
     )
 
