@@ -234,13 +234,12 @@ def advantages(
             **opts,
         )  # fmt: skip
         return flat(losses.grpo_advantages(rewards=combined, **group)), None
-    base = flat(losses.grpo_advantages(rewards=r, **group))
     if name == "steer":  # the token weights come from the current policy, in the loss
-        return base, None
+        return flat(losses.grpo_advantages(rewards=r, **group)), None
     if stats is None:
         raise ValueError(f"advantage {name!r} needs the rollout's token statistics (stats=)")
     m = np.asarray(stats["token_mask"], bool)
-    if name == "ucas":
+    if name == "ucas":  # its own group z-scores: no GRPO base
         cert = np.where(m, stats["certainty"], 0).sum(-1)
         a = losses.ucas_advantages(
             rewards=r, certainty=cert.reshape(p, g),
@@ -256,7 +255,12 @@ def advantages(
     ent = np.einsum("nl,nls->ns", np.where(m, stats["entropy"], 0), onehot)
     ent = ent / np.maximum(count, 1)
     a_step = np.asarray(
-        losses.empg_advantages(advantages=base, step_entropy=ent, step_mask=count > 0, **opts)
+        losses.empg_advantages(
+            advantages=flat(losses.grpo_advantages(rewards=r, **group)),
+            step_entropy=ent,
+            step_mask=count > 0,
+            **opts,
+        )  # fmt: skip
     )
     tok = np.take_along_axis(a_step, np.clip(ids, 0, steps - 1), axis=1)
     return np.where(m, tok, 0).astype(np.float32), None
