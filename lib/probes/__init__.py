@@ -44,6 +44,7 @@ from introspect.probes.models import (
     l2_penalty,
     make_probe,
 )
+from introspect.probes.sep import best_split, fit_sep, sep_confidence, sep_labels, sep_train_config
 from introspect.probes.training import (
     ProbeFit,
     build_model,
@@ -56,6 +57,11 @@ from introspect.probes.training import (
 )
 
 __all__ = [
+    "best_split",
+    "fit_sep",
+    "sep_confidence",
+    "sep_labels",
+    "sep_train_config",
     "CueMatcher",
     "ExitRule",
     "ExitScan",

@@ -5,7 +5,9 @@ Positions (indices into a token sequence = prompt + response):
   "answer"       every response token;
   "every_k"      every k-th response token (k = `every`), counting from the first;
   "cues"         response tokens that complete a match of a cue string ("wait", "hmm", ...),
-                 case-insensitive on the decoded text (LYNX).
+                 case-insensitive on the decoded text (LYNX);
+  "last"         the last token of the sequence (SEP's SLT when the sequence stops before
+                 the end-of-sequence token).
 
 Extraction: `extract_forward(lm, sequences, positions, layers=...)` runs `lm.forward` on the
 runner's bucketed, left-padded batches (few compiled shapes) and gathers the hidden states of the
@@ -31,7 +33,7 @@ import numpy as np
 from introspect import results
 from introspect.probes.cues import CueMatcher, token_pieces
 
-POSITION_KINDS = ("last_prompt", "answer", "every_k", "cues")
+POSITION_KINDS = ("last_prompt", "answer", "every_k", "cues", "last")
 STORE_FORMAT = "introspect.features/1"
 
 
@@ -90,6 +92,8 @@ def select_positions(
         raise ValueError(f"need 1 <= prompt_len <= total_len, got {prompt_len}, {total_len}")
     if kind == "last_prompt":
         return np.array([prompt_len - 1], np.int64)
+    if kind == "last":
+        return np.array([total_len - 1], np.int64)
     if kind == "answer":
         return np.arange(prompt_len, total_len, dtype=np.int64)
     if kind == "every_k":

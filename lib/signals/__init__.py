@@ -17,7 +17,7 @@ probability in [0, 1]), `needs_tokens`, `needs_vocab`, and `needs` / `from_input
 
 import numpy as np
 
-from introspect.signals import attention, density, semantic
+from introspect.signals import attention, density, hybrid, semantic
 from introspect.signals.estimate import Inputs, estimable, estimate, needs_of, sample_classes
 from introspect.signals.info import cpmi, pmi, unconditional_logprobs
 from introspect.signals.logit import (
@@ -78,6 +78,7 @@ __all__ = [
     "attention",
     "density",
     "fit_density",
+    "hybrid",
     "sample_classes",
     "semantic",
     "SIGNALS",
@@ -199,6 +200,32 @@ for _name, _fn in (
         needs=("features", f"density:{_name}"),
         from_inputs=_density(_name, _fn),
     )
+
+
+def _huq(x, *, aleatoric="mean_logprob", **kw):
+    epistemic = np.asarray(density.mahalanobis(x.density["mahalanobis"], x.features))
+    if epistemic.ndim != 1:
+        raise ValueError("signal 'huq': Inputs.features must be [n, d] (one layer)")
+    return -hybrid.huq(epistemic, -np.asarray(compute(aleatoric, x.stats, x.mask)), **kw)
+
+
+# HUQ (`hybrid.py`): Mahalanobis ranks hybridised with the ranks of a statistics signal
+# (option aleatoric=, default "mean_logprob"); options t_min, t_max, alpha (`hybrid.fit_huq`).
+register(
+    "huq", hybrid.huq, kind="hidden",
+    needs=("features", "density:mahalanobis", "stats", "mask"), from_inputs=_huq,
+)  # fmt: skip
+
+
+def _sep(x):
+    from introspect import probes
+
+    return probes.sep_confidence(x.sep, x.features)
+
+
+# Semantic-entropy probes (`probes.sep`): 1 - P(high semantic entropy) from one position's
+# hidden states.
+register("sep", _sep, kind="hidden", needs=("features", "sep"), from_inputs=_sep)
 
 
 def fit_density(features, names=("mahalanobis", "rde"), *, background=None, options=None):

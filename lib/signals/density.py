@@ -42,8 +42,8 @@ Matched against IINemo/lm-polygraph at commit efea882d810d07770e71d3a80e02416d09
   is plain PCA (scikit-learn's `PCA`). `squared=True` is the default (theirs).
 
 Not matched: their optional `normalize` (min-max over the scores seen so far) and the on-disk
-caching of fitted parameters; the HUQ hybrid (listed in their README) has no estimator code at
-that commit, so it is not here.
+caching of fitted parameters. The HUQ hybrid (listed in their README) has no estimator code at
+that commit; it is in `signals.hybrid`, from the HUQ authors' own code.
 
 Numerics. Computation in float32 (float64 when x64 is enabled; float16/bfloat16 features are
 upcast); matrix products at HIGHEST precision (no TF32 on GPUs). Covariances are never

@@ -60,6 +60,8 @@ class Inputs:
       features: [n, d] (or [n, layers, d]) hidden-state features of the answers.
       density: {signal name: fitted state} of the density estimators (fitted on a training
         split's features).
+      sep: a fitted semantic-entropy probe (`probes.fit_sep`) for `features` taken at the
+        position it was trained on (TBG or SLT).
     """
 
     stats: Mapping[str, Any] | None = None
@@ -83,6 +85,7 @@ class Inputs:
     self_attention_mask: Any = None
     features: Any = None
     density: Mapping[str, Any] | None = None
+    sep: Any = None
 
     def available(self) -> frozenset[str]:
         """The names of the fields that are set."""
