@@ -16,6 +16,7 @@ reliability.png, risk_coverage.png.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import os
 import time
@@ -23,7 +24,7 @@ import time
 import numpy as np
 from absl import logging
 
-from introspect import calibrators, data, decoding, metrics, models, results, signals
+from introspect import calibrators, data, decoding, metrics, models, probes, results, signals
 from introspect import store as store_lib
 
 # ---------------------------------------------------------------------------------------------
@@ -151,6 +152,8 @@ def split_records(lm, examples, config, *, split: str, num_samples: int, seed: i
         "stat_names": list(signals.STAT_NAMES),
         "p_true": hashlib.sha256(signals.P_TRUE_TEMPLATE.encode()).hexdigest()[:16],
         "imported": config.import_generations and _file_digest(config.import_generations),
+        # what each sample keeps (sequence log-likelihoods: semantic entropy, SAR)
+        "sample_fields": ["self_certainty", "logprob"] if num_samples else None,
     }
 
     def make(positions):
@@ -202,6 +205,11 @@ def split_records(lm, examples, config, *, split: str, num_samples: int, seed: i
                 r["sample_self_certainty"] = np.asarray(
                     samples.signals["self_certainty"][i], np.float32
                 )
+                # sequence log-likelihood = mean token log-prob x number of tokens
+                lengths = np.array([len(t) for t in samples.tokens[i]], np.float32)
+                r["sample_logprob"] = np.asarray(
+                    samples.signals["mean_logprob"][i] * lengths, np.float32
+                )
         return recs
 
     if not config.use_store:
@@ -250,21 +258,27 @@ def score_split(lm, examples, config, *, split: str, with_samples: bool, seed: i
     extracted = [g[0] for g in graded]
     correct = np.array([g[1] for g in graded], np.float64)
     stats, mask = store_lib.logit_inputs(recs)
-    values = signals.compute_all(
-        stats, mask, vocab_size=lm.config.vocab_size, exclude=("answer_confidence",)
-    )
     span = np.zeros_like(mask)
     for i, (r, ans) in enumerate(zip(recs, extracted, strict=True)):
         span[i, : len(r["tokens"])] = answer_span_mask(lm.tokenizer, r["tokens"].tolist(), ans)
-    values["answer_confidence"] = np.asarray(signals.compute("answer_confidence", stats, span))
-    values["p_true"] = np.array([r["p_true"] for r in recs])
-    values["hedge"] = signals.hedge_score(texts)
+    same = equivalent(examples[0]["answer_type"]) if examples else None
+    fields = {
+        "stats": stats,
+        "mask": mask,
+        "vocab_size": lm.config.vocab_size,
+        "answer_mask": span,
+        "texts": texts,
+        "answers": extracted,
+        "equivalent": same,
+    }
+    if "hidden" in recs[0]:
+        # the hidden states the first answer token was computed from (SEP's TBG position)
+        fields["features"] = np.stack([r["hidden"].reshape(-1) for r in recs])
     out = {
         "ids": [r["prompt_ids"].tolist() for r in recs],
         "texts": texts,
         "extracted": extracted,
         "correct": correct,
-        "values": values,
         "store": counts,
     }
     if examples and examples[0]["answer_type"] == "text":
@@ -277,22 +291,65 @@ def score_split(lm, examples, config, *, split: str, with_samples: bool, seed: i
             [data.grade(ex, t, fmt=fmt)[0] for t in r["sample_texts"]]
             for ex, r in zip(examples, recs, strict=True)
         ]
-        same = equivalent(examples[0]["answer_type"])
-        values["consistency"] = np.array(
-            [
-                signals.consistency(ref, row, equivalent=same)
-                for ref, row in zip(extracted, answers, strict=True)
-            ]
+        sample_texts = [list(r["sample_texts"]) for r in recs]
+        # Similarity of the samples for the graph estimators (EigValLaplacian, DegMat,
+        # Eccentricity, KLE, SAR, CoCoA): LM-Polygraph's Jaccard option (no NLI model here);
+        # the greedy answer's similarity to each sample from the same matrix.
+        joint = signals.semantic.jaccard_similarity(
+            [[t, *row] for t, row in zip(texts, sample_texts, strict=True)]
         )
-        values["neg_num_distinct"] = np.array(
-            [signals.neg_num_distinct(r, equivalent=same) for r in answers]
-        )
-        values["neg_cluster_entropy"] = np.array(
-            [signals.neg_cluster_entropy(r, equivalent=same) for r in answers]
+        fields.update(
+            sample_answers=answers,
+            sample_texts=sample_texts,
+            classes=signals.sample_classes(answers, same),
+            sample_logprobs=np.stack([r["sample_logprob"] for r in recs]),
+            similarity=joint[:, 1:, 1:],
+            greedy_similarity=joint[:, 0, 1:],
         )
         out["sample_self_certainty"] = np.stack([r["sample_self_certainty"] for r in recs])
         out["sample_answers"] = answers
+    out["inputs"] = signals.Inputs(**fields)
+    # Every estimator the inputs allow (signals.estimate), plus P(True) from the store.
+    out["values"] = {
+        **signals.estimate(out["inputs"]),
+        "p_true": np.array([r["p_true"] for r in recs]),
+    }
     return out
+
+
+def hidden_state_signals(cal, test, config, out_dir: str) -> dict:
+    """Test-split values of the estimators fitted on the calibration split's hidden states
+    (`config.store_hidden_layers`): Mahalanobis, RDE and HUQ (density of the calibration
+    features), and a semantic-entropy probe trained on the calibration split's semantic
+    entropies (when it has samples). {} without stored hidden states."""
+    cal_in, test_in = cal["inputs"], test["inputs"]
+    if cal_in.features is None or test_in.features is None:
+        return {}
+    density, names = {}, []
+    n, d = np.shape(cal_in.features)
+    # Fewer calibration rows than dimensions: the Ledoit-Wolf shrinkage covariance.
+    options = {"mahalanobis": {"shrinkage": "empirical" if n > d else "ledoit_wolf"}}
+    for name in ("mahalanobis", "rde"):
+        try:
+            density.update(signals.fit_density(cal_in.features, names=(name,), options=options))
+        except ValueError as e:  # e.g. too few calibration rows for RDE's kernel PCA
+            logging.warning("%s not fitted on the calibration features: %s", name, e)
+        else:
+            names += [name] + (["huq"] if name == "mahalanobis" else [])
+    inputs = dataclasses.replace(test_in, density=density)
+    if cal_in.classes is not None:
+        se = -np.asarray(signals.estimate(cal_in, names=("semantic_entropy",))["semantic_entropy"])
+        if np.ptp(se) > 0:
+            try:
+                fit = probes.fit_sep(
+                    cal_in.features, se, workdir=os.path.join(out_dir, "sep_probe")
+                )
+            except ValueError as e:  # e.g. the split binarises to one class
+                logging.warning("semantic-entropy probe not trained: %s", e)
+            else:
+                inputs = dataclasses.replace(inputs, sep=fit)
+                names.append("sep")
+    return signals.estimate(inputs, names=names)
 
 
 def best_of_n_table(examples, test, config) -> list[dict]:
@@ -366,6 +423,8 @@ def run_task(lm, config, out_dir: str, imported) -> dict:
         imported=imported,
     )
 
+    os.makedirs(out_dir, exist_ok=True)
+    test["values"].update(hidden_state_signals(cal, test, config, out_dir))
     table = {}
     for name, t_scores in test["values"].items():
         # Signals missing on the calibration split (sample-based ones when the config samples
@@ -383,7 +442,6 @@ def run_task(lm, config, out_dir: str, imported) -> dict:
     # Plots: reliability of the best-AUROC signal after isotonic calibration; risk-coverage.
     ranked = sorted((r["auroc"] or 0.0, n) for n, r in table.items())
     best = ranked[-1][1] if ranked else None
-    os.makedirs(out_dir, exist_ok=True)
     if best is not None and table[best]["_p_iso"] is not None:
         metrics.plot_reliability_diagram(
             table[best]["_p_iso"],

@@ -17,7 +17,8 @@ probability in [0, 1]), `needs_tokens`, `needs_vocab`, and `needs` / `from_input
 
 import numpy as np
 
-from introspect.signals import attention, density, hybrid, semantic
+from introspect.signals import attention, claims, density, hybrid, semantic
+from introspect.signals.claims import ccp, exact_match_nli, sentence_claims
 from introspect.signals.estimate import Inputs, estimable, estimate, needs_of, sample_classes
 from introspect.signals.info import cpmi, pmi, unconditional_logprobs
 from introspect.signals.logit import (
@@ -78,6 +79,10 @@ __all__ = [
     "attention",
     "density",
     "fit_density",
+    "ccp",
+    "claims",
+    "exact_match_nli",
+    "sentence_claims",
     "hybrid",
     "sample_classes",
     "semantic",
@@ -262,5 +267,7 @@ register("hedge", hedge_score, kind="text", prob=True, needs=("texts",),
          from_inputs=lambda x: hedge_score(x.texts))  # fmt: skip
 register("verbalized", parse_verbalized_confidence, kind="text", prob=True)
 register("p_true", p_true, kind="model", prob=True)
+# Claim-conditioned probability (`claims.py`) of long-form answers: call signals.ccp directly.
+register("ccp", ccp, kind="model", prob=True)
 register("multistep", multistep_confidence, kind="text", prob=True)
 register("context_gain", context_gain, kind="model")

@@ -36,6 +36,8 @@ def test_confidence_benchmark_experiment(tiny_dirs, tmp_path):
     c.cntp_trials = 2
     c.max_new_tokens = c.verbalized_max_new_tokens = 4
     c.cascade_model = tiny_dirs["qwen2"][0]  # a second model to defer to
+    c.store_hidden_layers = (-1,)  # hidden-state estimators fitted on the calibration split
+    c.samples_on_calibration = True  # semantic entropies to train the SEP on
     c.results_root = str(tmp_path)
     c.run_name = "t"
     summary = confidence_benchmark.run(c)["tasks"]["synthetic_easy"]
@@ -46,6 +48,11 @@ def test_confidence_benchmark_experiment(tiny_dirs, tmp_path):
 
     assert set(signals.stats_signals()) <= set(summary["signals"])
     assert {"p_true", "consistency", "hedge"} <= set(summary["signals"])
+    # every estimator signals.estimate can run from what the benchmark has
+    assert {
+        "semantic_entropy", "num_sem_sets", "lexical_similarity", "eigval_laplacian",
+        "kernel_language_entropy", "cocoa_msp", "answer_confidence", "mahalanobis", "huq",
+    } <= set(summary["signals"])  # fmt: skip
     assert [r["N"] for r in summary["best_of_n"]] == [1, 2]
     assert [r["method"].split()[0] for r in summary["cntp"]] == ["greedy", "nucleus", "CNTP"]
     assert [r["target_coverage"] for r in summary["cascade"]] == [0.25, 0.5, 0.75, 1.0]
