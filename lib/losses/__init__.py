@@ -3,7 +3,8 @@
 Losses (lower = better), per example: `brier_loss`, `log_loss`, `spherical_loss`,
 `cross_entropy`, `label_smoothing_cross_entropy`, `focal_loss`, `tokenized_brier` (ConfTuner,
 with `confidence_values`, `confidence_token_ids`, `expected_confidence`), `dpo_loss`, `vpo_loss`,
-`sequence_logprob`; the clipped-ratio objective `clipped_policy_loss`.
+`reward_bt_loss`, `ppo_m_loss` (reward models), `sequence_logprob`; the clipped-ratio objective
+`clipped_policy_loss`.
 Rewards (higher = better): `parse_rlcr` / `parse_rlcr_batch` + `rlcr_reward`, `crew_reward`,
 `crew_preference_pairs`, `hyperclick_spatial_confidence`, `hyperclick_reward`, `ppo_c_rewards`.
 Advantages and token weights: `grpo_advantages`, `ucas_token_certainty`,
@@ -38,7 +39,13 @@ from introspect.losses.policy import (
     ucas_sequence_certainty,
     ucas_token_certainty,
 )
-from introspect.losses.preference import dpo_loss, sequence_logprob, vpo_loss
+from introspect.losses.preference import (
+    dpo_loss,
+    ppo_m_loss,
+    reward_bt_loss,
+    sequence_logprob,
+    vpo_loss,
+)
 from introspect.losses.registry import (
     ADVANTAGES,
     LOSSES,
@@ -94,6 +101,8 @@ __all__ = [
     "crew_reward",
     "cross_entropy",
     "dpo_loss",
+    "ppo_m_loss",
+    "reward_bt_loss",
     "empg_advantages",
     "expected_confidence",
     "focal_loss",

@@ -1,4 +1,5 @@
-"""Preference losses: DPO and VPO (value-incentivised preference optimisation), per pair.
+"""Preference losses: DPO and VPO (value-incentivised preference optimisation), per pair; the
+reward-model losses Bradley-Terry and PPO-M's calibrated reward modelling.
 
 beta, label_smoothing and alpha may be traced values (a scheduled beta, a vmap over betas);
 they are range-checked only when concrete. sign and value_on are static choices.
@@ -13,7 +14,7 @@ import jax.numpy as jnp
 
 from introspect import _checks as V
 
-__all__ = ["sequence_logprob", "dpo_loss", "vpo_loss"]
+__all__ = ["sequence_logprob", "dpo_loss", "vpo_loss", "reward_bt_loss", "ppo_m_loss"]
 
 VALUE_ON = ("both", "chosen", "rejected")
 
@@ -143,3 +144,55 @@ def vpo_loss(
     v_c, v_r = b * c, b * r
     value = {"both": (v_c + v_r) / 2, "chosen": v_c, "rejected": v_r}[value_on]
     return _dpo(c, r, b, 0.0) - int(sign) * a * value
+
+
+# ----------------------------------------------------------------------------- reward models
+
+
+def _rewards(named: dict[str, Any], validate: bool) -> list[jax.Array]:
+    arrays = {k: V.as_array(v, k) for k, v in named.items()}
+    first_name, first = next(iter(arrays.items()))
+    if validate:
+        V.check_rank(first, first_name, 1, "[batch] scalar rewards")
+        V.check_not_empty(first, first_name)
+        for k, v in arrays.items():
+            V.check_same_shape(first, v, first_name, k)
+            V.check_finite(v, k)
+    dt = jnp.result_type(*[V.as_float(v).dtype for v in arrays.values()])
+    return [jnp.asarray(v, dtype=dt) for v in arrays.values()]
+
+
+def reward_bt_loss(
+    *, chosen_rewards: Any, rejected_rewards: Any, margin: Any = 0.0, validate: bool = True
+) -> jax.Array:
+    """Bradley-Terry reward-model loss -log sigmoid(r_chosen - r_rejected - margin), [batch]."""
+    c, r = _rewards({"chosen_rewards": chosen_rewards, "rejected_rewards": rejected_rewards},
+                    validate)  # fmt: skip
+    return -jax.nn.log_sigmoid(c - r - jnp.asarray(margin, c.dtype))
+
+
+def ppo_m_loss(
+    *,
+    chosen_high_rewards: Any,
+    chosen_low_rewards: Any,
+    rejected_high_rewards: Any,
+    rejected_low_rewards: Any,
+    validate: bool = True,
+) -> jax.Array:
+    """PPO-M calibrated reward modelling (Leng et al. 2024, "Taming Overconfidence in LLMs"),
+    [batch]: -log sigmoid(r(chosen, high conf) - r(chosen, low conf))
+    - log sigmoid(r(rejected, low conf) - r(rejected, high conf)).
+
+    A good response should score higher when it states high confidence, a bad one when it
+    states low confidence. This is the authors' default ("version 5") of
+    `CalibratedRewardModelTrainer` (SeanLeng1/Reward-Calibration, OpenRLHF/openrlhf/trainer/
+    crm_trainer.py); their variants that add the plain chosen-vs-rejected term are
+    `ppo_m_loss + reward_bt_loss`.
+    """
+    ch, cl, rh, rl = _rewards(
+        {"chosen_high_rewards": chosen_high_rewards, "chosen_low_rewards": chosen_low_rewards,
+         "rejected_high_rewards": rejected_high_rewards,
+         "rejected_low_rewards": rejected_low_rewards},
+        validate,
+    )  # fmt: skip
+    return -jax.nn.log_sigmoid(ch - cl) - jax.nn.log_sigmoid(rl - rh)

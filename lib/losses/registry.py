@@ -289,6 +289,38 @@ def _dpo(*, outputs, batch, beta=0.1, label_smoothing=0.0):
     return preference.dpo_loss(**pairs, beta=beta, label_smoothing=label_smoothing, validate=False)
 
 
+@register("reward_bt", outputs=("chosen_rewards", "rejected_rewards"))
+def _reward_bt(*, outputs, batch, margin=0.0):
+    return preference.reward_bt_loss(
+        chosen_rewards=_field(outputs, batch, "chosen_rewards", "reward_bt"),
+        rejected_rewards=_field(outputs, batch, "rejected_rewards", "reward_bt"),
+        margin=margin,
+        validate=False,
+    )
+
+
+_PPO_M_FIELDS = (
+    "chosen_high_rewards",
+    "chosen_low_rewards",
+    "rejected_high_rewards",
+    "rejected_low_rewards",
+)
+
+
+@register("ppo_m", outputs=_PPO_M_FIELDS)
+def _ppo_m(*, outputs, batch, with_pairs=False):
+    out = preference.ppo_m_loss(
+        **{k: _field(outputs, batch, k, "ppo_m") for k in _PPO_M_FIELDS}, validate=False
+    )
+    if with_pairs:  # the authors' "combined" variant: plus the plain chosen-vs-rejected term
+        out = out + preference.reward_bt_loss(
+            chosen_rewards=_field(outputs, batch, "chosen_rewards", "ppo_m"),
+            rejected_rewards=_field(outputs, batch, "rejected_rewards", "ppo_m"),
+            validate=False,
+        )
+    return out
+
+
 @register("vpo", outputs=_PAIR_FIELDS[:2], batch=_PAIR_FIELDS[2:])
 def _vpo(*, outputs, batch, beta=0.1, alpha=0.1, sign=-1, value_on="both"):
     pairs = {k: _field(outputs, batch, k, "vpo") for k in _PAIR_FIELDS}

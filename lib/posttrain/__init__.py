@@ -11,10 +11,12 @@ on-policy rollout feed, advantages by name, the loss, `train_grpo`), `sft` (Conf
 model's graded answers with a confidence slot, the "conftuner" loss, `train_sft`,
 `confidence_eval`), `dpo` (DPO / VPO with a precomputed reference, `train_dpo`; pair builders
 `crew_pairs` (CRew-DPO), `lacie_pairs` (LACIE), `cr_dpo_pairs` (CR-DPO)), `lora` (adapters for
-all three: `config.lora.rank` > 0; `lora.merged(result.params)` = the LM's parameters).
+all three: `config.lora.rank` > 0; `lora.merged(result.params)` = the LM's parameters),
+`reward_model` (the LM with a value head; Bradley-Terry and PPO-M's calibrated reward modelling
+on `confidence_quads`, `train_reward_model`, `reward_scores`).
 """
 
-from introspect.posttrain import dpo, grpo, lora, policy, rewards, sft
+from introspect.posttrain import dpo, grpo, lora, policy, reward_model, rewards, sft
 from introspect.posttrain.dpo import (
     cr_dpo_pairs,
     crew_pairs,
@@ -32,6 +34,12 @@ from introspect.posttrain.grpo import (
     make_loss,
     train_grpo,
 )
+from introspect.posttrain.reward_model import (
+    confidence_quads,
+    reward_model_config,
+    reward_scores,
+    train_reward_model,
+)
 from introspect.posttrain.rewards import TEXT_REWARDS, compute_reward, register_reward
 from introspect.posttrain.sft import (
     confidence_eval,
@@ -43,6 +51,11 @@ from introspect.posttrain.sft import (
 
 __all__ = [
     "TEXT_REWARDS",
+    "confidence_quads",
+    "reward_model",
+    "reward_model_config",
+    "reward_scores",
+    "train_reward_model",
     "RolloutFeed",
     "advantages",
     "check_config",
