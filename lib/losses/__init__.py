@@ -61,6 +61,7 @@ from introspect.losses.registry import (
     register_reward,
     resolve_options,
 )
+from introspect.losses.regression import gaussian_nll
 from introspect.losses.rewards import (
     RLCRParse,
     crew_preference_pairs,
@@ -106,6 +107,7 @@ __all__ = [
     "empg_advantages",
     "expected_confidence",
     "focal_loss",
+    "gaussian_nll",
     "get_advantage",
     "get_loss",
     "get_reward",

@@ -11,7 +11,7 @@ progress bar, metric log with the NaN/inf guard, orbax checkpoints, eval), `Batc
 optimiser/schedule registries and `partition` (mesh, shardings, multi-host helpers).
 """
 
-from introspect.train import partition
+from introspect.train import classp, partition
 from introspect.train.checkpoint import (
     Checkpointer,
     CheckpointError,
@@ -66,6 +66,7 @@ __all__ = [
     "as_source",
     "check_finite",
     "checkpoint_hook",
+    "classp",
     "default_config",
     "epoch_batches",
     "eval_hook",

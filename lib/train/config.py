@@ -69,6 +69,11 @@ def default_config() -> ml_collections.ConfigDict:
     # optimiser's own optax decay (OPTIMIZERS entries with weight_decay=True: sgd, adamw, lamb,
     # lion; other optimisers reject weight_decay > 0).
     c.optimizer.weight_decay = 0.0
+    # CLASSP (name "classp"): a weight moves only where grad^2 > classp_threshold, by
+    # lr * grad / (classp_eps + sum of its past |grad|^classp_power)^(1 / classp_power).
+    c.optimizer.classp_threshold = 0.5
+    c.optimizer.classp_power = 1.0
+    c.optimizer.classp_eps = 1e-5
     # Clip gradients to this global L2 norm before the optimiser (0 = off).
     c.optimizer.clip_norm = 0.0
     # Frozen parameters: regular expressions searched in each parameter's path ("a/b/kernel");
