@@ -20,6 +20,8 @@ _SUBMODULES = (
     "probes",
     "sae",
     "posttrain",
+    "heads",
+    "adapt",
     "train",
     "results",
     "registry",
