@@ -46,7 +46,11 @@ from introspect.train.loop import (
     setup,
     train,
 )
-from introspect.train.partition import initialize_distributed, is_main_process
+from introspect.train.partition import (
+    initialize_distributed,
+    is_main_process,
+    maybe_initialize_distributed,
+)
 from introspect.train.writers import MetricWriter, read_metrics
 
 __all__ = [
@@ -79,6 +83,7 @@ __all__ = [
     "make_optimizer",
     "make_schedule",
     "make_train_step",
+    "maybe_initialize_distributed",
     "partition",
     "progress_hook",
     "read_metrics",

@@ -23,21 +23,76 @@ from introspect import sharding
 from introspect.sharding import batch_sharding
 
 
-def initialize_distributed(enabled: bool = False) -> bool:
-    """`jax.distributed.initialize()` (arguments from the environment / cluster) when `enabled`
-    or INTROSPECT_DISTRIBUTED=1; call it before any other JAX call. Returns whether JAX runs
-    multi-process now."""
-    wanted = enabled or os.environ.get("INTROSPECT_DISTRIBUTED", "") in ("1", "true", "True")
-    if wanted and not jax.distributed.is_initialized():
-        jax.distributed.initialize()
-        logging.info(
-            "jax.distributed: process %d of %d, %d local / %d global devices",
-            jax.process_index(),
-            jax.process_count(),
-            jax.local_device_count(),
-            jax.device_count(),
+# Set by launch/local.sh (launch/local.py) in every process it starts; launch/slurm.sh and
+# launch/tpu_pod.sh set INTROSPECT_DISTRIBUTED=1 instead (the cluster supplies the rest).
+ENV_COORDINATOR = "INTROSPECT_COORDINATOR"  # host:port of process 0's coordination service
+ENV_NUM_PROCESSES = "INTROSPECT_NUM_PROCESSES"
+ENV_PROCESS_ID = "INTROSPECT_PROCESS_ID"
+ENV_DISTRIBUTED = "INTROSPECT_DISTRIBUTED"  # 1: jax.distributed.initialize() auto-detects
+# Seconds without a heartbeat after which the coordination service declares a process dead and
+# the others stop with an error (jax's default: 100).
+ENV_HEARTBEAT = "INTROSPECT_HEARTBEAT_SECONDS"
+
+
+def _env_int(name: str) -> int:
+    value = os.environ.get(name, "")
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(
+            f"{name}={value!r} must be an integer ({ENV_COORDINATOR} is set, so "
+            f"{ENV_NUM_PROCESSES} and {ENV_PROCESS_ID} must be too; launch/local.sh sets all three)"
+        ) from None
+
+
+def maybe_initialize_distributed(enabled: bool = False) -> bool:
+    """Join a multi-process run when the environment asks for one; call it before any JAX
+    computation (experiments/_cli.py does, first thing). Idempotent.
+
+    * INTROSPECT_COORDINATOR=host:port, INTROSPECT_NUM_PROCESSES=n, INTROSPECT_PROCESS_ID=i (set
+      by launch/local.sh): `jax.distributed.initialize` with exactly these; on CPU the
+      cross-process collectives go through gloo.
+    * INTROSPECT_DISTRIBUTED=1 or `enabled` (a config's `train.distributed`): plain
+      `jax.distributed.initialize()`, which takes its arguments from the cluster (Cloud TPU
+      metadata, SLURM, Open MPI, Kubernetes; or JAX_COORDINATOR_ADDRESS).
+    * Neither: nothing (a single-process run).
+
+    INTROSPECT_HEARTBEAT_SECONDS (default 100) is how long a silent process counts as alive; when
+    one dies, the others fail with an error naming the lost task instead of waiting forever.
+    Returns whether JAX runs multi-process now.
+    """
+    if jax.distributed.is_initialized():
+        return jax.process_count() > 1
+    coordinator = os.environ.get(ENV_COORDINATOR, "")
+    wanted = enabled or os.environ.get(ENV_DISTRIBUTED, "") in ("1", "true", "True")
+    if not coordinator and not wanted:
+        return False
+    kwargs = {}
+    if os.environ.get(ENV_HEARTBEAT):
+        kwargs["heartbeat_timeout_seconds"] = _env_int(ENV_HEARTBEAT)
+    if coordinator:
+        kwargs.update(
+            coordinator_address=coordinator,
+            num_processes=_env_int(ENV_NUM_PROCESSES),
+            process_id=_env_int(ENV_PROCESS_ID),
         )
+        # Cross-process collectives of the CPU backend (gloo is the default of recent jax; set
+        # it explicitly so that a CPU run never silently has none).
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(**kwargs)
+    logging.info(
+        "jax.distributed: process %d of %d, %d local / %d global devices",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+    )
     return jax.process_count() > 1
+
+
+def initialize_distributed(enabled: bool = False) -> bool:
+    """`maybe_initialize_distributed(enabled)` (the older name, kept for callers)."""
+    return maybe_initialize_distributed(enabled)
 
 
 def is_main_process() -> bool:
@@ -55,6 +110,21 @@ def state_shardings(abstract_state, mesh: Mesh, config: ml_collections.ConfigDic
     return sharding.shardings(abstract_state, mesh, config.sharding)
 
 
+def to_host(tree):
+    """numpy copies of a pytree of arrays on every process: an array spanning other processes'
+    devices (sharded over a multi-process mesh) is all-gathered first, so call it on every
+    process (a collective); fully replicated or process-local arrays are copied directly."""
+
+    def one(x):
+        if isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated):
+            from jax.experimental import multihost_utils
+
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        return np.asarray(x)
+
+    return jax.tree.map(one, tree)
+
+
 def global_batch(local_batch, mesh: Mesh):
     """Host-local numpy batch {name: [local_batch, ...]} -> global jax.Arrays split over "data"."""
     return jax.tree.map(
@@ -69,6 +139,8 @@ __all__ = [
     "global_batch",
     "initialize_distributed",
     "is_main_process",
+    "maybe_initialize_distributed",
     "mesh_from_config",
     "state_shardings",
+    "to_host",
 ]
