@@ -13,12 +13,16 @@ PACE-LM (`pace`): the two-score combination (`fit_pace`, `pace_combine`). Exits 
 JEI-DNN's jointly learned exit gates and classifiers (`fit_jei_dnn`, `jei_dnn_predict`) and the
 Dynamic Confidence anytime stop rule (`anytime_confidence`, `dynamic_stop`,
 `choose_dynamic_threshold`). Mowst (`mowst`): dispersion confidence, the learned gate and the
-weak/strong cascade (`mowst_confidence`, `fit_mowst_gate`, `mowst_cascade`).
+weak/strong cascade (`mowst_confidence`, `fit_mowst_gate`, `mowst_cascade`). ZIP-RC
+(`zip_rc`): reserved-vocabulary logits predicting the joint (reward, remaining length), its
+loss "zip_rc", training (`train_zip_rc`), masked sampling (`LM.generate(suppress_token_ids=)`)
+and the stop / continue / branch decision (`decide`).
 
-Importing this package registers the losses "sdm_rescaler", "jei_dnn" and "mowst_gate" in
+Importing this package registers the losses "sdm_rescaler", "jei_dnn", "mowst_gate", "zip_rc" in
 `introspect.losses.LOSSES`.
 """
 
+from introspect.heads import zip_rc
 from introspect.heads.exits import (
     DynamicThreshold,
     ExitHeads,
@@ -87,6 +91,7 @@ from introspect.heads.sdm import (
 )
 
 __all__ = [
+    "zip_rc",
     "DynamicThreshold",
     "ExitHeads",
     "FineCEData",

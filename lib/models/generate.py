@@ -150,8 +150,12 @@ def _own_slot_weight(out, cache):
     return jax.lax.dynamic_index_in_dim(w, cache.index - 1, axis=3, keepdims=False)
 
 
-def _choose(spec: DecodeSpec, logits, step, row_keys, temperature, top_k, top_p):
-    """Pick the next token for every row at `step`. logits: [batch, vocab] float32."""
+def _choose(spec: DecodeSpec, logits, step, row_keys, temperature, top_k, top_p, suppress=None):
+    """Pick the next token for every row at `step`. logits: [batch, vocab] float32; suppress:
+    None or [vocab] bool, ids that are never chosen (their logits -inf before everything else:
+    log-probs and stats are those of the renormalised rest, e.g. ZIP-RC's reserved slice)."""
+    if suppress is not None:
+        logits = jnp.where(suppress[None, :], -jnp.inf, logits)
     keys = jax.vmap(lambda k: jax.random.fold_in(k, step))(row_keys)
     token, token_logp = sample_tokens(
         logits,
@@ -185,6 +189,7 @@ def decode(
     steer_scale,
     exit_args=None,
     prefix=None,
+    suppress=None,
     *,
     spec: DecodeSpec,
 ):
@@ -217,6 +222,7 @@ def decode(
         "rows": [batch] int32 prefix of each row, "keep": [batch] int32 real tokens of it
         the row keeps, "keep_slot": [batch] int32 slot after the last kept one}. Row r then
         continues prefix[rows[r]][:keep[r]] with its prompt (`_continue_prefix`).
+      suppress: optional [vocab] bool, token ids never generated (`_choose`).
       spec: static settings.
     Returns:
       dict with tokens [batch, num_new], logprobs [batch, num_new], lengths [batch], and
@@ -282,8 +288,9 @@ def decode(
     logits, hs, cache = out[:3]
     att = _own_slot_weight(out, cache)
     choose = functools.partial(
-        _choose, spec, row_keys=row_keys, temperature=temperature, top_k=top_k, top_p=top_p
-    )
+        _choose, spec, row_keys=row_keys, temperature=temperature, top_k=top_k, top_p=top_p,
+        suppress=suppress,
+    )  # fmt: skip
     is_stop = lambda t: jnp.any(t[:, None] == stop_ids[None, :], axis=-1) & ~ignore_eos
 
     def record(buffers, step, token, logp, stats, hs, att, done):

@@ -526,6 +526,7 @@ class LM:
         ignore_eos: bool = False,
         *,
         stop_token_ids: Sequence[int] = (),
+        suppress_token_ids: Sequence[int] = (),
         return_stats: bool = False,
         hidden_layers=None,
         hidden_steps=None,
@@ -550,6 +551,9 @@ class LM:
           seed: sampling seed; row i's randomness depends only on (seed, i), not on batching.
           ignore_eos: never stop early: exactly max_new_tokens per prompt.
           stop_token_ids: extra ids that end a row (the tokenizer's EOS ids always do).
+          suppress_token_ids: ids never generated (their logits are -inf before sampling or
+            argmax; logprobs and stats are those of the renormalised rest), e.g. ZIP-RC's
+            reserved slice (`introspect.heads.zip_rc.reserved_ids`).
           return_stats: also return per-step STAT_NAMES statistics.
           hidden_layers: indices into hidden_states to capture during decoding ("all" ok).
           hidden_steps: which steps' hidden states to keep (default: all steps) when
@@ -636,6 +640,16 @@ class LM:
             )
 
         exit_layers, exit_args = self._exit_args(exit_rule)
+        suppress = None
+        if len(suppress_token_ids):
+            bad = [t for t in suppress_token_ids if not 0 <= int(t) < self.config.vocab_size]
+            if bad:
+                raise ValueError(
+                    f"suppress_token_ids {bad[:5]} outside [0, {self.config.vocab_size})"
+                )
+            suppress = np.zeros((self.config.vocab_size,), bool)
+            suppress[np.asarray(suppress_token_ids, np.int64)] = True
+            suppress = jnp.asarray(suppress)
         num_new = next_power_of_two(max_new_tokens, 8)
         slots = next_power_of_two(len(steps)) if steps else 0
         slot_of_step = np.full((num_new,), -1, np.int32)
@@ -694,9 +708,10 @@ class LM:
                 scale,
                 exit_args,
                 pre,
+                suppress,
                 spec=spec,
             )
-            out = jax.tree.map(np.asarray, out)
+            out = self.runner.fetch(out)
             rows = []
             for r in range(len(chunk.indices)):
                 n = int(out["lengths"][r])
@@ -800,7 +815,7 @@ class LM:
                 want_stats=return_stats,
                 tail=next_power_of_two(longest, 8),
             )
-            out = jax.tree.map(np.asarray, out)
+            out = self.runner.fetch(out)
             rows = []
             for r, i in enumerate(chunk.indices):
                 c = len(continuations[i])

@@ -51,6 +51,10 @@ def step_statistics(logits: jax.Array) -> jax.Array:
     max_prob, second = jnp.exp(top2[..., 0]), jnp.exp(top2[..., 1])
     half = jax.nn.logsumexp(logits / 2, axis=-1)
     quarter = jax.nn.logsumexp(logits / 4, axis=-1)
-    return jnp.stack(
-        [entropy, max_prob, lse, jnp.mean(logits, axis=-1), second, half, quarter], axis=-1
+    # The mean over the finite logits: suppressed ids (-inf, e.g. ZIP-RC's reserved slice)
+    # are not part of the distribution.
+    finite = jnp.isfinite(logits)
+    mean_logit = jnp.sum(jnp.where(finite, logits, 0.0), axis=-1) / jnp.maximum(
+        jnp.sum(finite, axis=-1), 1
     )
+    return jnp.stack([entropy, max_prob, lse, mean_logit, second, half, quarter], axis=-1)
