@@ -200,15 +200,13 @@ def test_config_errors(tiny_policy, tmp_path):
         posttrain.train_grpo(lm, prompts, exs[:3], _config(prompts), workdir=str(tmp_path / "w"))
 
 
-@pytest.mark.parametrize("advantage", ["grpo", "ucas"])
-def test_toy_reward_rises_on_the_embedded_model(smollm, tmp_path, advantage):
+def test_toy_reward_rises_on_the_embedded_model(smollm, tmp_path):
     """Reward 1 when the answer to a yes/no question starts with "No" (about a third of the
     samples at the start): after 3 GRPO steps (4 prompts x 4 samples, Adam 3e-5) the batch
-    reward is near 1 (measured: 0.25, 0.88, 1.00), also with UCAS's token-level advantages
-    (measured 0.38, 1.00, 1.00; README: the other transforms)."""
+    reward is near 1 (measured: 0.25, 0.88, 1.00). The other advantage transforms on the same
+    toy are measured in the README (test_grpo_transforms checks their feeds exactly)."""
     prompts, exs = _prompts(smollm, 4)
     cfg = _config(prompts, steps=3, group=4, per_step=4)
-    cfg.advantage.name = advantage
     cfg.train.optimizer.lr = 3e-5
     cfg.train.checkpoint.every_steps = 0
     res = posttrain.train_grpo(smollm, prompts, exs, cfg, workdir=str(tmp_path))
