@@ -1,11 +1,40 @@
 """The command line every experiment shares: --config (configs/<name>.py, `:variant` and
-`--config.field=value` overrides) and, for experiments with one, --workdir."""
+`--config.field=value` overrides) and, for experiments with one, --workdir.
+
+Multi-process runs (launch/local.sh --processes N, launch/slurm.sh, launch/tpu_pod.sh): before
+the experiment touches JAX, `start_process` joins the run (`jax.distributed.initialize` from the
+environment the launcher set), silences stdout on every process but 0 (which alone prints the
+tables) and gives every process process 0's default run name, so all of them write to the same
+results/<experiment>/<run>/ directory and the same checkpoints.
+"""
 
 from __future__ import annotations
 
+import datetime
 import os
 import sys
 from collections.abc import Callable
+
+
+def start_process(config=None) -> None:
+    """Join a multi-process run when the environment describes one (see the module docstring);
+    a no-op for a single process. Call it first, before any JAX computation."""
+    from introspect.train import partition
+
+    enabled = bool(config is not None and config.get("train", {}).get("distributed", False))
+    if not partition.maybe_initialize_distributed(enabled):
+        return
+    import jax
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    if config is not None and "run_name" in config and not config.run_name:
+        # results.run_dir's default (a UTC timestamp) taken once, on process 0, for everyone
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+        code = multihost_utils.broadcast_one_to_all(np.frombuffer(stamp.encode(), np.uint8))
+        config.run_name = bytes(np.asarray(code, np.uint8)).decode()
+    if jax.process_index() != 0:
+        sys.stdout = open(os.devnull, "w")  # for the life of the process
 
 
 def launch(run: Callable, name: str, *, workdir_help: str | None = None) -> None:
@@ -25,6 +54,7 @@ def launch(run: Callable, name: str, *, workdir_help: str | None = None) -> None
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
         logging.set_verbosity(logging.WARNING)  # keep absl/TFDS/orbax info lines out
+        start_process(config.value)
         if workdir is None:
             run(config.value)
         else:

@@ -10,11 +10,14 @@ import json
 import os
 import time
 
+import jax
 import numpy as np
 from absl import app, flags, logging
+from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
-from introspect import data, metrics, models, probes, registry, results, train
+from experiments._cli import start_process
+from introspect import data, metrics, models, probes, registry, results
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/train_probe.py", "experiment config")
 _WORKDIR = flags.DEFINE_string("workdir", None, "features, checkpoints and the saved probe")
@@ -127,7 +130,10 @@ def run(config, workdir: str) -> dict:
         meta={k: meta[k] for k in ("model", "dtype", "layers", "position", "prompt")},
     )
     probe_dir = os.path.join(workdir, "probe")
-    if not os.path.exists(probe_dir):
+    exists = os.path.exists(probe_dir)
+    if jax.process_count() > 1:  # every process saves (orbax is collective) or none does
+        exists = bool(multihost_utils.broadcast_one_to_all(np.int32(exists)))
+    if not exists:
         probes.save_probe(probe_dir, fit)
 
     p_val = probes.predict(fit.model, fit.variables, probes.Subset(store, val_idx))
@@ -203,7 +209,7 @@ def main(argv):
     if not _WORKDIR.value:
         raise app.UsageError("--workdir is required (features, checkpoints, probe go there)")
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
-    train.initialize_distributed(_CONFIG.value.train.distributed)
+    start_process(_CONFIG.value)  # multi-process: join, print on process 0 only
     run(_CONFIG.value, _WORKDIR.value)
 
 

@@ -102,6 +102,20 @@ class Runner:
             return arrays
         return tuple(jax.device_put(a, batch_sharding(self.mesh, np.ndim(a))) for a in arrays)
 
+    def fetch(self, tree):
+        """numpy copies of a compiled call's outputs. On a mesh spanning several processes
+        (multi-host) the rows of the other hosts are all-gathered first: every process gets the
+        whole batch, so every process must call it (as it calls the compiled step)."""
+
+        def one(x):
+            if isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated):
+                from jax.experimental import multihost_utils
+
+                return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+            return np.asarray(x)
+
+        return jax.tree.map(one, tree)
+
     def map(
         self,
         seqs: Sequence[Sequence[int]],

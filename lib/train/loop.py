@@ -259,9 +259,18 @@ class Run:
             spec = NamedSharding(mesh, P(None, DATA, *([None] * (x.ndim - 2))))
             return jax.make_array_from_process_local_data(spec, x)
 
+        # Several CPU devices (simulated: XLA_FLAGS=--xla_force_host_platform_device_count,
+        # launch/local.sh): wait for each dispatch before the next. With two collective
+        # programs in flight, XLA's CPU runtime can deadlock (jax 0.10: 2 processes x 2 devices
+        # hang in gloo within a few hundred unsynchronised steps, 2 x 1 does not; 1 process x 8
+        # devices once stopped with "only 7 of 8 threads arrived" at an all-reduce). TPU/GPU
+        # runs keep dispatching ahead.
+        serial = jax.default_backend() == "cpu" and jax.device_count() > 1
+
         def step_fn(state, items):
             stacked = jax.tree.map(lambda *xs: place(np.stack(xs)), *items)
-            return jitted(state, stacked, device_data)
+            out = jitted(state, stacked, device_data)
+            return jax.block_until_ready(out) if serial else out
 
         return step_fn
 

@@ -22,7 +22,6 @@ from jax.sharding import Mesh
 from introspect import sharding
 from introspect.sharding import batch_sharding
 
-
 # Set by launch/local.sh (launch/local.py) in every process it starts; launch/slurm.sh and
 # launch/tpu_pod.sh set INTROSPECT_DISTRIBUTED=1 instead (the cluster supplies the rest).
 ENV_COORDINATOR = "INTROSPECT_COORDINATOR"  # host:port of process 0's coordination service

@@ -1,0 +1,50 @@
+"""Greedy generation with the embedded model on every device of a (simulated) multi-host run.
+
+    launch/local.sh --processes 2 --devices 4 -- .venv/bin/python tests/distributed/run_generate.py
+
+The model is placed on a ("data", "model") mesh over all devices of all processes (batches split
+over "data"), so each host decodes its share of the rows; every process gets all the tokens
+back. Process 0 prints one JSON line {"processes", "devices", "tokens", "texts"}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+
+from introspect.train import partition  # noqa: E402
+
+partition.maybe_initialize_distributed()
+
+import jax  # noqa: E402
+from multihost import QUESTIONS  # noqa: E402  (this script's folder is on sys.path)
+
+from introspect import models, sharding  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--max_new_tokens", type=int, default=6)
+    ap.add_argument("--model_axis", type=int, default=1, help="tensor-parallel degree")
+    a = ap.parse_args()
+    mesh = sharding.make_mesh(data=-1, model=a.model_axis) if jax.device_count() > 1 else None
+    lm = models.load("smollm2-135m-instruct", mesh=mesh)
+    prompts = [
+        lm.tokenizer.apply_chat_template([{"role": "user", "content": q}],
+                                         add_generation_prompt=True)
+        for q in QUESTIONS
+    ]  # fmt: skip
+    gen = lm.generate(prompts, max_new_tokens=a.max_new_tokens, batch_size=len(prompts),
+                      progress=False)  # fmt: skip
+    if partition.is_main_process():
+        print(json.dumps({"processes": jax.process_count(), "devices": jax.device_count(),
+                          "tokens": gen.tokens, "texts": gen.texts}), flush=True)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
