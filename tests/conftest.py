@@ -70,6 +70,8 @@ def _free_module_memory():
 # collection order; the slowest files go first so that none of them starts last.
 SLOW_FIRST = (
     "models/test_sharding.py",
+    "distributed/test_generate_multihost.py",
+    "distributed/test_probe_multihost.py",
     "models/test_lynx_experiment.py",
     "sae/test_rise_experiment.py",
     "posttrain/test_grpo.py",
