@@ -317,7 +317,7 @@ def score_split(lm, examples, config, *, split: str, with_samples: bool, seed: i
     return out
 
 
-def hidden_state_signals(cal, test, config, out_dir: str) -> dict:
+def hidden_state_signals(cal, test, out_dir: str) -> dict:
     """Test-split values of the estimators fitted on the calibration split's hidden states
     (`config.store_hidden_layers`): Mahalanobis, RDE and HUQ (density of the calibration
     features), and a semantic-entropy probe trained on the calibration split's semantic
@@ -424,7 +424,7 @@ def run_task(lm, config, out_dir: str, imported) -> dict:
     )
 
     os.makedirs(out_dir, exist_ok=True)
-    test["values"].update(hidden_state_signals(cal, test, config, out_dir))
+    test["values"].update(hidden_state_signals(cal, test, out_dir))
     table = {}
     for name, t_scores in test["values"].items():
         # Signals missing on the calibration split (sample-based ones when the config samples

@@ -110,8 +110,8 @@ def _with_stop(responses, stop_id: int) -> list[list[int]]:
 
 def pack_sides(lm, rows: Mapping[str, list], config, sides: Sequence[str]) -> dict:
     """Fixed-shape arrays `tokens_<side>`, `valid_<side>` of every side (one common shape)."""
-    stop = int(lm.stop_and_pad(())[0][0])
-    pad = lm.stop_and_pad(())[1]
+    stop_ids, pad = lm.stop_and_pad(())
+    stop = int(stop_ids[0])
     n = len(rows["prompts"])
     prompts = {s: rows["confidence_prompts"] if s not in ("chosen", "rejected") and
                "confidence_prompts" in rows else rows["prompts"] for s in sides}  # fmt: skip
@@ -228,9 +228,13 @@ def reward_scores(
         raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses (need >= 1)")
     cfg = ml_collections.ConfigDict({"max_prompt_tokens": 0, "max_response_tokens": 0})
     arrays = pack_sides(lm, {"prompts": prompts, "chosen": responses}, cfg, ("chosen",))
-    fn = jax.jit(lambda p, t, v: rewards(p, t, v, config=lm.config, dtype=jnp.dtype(lm.dtype)))
     t, v = arrays["tokens_chosen"], arrays["valid_chosen"]
+    kw = {"config": lm.config, "dtype": jnp.dtype(lm.dtype)}
     return np.concatenate(
-        [np.asarray(fn(params, t[s : s + batch_size], v[s : s + batch_size]))
+        [np.asarray(_rewards_jit(params, t[s : s + batch_size], v[s : s + batch_size], **kw))
          for s in range(0, len(t), batch_size)]
     ).astype(np.float32)  # fmt: skip
+
+
+# compiled once per (shape, config) like `policy.sequence_logprobs`, not once per call
+_rewards_jit = jax.jit(rewards, static_argnames=("config", "dtype"))

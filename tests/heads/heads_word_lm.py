@@ -8,32 +8,47 @@ WORDS = (
 ).split()
 
 
-def make_word_lm(seed: int = 0, hidden: int = 32, layers: int = 2):
-    """An `introspect.models.LM` with random weights over the WORDS vocabulary."""
+def make_word_lm(
+    seed: int = 0,
+    hidden: int = 32,
+    layers: int = 2,
+    *,
+    words=WORDS,
+    specials: dict | None = None,
+    max_positions: int = 256,
+    name: str | None = None,
+):
+    """An `introspect.models.LM` with random weights over a word vocabulary (`words`, ids in
+    order); `specials` maps the tokenizer's special roles to words (default: this module's
+    eos / pad / unk)."""
     import tokenizers
     from tokenizers import decoders, pre_tokenizers
     from tokenizers import models as tok_models
 
     from introspect.models import LM, ModelConfig, Tokenizer
 
+    roles = specials or {"eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>"}
     backend = tokenizers.Tokenizer(
-        tok_models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>")
+        tok_models.WordLevel(
+            {w: i for i, w in enumerate(words)},
+            unk_token=roles.get("unk_token", roles["pad_token"]),
+        )
     )
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     backend.decoder = decoders.WordPiece(prefix="##")
-    backend.add_special_tokens(["<eos>", "<pad>"])
-    tok = Tokenizer(backend, eos_token="<eos>", pad_token="<pad>", unk_token="<unk>")
+    backend.add_special_tokens([w for r, w in roles.items() if r != "unk_token"])
+    tok = Tokenizer(backend, **roles)
     cfg = ModelConfig(
-        vocab_size=len(WORDS),
+        vocab_size=len(words),
         hidden_size=hidden,
         intermediate_size=2 * hidden,
         num_layers=layers,
         num_heads=4,
         num_kv_heads=2,
         head_dim=hidden // 4,
-        max_position_embeddings=256,
+        max_position_embeddings=max_positions,
     )
-    return LM(cfg, random_params(cfg, seed), tok, name=f"word-lm-{seed}")
+    return LM(cfg, random_params(cfg, seed), tok, name=name or f"word-lm-{seed}")
 
 
 def random_params(cfg, seed: int):
