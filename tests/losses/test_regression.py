@@ -36,6 +36,7 @@ def test_matches_numpy_transcription(seed, shape):
 
 def test_matches_torch_gaussian_nll():
     import torch
+
     rng = np.random.default_rng(0)
     mu, y, var = rng.normal(size=(6, 5)), rng.normal(size=(6, 5)), rng.random((6, 5)) + 0.1
     ref = torch.nn.GaussianNLLLoss(full=True, reduction="none")(
