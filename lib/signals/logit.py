@@ -177,16 +177,19 @@ def _sqrt_mass(stats, mask):
 
 def _renyi(stats, mask, *, vocab_size: int):
     """Mean over tokens of the Renyi divergence (alpha 1/2) of q = softmax(z / 2) from the
-    uniform distribution: log V - 2 log sum_j sqrt(q_j) (>= 0; 0 = uniform). LM-Polygraph's
-    RenyiNeg (alpha 0.5, temperature 2, from RAINPROOF) with the sign flipped: higher = further
-    from uniform = more confident."""
+    uniform distribution: log V - 2 log sum_j sqrt(q_j) (>= 0; 0 = uniform); higher = further
+    from uniform = more confident. Equals LM-Polygraph's RenyiNeg (alpha 0.5, temperature 2,
+    from RAINPROOF) plus the constant 2 log V, so the ranking is the same
+    (`benchmarks/vs_lm_polygraph.py` checks it per question)."""
     return _masked_mean(np.log(vocab_size) - 2.0 * _sqrt_mass(stats, mask), mask)
 
 
 def _fisher_rao(stats, mask, *, vocab_size: int):
     """Mean over tokens of the Fisher-Rao distance of q = softmax(z / 2) to the uniform
-    distribution, (2 / pi) arccos(sum_j sqrt(q_j / V)) in [0, 1]. LM-Polygraph's FisherRao
-    (temperature 2) with the sign flipped: higher = more confident."""
+    distribution, (2 / pi) arccos(sum_j sqrt(q_j / V)) in [0, 1]; higher = further from uniform
+    = more confident. Equals LM-Polygraph's FisherRao (temperature 2) value for value
+    (`benchmarks/vs_lm_polygraph.py` checks it per question); LM-Polygraph documents both as
+    "higher = more uncertain", but both grow away from the uniform distribution."""
     bc = jnp.exp(_sqrt_mass(stats, mask) - 0.5 * np.log(vocab_size))
     return _masked_mean(2.0 / np.pi * jnp.arccos(jnp.clip(bc, 0.0, 1.0)), mask)
 
