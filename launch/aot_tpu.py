@@ -284,18 +284,6 @@ def grpo_step(config) -> dict:
 BUILDERS = {"probe": probe_step, "sae": sae_step, "grpo": grpo_step}
 
 
-def _jitted_of(step_fn):
-    """The jax.jit object inside `Run.compile`'s step_fn (what training dispatches)."""
-    cells = step_fn.__closure__ or ()
-    cells = dict(zip(step_fn.__code__.co_freevars, (c.cell_contents for c in cells), strict=True))
-    if "jitted" not in cells:
-        raise RuntimeError(
-            "introspect.train.Run.compile no longer keeps its jitted function in `jitted`; "
-            "update launch/aot_tpu.py"
-        )
-    return cells["jitted"]
-
-
 def _chips(devices) -> int:
     """Chips under `devices` (TPU devices on one chip share its coords; others count one each)."""
     return len({tuple(getattr(d, "coords", None) or (d.id,)) for d in devices})
@@ -333,7 +321,7 @@ def compile_step(name: str, built: dict, devices, *, model_axis, fsdp) -> dict:
     )  # fmt: skip
     make_step = built.get("make_step") or train.make_train_step
     step = make_step(built["loss_fn"], tx, schedule, guard_nonfinite=cfg.guard_nonfinite)
-    jitted = _jitted_of(run.compile(step))
+    jitted = run.compile(step).jitted
 
     n, b = int(cfg.steps_per_dispatch), int(cfg.batch_size)
     state = jax.tree.map(

@@ -221,6 +221,28 @@ def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
     return NamedSharding(mesh, P(DATA, *([None] * (ndim - 1))))
 
 
+def gather(tree):
+    """`tree` with every array that spans other processes' devices (sharded over a multi-process
+    mesh) all-gathered into one numpy array on each process; arrays this process can read whole
+    (single host, replicated, process-local) are returned as they are. A collective when any
+    array needs gathering: every process must call it, in the same order."""
+
+    def one(x):
+        if isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated):
+            from jax.experimental import multihost_utils
+
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        return x
+
+    return jax.tree.map(one, tree)
+
+
+def to_host(tree):
+    """numpy copies of a pytree of arrays on every process (`gather`, then copy): call it on
+    every process, like the compiled step that produced the arrays."""
+    return jax.tree.map(np.asarray, gather(tree))
+
+
 __all__ = [
     "DATA",
     "DEFAULT_RULES",
@@ -229,6 +251,7 @@ __all__ = [
     "batch_sharding",
     "check_rules",
     "default_config",
+    "gather",
     "logical_axes",
     "make_mesh",
     "param_specs",
@@ -236,4 +259,5 @@ __all__ = [
     "shard",
     "shardings",
     "spec_for",
+    "to_host",
 ]

@@ -351,7 +351,7 @@ def generate(
             np.float32(conflict_margin),
             spec=spec,
         )
-        out = jax.tree.map(np.asarray, out)
+        out = lm.runner.fetch(out)  # all hosts' rows on a multi-process mesh
         rows = []
         for r in range(len(chunk.indices)):
             n = int(out["out_len"][r])
@@ -474,7 +474,7 @@ def score_gain(
             n=n,
             min_keep=int(min_keep),
         )
-        h_with, h_without = np.asarray(h_with), np.asarray(h_without)
+        h_with, h_without = lm.runner.fetch((h_with, h_without))
         rows = []
         for r, i in enumerate(chunk.indices):
             c = len(conts[i])

@@ -386,7 +386,7 @@ def generate(
             np.int32(max_segment),
             spec=spec,
         )
-        out = jax.tree.map(np.asarray, out)
+        out = lm.runner.fetch(out)  # all hosts' rows on a multi-process mesh
         rows = []
         for r in range(len(chunk.indices)):
             n = int(out["lengths"][r])

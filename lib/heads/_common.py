@@ -139,7 +139,7 @@ def train_head(
       spec: JSON description kept with the fit.
       stats: standardisation statistics kept with the fit (applied by `forward` itself).
     """
-    from introspect import losses
+    from introspect import losses, sharding
     from introspect import train as train_lib
 
     n = len(next(iter(data.values())))
@@ -152,7 +152,7 @@ def train_head(
     result = train_lib.train(
         cfg, init_fn=init_fn, loss_fn=loss_fn, data=dict(data), workdir=workdir, name=name
     )
-    params = jax.tree.map(np.asarray, jax.device_get(result.state.params))
+    params = sharding.to_host(result.state.params)  # gathered on a multi-process mesh
     return HeadFit(model=model, params=params, stats=stats, spec=dict(spec), result=result)
 
 

@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from introspect import sharding
 from introspect.models.config import ModelConfig, rope_inv_freq
 from introspect.models.loaders import _HF_NAMES
 
@@ -287,15 +288,6 @@ def _check_params(lm, params) -> None:
     )
 
 
-def _to_host(x) -> np.ndarray:
-    """A (possibly sharded, possibly multi-process) array as one numpy array on this host."""
-    if isinstance(x, jax.Array) and not x.is_fully_addressable:
-        from jax.experimental import multihost_utils
-
-        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-    return np.asarray(jax.device_get(x))
-
-
 def _hf_tensors(config: ModelConfig, params, dtype, write: bool) -> dict[str, np.ndarray]:
     """{HF tensor name: [out, in] array in `dtype`} of a Decoder param tree (empty unless `write`;
     every process gathers, in the same order)."""
@@ -313,9 +305,9 @@ def _hf_tensors(config: ModelConfig, params, dtype, write: bool) -> dict[str, np
             used.add(path)
             leaf = leaves[path]
             if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
-                leaf = _to_host(leaf)  # a collective: every process takes part
+                leaf = sharding.to_host(leaf)  # a collective: every process takes part
             if write:
-                arr = _to_host(leaf).astype(dtype, copy=False)
+                arr = sharding.to_host(leaf).astype(dtype, copy=False)
                 tensors[name.format(i=i)] = np.ascontiguousarray(
                     arr.T if path[-1] == "kernel" else arr
                 )

@@ -46,7 +46,9 @@ class ForwardOutput:
     (layers = `hidden_layers` in the order given; all = num_layers + 1) or None;
     attention: with `attention_layers`, the post-softmax weights [batch, len(attention_layers),
     heads (or len(attention_heads)), length (queries), length (keys)] float32, 0 at masked keys
-    and padding queries (transformers' `output_attentions` layout), else None."""
+    and padding queries (transformers' `output_attentions` layout), else None.
+    jax.Arrays on one host; on a mesh spanning several processes the rows of the other hosts are
+    all-gathered (numpy arrays of the whole batch on every process)."""
 
     logits: jax.Array
     hidden_states: jax.Array | None
@@ -459,6 +461,8 @@ class LM:
             replace=self._check_replace(replace),
             **att_kw,
         )
+        # on a mesh spanning several processes, every process gets the whole batch (a collective)
+        out = sharding.gather(tuple(out))
         logits, hs = out[:2]
         att = out[3] if att_layers is not None else None
         return ForwardOutput(logits, hs, capture, att, att_layers, att_heads)

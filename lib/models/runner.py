@@ -23,7 +23,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from introspect.sharding import DATA, batch_sharding
+from introspect.sharding import DATA, batch_sharding, to_host
 
 
 def next_power_of_two(n: int, minimum: int = 1) -> int:
@@ -106,15 +106,7 @@ class Runner:
         """numpy copies of a compiled call's outputs. On a mesh spanning several processes
         (multi-host) the rows of the other hosts are all-gathered first: every process gets the
         whole batch, so every process must call it (as it calls the compiled step)."""
-
-        def one(x):
-            if isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated):
-                from jax.experimental import multihost_utils
-
-                return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-            return np.asarray(x)
-
-        return jax.tree.map(one, tree)
+        return to_host(tree)
 
     def map(
         self,

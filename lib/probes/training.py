@@ -31,7 +31,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from introspect import losses
+from introspect import losses, sharding
 from introspect import train as train_lib
 from introspect.probes import models
 from introspect.train.data import as_source, epoch_batches
@@ -200,7 +200,7 @@ def fit_probe(
         eval_fn=eval_fn,
         name="train",
     )
-    params = jax.device_get(result.state.params)
+    params = sharding.to_host(result.state.params)  # gathered on a multi-process mesh
     variables = jax.tree.map(np.asarray, variables_of(params))
     spec = {
         "probe": cfg.to_dict(),

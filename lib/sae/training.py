@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from introspect import losses
+from introspect import losses, sharding
 from introspect import train as train_lib
 from introspect.sae import api, models, objectives
 from introspect.train.data import as_source
@@ -356,7 +356,7 @@ def fit(
 
         def eval_fn(params, step):
             del step
-            return api.metrics(jax.device_get(params), eval_x, config=cfg)
+            return api.metrics(sharding.to_host(params), eval_x, config=cfg)
 
     result = train_lib.train(
         cfg.train,
@@ -368,5 +368,5 @@ def fit(
         name="sae.train",
         make_step=functools.partial(make_sae_step, spec=spec),
     )
-    params = jax.tree.map(np.asarray, jax.device_get(result.state.params))
+    params = sharding.to_host(result.state.params)  # gathered on a multi-process mesh
     return (params, result) if return_result else params

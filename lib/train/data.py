@@ -112,10 +112,12 @@ class Batcher:
         """This host's row indices [batch_size / process_count] of global batch `step` (sorted)."""
         epoch, k = divmod(int(step), self.steps_per_epoch)
         rows = self._permutation(epoch)[k * self.batch_size : (k + 1) * self.batch_size]
-        local = self.batch_size // self.process_count
-        rows = rows[self.process_index * local : (self.process_index + 1) * local]
         # Sorted reads are faster from memory-mapped shards; the batch is a set, order is free.
-        return np.sort(rows)
+        # The global batch is sorted before it is split, so the global array has the same row
+        # order for any number of processes (reductions add in the same order).
+        rows = np.sort(rows)
+        local = self.batch_size // self.process_count
+        return rows[self.process_index * local : (self.process_index + 1) * local]
 
     def __iter__(self):
         return self

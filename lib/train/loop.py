@@ -219,6 +219,7 @@ class Run:
         "data" on their batch dimension, and run as n steps in one jitted call (`lax.scan` when
         n > 1; one compile per distinct n) with the state donated. Step i uses the RNG
         `fold_in(state.rng, state.step)`, so n steps per call give the same result as n calls.
+        `step_fn.jitted(state, stacked, device_data)` is the jax.jit object it dispatches.
         """
         mesh, device_data = self.mesh, self.device_data
 
@@ -272,6 +273,7 @@ class Run:
             out = jitted(state, stacked, device_data)
             return jax.block_until_ready(out) if serial else out
 
+        step_fn.jitted = jitted  # `.lower(...)` for AOT compiles (launch/aot_tpu.py)
         return step_fn
 
     def close(self) -> None:

@@ -20,7 +20,7 @@ from absl import logging
 from jax.sharding import Mesh
 
 from introspect import sharding
-from introspect.sharding import batch_sharding
+from introspect.sharding import batch_sharding, to_host
 
 # Set by launch/local.sh (launch/local.py) in every process it starts; launch/slurm.sh and
 # launch/tpu_pod.sh set INTROSPECT_DISTRIBUTED=1 instead (the cluster supplies the rest).
@@ -107,21 +107,6 @@ def mesh_from_config(config: ml_collections.ConfigDict, *, name: str = "train") 
 def state_shardings(abstract_state, mesh: Mesh, config: ml_collections.ConfigDict):
     """NamedSharding tree for a (possibly abstract) train state under `config.sharding`."""
     return sharding.shardings(abstract_state, mesh, config.sharding)
-
-
-def to_host(tree):
-    """numpy copies of a pytree of arrays on every process: an array spanning other processes'
-    devices (sharded over a multi-process mesh) is all-gathered first, so call it on every
-    process (a collective); fully replicated or process-local arrays are copied directly."""
-
-    def one(x):
-        if isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated):
-            from jax.experimental import multihost_utils
-
-            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-        return np.asarray(x)
-
-    return jax.tree.map(one, tree)
 
 
 def global_batch(local_batch, mesh: Mesh):
