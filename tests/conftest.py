@@ -9,6 +9,28 @@ import pytest
 # XLA_FLAGS=--xla_force_host_platform_device_count=8.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+
+def _share_compilations() -> None:
+    """One persistent XLA compilation cache per `pytest` run (a fresh directory, removed at
+    exit), shared through the environment by the xdist workers and every subprocess the tests
+    start: a program compiled in one process (the embedded model's generation at a given
+    shape, a killed-then-restarted training run, the 2 x 4 / 1 x 8 / 1 x 1 runs of the same
+    step) is read back by the others instead of compiled again. A cache the caller set (or
+    JAX_COMPILATION_CACHE_DIR="" to turn it off) is left alone."""
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return
+    import atexit
+    import shutil
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="introspect-test-xla-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = path
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+
+
+_share_compilations()
+
 SMOLLM = "smollm2-135m-instruct"
 
 CHAT_PROMPTS = [

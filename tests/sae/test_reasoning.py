@@ -151,7 +151,8 @@ def _random_sae(d, num_latents=16, seed=0):
 
 def test_steering_alpha_zero_is_plain_generation(smollm, chat_prompt_ids):
     """alpha = 0 along a decoder row gives plain generation token for token; a sweep of
-    (latent, alpha) rows in one call equals each row steered on its own."""
+    (latent, alpha) rows in one call equals each row's (latent, alpha) applied to the whole
+    batch (the calls share one batch shape: three compiles in all)."""
     prompts = chat_prompt_ids[:3]
     params = _random_sae(smollm.config.hidden_size)
     plain = smollm.generate(prompts, max_new_tokens=12)
@@ -167,16 +168,15 @@ def test_steering_alpha_zero_is_plain_generation(smollm, chat_prompt_ids):
     # A sweep: rows (latent 5, alpha 0), (latent 5, alpha 40), (latent 9, alpha -40).
     latents, alphas = np.array([5, 5, 9]), np.array([0.0, 40.0, -40.0])
     sweep = smollm.generate(
-        prompts, max_new_tokens=12, steering=sae.steering(params, latents, alphas, layer=10),
-        batch_size=2,
-    )  # fmt: skip
+        prompts, max_new_tokens=12, steering=sae.steering(params, latents, alphas, layer=10)
+    )
     assert sweep.tokens[0] == plain.tokens[0]
     for i in (1, 2):
         one = smollm.generate(
-            [prompts[i]], max_new_tokens=12,
+            prompts, max_new_tokens=12,
             steering=sae.steering(params, int(latents[i]), float(alphas[i]), layer=10),
         )  # fmt: skip
-        assert one.tokens[0] == sweep.tokens[i]
+        assert one.tokens[i] == sweep.tokens[i]
     assert sweep.tokens[1] != plain.tokens[1] or sweep.tokens[2] != plain.tokens[2]
     # The vector is the unit decoder row, added after block layer - 1.
     st = sae.steering(params, latents, alphas, layer=10)
