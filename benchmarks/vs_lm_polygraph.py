@@ -44,8 +44,9 @@ Prints one JSON object:
 * "greedy_identical": how many greedy answers are token-identical between the two end-to-end
   runs; "prompts_identical": whether both tokenized the prompts alike.
 Generation (prompt prefill) dominates both sides. On a 2-core CPU, `--num 48
---max-new-tokens 16 --threads 1` takes ~36 minutes; the defaults about 2 hours. Not a test:
-timings depend on the machine and its load (reported).
+--max-new-tokens 16 --threads 1` takes ~36 minutes, `--num 200` ~75 (the measured run:
+benchmarks/results/vs_lm_polygraph.json); the defaults about 2 hours. Not a test: timings
+depend on the machine and its load (reported).
 """
 
 from __future__ import annotations
