@@ -451,7 +451,20 @@ class RolloutFeed:
             self.tracker = tracker
         self.last = {"texts": gen.texts, "indices": idx}
         self.step += 1
+        return _host_rows(batch, len(rows))
+
+
+def _host_rows(batch: dict, n: int) -> dict:
+    """This host's rows [p * n / P, (p + 1) * n / P) of a global batch every host computed (all
+    hosts sample every rollout, gathered, so group advantages see whole groups), as the loop
+    expects from a data iterator (`Batcher`'s split); the whole batch on one host."""
+    count = jax.process_count()
+    if count == 1:
         return batch
+    if n % count:
+        raise ValueError(f"{n} rollouts per step do not split over {count} processes")
+    local, i = n // count, jax.process_index()
+    return {k: v[i * local : (i + 1) * local] for k, v in batch.items()}
 
 
 def _nanmean(x):
