@@ -18,9 +18,10 @@ and compiled for the topology:
 
 The probe and SAE losses are the libraries' own: `fit_probe` / `sae.fit` are called on two
 placeholder rows with `introspect.train.train` swapped for a stub that records its arguments
-(init_fn, loss_fn, make_step, config) and stops. The state layout is `setup`'s (eval_shape of
-the initial TrainState, `partition.state_shardings` over the ("data", "model") mesh of
-`sharding.make_mesh` on the topology's devices); batches are host-fed, [steps_per_dispatch,
+(init_fn, loss_fn, make_step, config) and stops. The state layout is `setup`'s
+(`train.state_layout`: eval_shape of the initial TrainState and its shardings over the
+("data", "model") mesh of `sharding.make_mesh` on the topology's devices); batches are
+host-fed, [steps_per_dispatch,
 batch_size, ...] split over "data", as `Run.compile` places them.
 
 Prints one JSON object: per step the mesh, batch, parameter count, the bytes of one device's
@@ -297,7 +298,6 @@ def compile_step(name: str, built: dict, devices, *, model_axis, fsdp) -> dict:
     from jax.sharding import PartitionSpec as P
 
     from introspect import sharding, train
-    from introspect.train import partition
     from introspect.train.config import check_batch_divisible
 
     cfg_in = train.resolve_config(built["config"], name=f"{name}.train")
@@ -308,12 +308,8 @@ def compile_step(name: str, built: dict, devices, *, model_axis, fsdp) -> dict:
     cfg = train.resolve_config(cfg_in, name=f"{name}.train")
     mesh = sharding.make_mesh(cfg.mesh, devices=devices, field=f"{name}.train.mesh")
     check_batch_divisible(cfg, mesh.shape[sharding.DATA], 1, name=f"{name}.train")
-    tx, schedule = train.make_optimizer(cfg)
-    # as train.setup: the initial state's shapes and its shardings
-    init_key, step_key = jax.random.split(jax.random.PRNGKey(cfg.seed))
-    init_fn = built["init_fn"]
-    abstract = jax.eval_shape(lambda: train.init_train_state(init_fn(init_key), tx, step_key))
-    shardings = partition.state_shardings(abstract, mesh, cfg)
+    # the state's shapes and shardings exactly as train.setup lays them out
+    tx, schedule, _, shardings, state = train.state_layout(cfg, built["init_fn"], mesh)
     run = train.Run(
         config=cfg, name=name, mesh=mesh, shardings=shardings, tx=tx, schedule=schedule,
         data=None, feed=None, device_data=None, checkpointer=None, writer=None,
@@ -324,9 +320,6 @@ def compile_step(name: str, built: dict, devices, *, model_axis, fsdp) -> dict:
     jitted = run.compile(step).jitted
 
     n, b = int(cfg.steps_per_dispatch), int(cfg.batch_size)
-    state = jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings
-    )
     batch = {
         k: jax.ShapeDtypeStruct(
             (n, b, *shape),
@@ -354,8 +347,8 @@ def compile_step(name: str, built: dict, devices, *, model_axis, fsdp) -> dict:
         + per_device["generated_code"]
     )  # fmt: skip
     per_chip = len(devices) // _chips(devices)
-    n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params))
-    state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract))
+    n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
+    state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
     return {
         "mesh": {k: int(v) for k, v in mesh.shape.items()},
         "fsdp": bool(cfg.sharding.fsdp),
@@ -434,10 +427,9 @@ def main(argv=None) -> int:
     text = json.dumps(out, indent=2)
     print(text)
     if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output + ".tmp", "w") as f:
-            f.write(text + "\n")
-        os.replace(args.output + ".tmp", args.output)
+        from introspect import results
+
+        results.write_text(args.output, text + "\n")  # atomic
     return 1 if failed else 0
 
 

@@ -42,6 +42,7 @@ from introspect import losses, metrics, sae
 from introspect import train as train_lib
 from introspect.posttrain import lora, policy
 from introspect.posttrain.rewards import TEXT_REWARDS, compute_reward
+from introspect.train.data import host_rows
 
 ADVANTAGES = ("grpo", "negative_only", "riskpo", "trust_grpo", "ucas", "empg", "steer")
 # The transforms that read the rollout's per-token logits / entropies (one extra forward).
@@ -457,14 +458,12 @@ class RolloutFeed:
 def _host_rows(batch: dict, n: int) -> dict:
     """This host's rows [p * n / P, (p + 1) * n / P) of a global batch every host computed (all
     hosts sample every rollout, gathered, so group advantages see whole groups), as the loop
-    expects from a data iterator (`Batcher`'s split); the whole batch on one host."""
-    count = jax.process_count()
-    if count == 1:
+    expects from a data iterator (`train.data.host_rows`, `Batcher`'s split); the whole batch
+    on one host."""
+    if jax.process_count() == 1:
         return batch
-    if n % count:
-        raise ValueError(f"{n} rollouts per step do not split over {count} processes")
-    local, i = n // count, jax.process_index()
-    return {k: v[i * local : (i + 1) * local] for k, v in batch.items()}
+    rows = host_rows(n)
+    return {k: v[rows] for k, v in batch.items()}
 
 
 def _nanmean(x):

@@ -44,6 +44,7 @@ from introspect.train.loop import (
     make_train_step,
     progress_hook,
     setup,
+    state_layout,
     train,
 )
 from introspect.train.partition import (
@@ -91,5 +92,6 @@ __all__ = [
     "register_schedule",
     "resolve_config",
     "setup",
+    "state_layout",
     "train",
 ]

@@ -51,6 +51,17 @@ def as_source(data):
     return data
 
 
+def host_rows(n: int, process_index: int | None = None, process_count: int | None = None) -> slice:
+    """This host's rows [p * n / P, (p + 1) * n / P) of a global batch of `n` rows: the piece
+    `jax.make_array_from_process_local_data` expects from host p (default: this process)."""
+    p = jax.process_index() if process_index is None else process_index
+    count = jax.process_count() if process_count is None else process_count
+    if n % count:
+        raise ValueError(f"a global batch of {n} rows does not split over {count} processes")
+    local = n // count
+    return slice(p * local, (p + 1) * local)
+
+
 class Batcher:
     """Checkpointable iterator of host-local batches `{name: [batch_size / processes, ...]}`.
 
@@ -115,9 +126,7 @@ class Batcher:
         # Sorted reads are faster from memory-mapped shards; the batch is a set, order is free.
         # The global batch is sorted before it is split, so the global array has the same row
         # order for any number of processes (reductions add in the same order).
-        rows = np.sort(rows)
-        local = self.batch_size // self.process_count
-        return rows[self.process_index * local : (self.process_index + 1) * local]
+        return np.sort(rows)[host_rows(self.batch_size, self.process_index, self.process_count)]
 
     def __iter__(self):
         return self

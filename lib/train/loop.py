@@ -50,7 +50,7 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.struct
 import jax
@@ -299,6 +299,32 @@ class _Rows:
         return rows
 
 
+class StateLayout(NamedTuple):
+    tx: optax.GradientTransformation
+    schedule: Callable
+    init_state: Callable[[], TrainState]  # the fresh state (jit it with out_shardings)
+    shardings: Any  # NamedSharding tree of the state
+    abstract: Any  # jax.ShapeDtypeStruct tree carrying `shardings` (restore / AOT lower)
+
+
+def state_layout(cfg: ml_collections.ConfigDict, init_fn, mesh: Mesh) -> StateLayout:
+    """The optimiser, the initial-state function and the train state's layout on `mesh` under a
+    resolved `cfg`, without allocating it (`jax.eval_shape`): what `setup` restores into or
+    initialises, and what launch/aot_tpu.py lowers on."""
+    tx, schedule = make_optimizer(cfg)
+    init_key, step_key = jax.random.split(jax.random.PRNGKey(cfg.seed))
+
+    def init_state():
+        return init_train_state(init_fn(init_key), tx, step_key)
+
+    shapes = jax.eval_shape(init_state)
+    shardings = partition.state_shardings(shapes, mesh, cfg)
+    abstract = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings
+    )
+    return StateLayout(tx, schedule, init_state, shardings, abstract)
+
+
 def setup(
     config: ml_collections.ConfigDict | dict | None,
     init_fn: Callable[[jax.Array], Any],
@@ -332,17 +358,7 @@ def setup(
         if jax.process_count() == 1 and nbytes <= cfg.device_data_max_mb * 2**20:
             device_data = jax.device_put(batches.source.arrays, NamedSharding(mesh, P()))
 
-    tx, schedule = make_optimizer(cfg)
-    init_key, step_key = jax.random.split(jax.random.PRNGKey(cfg.seed))
-
-    def init_state():
-        return init_train_state(init_fn(init_key), tx, step_key)
-
-    abstract = jax.eval_shape(init_state)
-    shardings = partition.state_shardings(abstract, mesh, cfg)
-    abstract = jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings
-    )
+    tx, schedule, init_state, shardings, abstract = state_layout(cfg, init_fn, mesh)
 
     os.makedirs(workdir, exist_ok=True)
     k = cfg.checkpoint
