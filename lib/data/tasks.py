@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -215,6 +216,7 @@ def load_task(
 
     carved = bool(spec.carve_from) and split in CARVED_SPLITS
     source_split = spec.carve_from if carved else split
+    _prepare(spec.builder, data_dir)
     source = tfds.data_source(spec.builder, split=source_split, data_dir=data_dir)
     indices: Sequence[int] = range(len(source))
     if carved:
@@ -222,6 +224,32 @@ def load_task(
         half = len(order) // 2
         indices = order[:half] if split == "calibration" else order[half:]
     return [builders.decode_record(r) for r in _read(source, indices[:num])]
+
+
+def _prepare(builder: str, data_dir: str | None) -> None:
+    """Build `builder`'s dataset in `data_dir` unless it is there, once however many processes
+    ask at the same time: the processes of a multi-process run share a disk on one host (or a
+    shared filesystem), and TFDS's own prepare, run by two of them at once, fails when the second
+    renames its finished copy onto the first's. The build runs under an exclusive `flock` on a
+    lock file beside the dataset; whoever waited finds it prepared. Remote directories
+    (`gs://...`) are built without a lock (prepare them once before a pod run)."""
+    import fcntl
+
+    import tensorflow_datasets as tfds
+
+    if tfds.builder(builder, data_dir=data_dir).is_prepared():
+        return
+    version_dir = os.fspath(tfds.builder(builder, data_dir=data_dir).data_dir)
+    if "://" in version_dir:
+        tfds.builder(builder, data_dir=data_dir).download_and_prepare()
+        return
+    parent = os.path.dirname(version_dir.rstrip("/"))
+    os.makedirs(parent, exist_ok=True)
+    with open(os.path.join(parent, ".prepare.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        again = tfds.builder(builder, data_dir=data_dir)  # a fresh look: another may have built it
+        if not again.is_prepared():
+            again.download_and_prepare()
 
 
 def carve_order(name: str, ids: Iterable[str]) -> list[int]:

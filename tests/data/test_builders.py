@@ -181,6 +181,40 @@ def test_load_task_synthetic(synthetic_dir):
     assert calibration[:5] == [builders.decode_record(source["calibration"][i]) for i in range(5)]
 
 
+_LOAD_FIVE = """
+import json, sys
+from introspect.data import tasks
+rows = tasks.load_task("synthetic_easy", "test", data_dir=sys.argv[1], num=5)
+print(json.dumps([r["id"] for r in rows]))
+"""
+
+
+def test_load_task_builds_once_when_processes_ask_at_once(tmp_path):
+    # The processes of a multi-process run share the data_dir on a host: started together on an
+    # empty directory, one builds the set and the others wait for it (TFDS alone would let two
+    # build and fail on the second rename).
+    import subprocess
+
+    data_dir = str(tmp_path / "tfds")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _LOAD_FIVE, data_dir],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for _ in range(3)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    ids = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    assert ids[0] == ids[1] == ids[2] and len(ids[0]) == 5
+    assert _version_dir(data_dir).is_dir()
+    leftovers = [d.name for d in _version_dir(data_dir).parent.iterdir() if "incomplete" in d.name]
+    assert leftovers == []
+
+
 # ----------------------------------------------------------------------------- raw formats
 
 GSM8K_RECORD = {
