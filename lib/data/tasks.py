@@ -237,11 +237,12 @@ def _prepare(builder: str, data_dir: str | None) -> None:
 
     import tensorflow_datasets as tfds
 
-    if tfds.builder(builder, data_dir=data_dir).is_prepared():
+    first = tfds.builder(builder, data_dir=data_dir)
+    if first.is_prepared():
         return
-    version_dir = os.fspath(tfds.builder(builder, data_dir=data_dir).data_dir)
+    version_dir = os.fspath(first.data_dir)
     if "://" in version_dir:
-        tfds.builder(builder, data_dir=data_dir).download_and_prepare()
+        first.download_and_prepare()
         return
     parent = os.path.dirname(version_dir.rstrip("/"))
     os.makedirs(parent, exist_ok=True)

@@ -104,7 +104,7 @@ def _probe_scores(probe, x: np.ndarray, calibration: str | None) -> np.ndarray:
     from introspect import probes
 
     p = probes.predict(probe.model, probe.variables, x)
-    return C.logit(p) if calibration in _ON_LOGITS else p.astype(np.float64)
+    return C.logit(p) if calibration in _ON_LOGITS else np.asarray(p, np.float64)
 
 
 def fit_gcm(

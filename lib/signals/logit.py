@@ -24,6 +24,7 @@ ValueError instead of giving a NaN signal (under `jit` the values are not inspec
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import jax
@@ -181,7 +182,7 @@ def _renyi(stats, mask, *, vocab_size: int):
     from uniform = more confident. Equals LM-Polygraph's RenyiNeg (alpha 0.5, temperature 2,
     from RAINPROOF) plus the constant 2 log V, so the ranking is the same
     (`benchmarks/vs_lm_polygraph.py` checks it per question)."""
-    return _masked_mean(np.log(vocab_size) - 2.0 * _sqrt_mass(stats, mask), mask)
+    return _masked_mean(math.log(vocab_size) - 2.0 * _sqrt_mass(stats, mask), mask)
 
 
 def _fisher_rao(stats, mask, *, vocab_size: int):
@@ -190,7 +191,7 @@ def _fisher_rao(stats, mask, *, vocab_size: int):
     = more confident. Equals LM-Polygraph's FisherRao (temperature 2) value for value
     (`benchmarks/vs_lm_polygraph.py` checks it per question); LM-Polygraph documents both as
     "higher = more uncertain", but both grow away from the uniform distribution."""
-    bc = jnp.exp(_sqrt_mass(stats, mask) - 0.5 * np.log(vocab_size))
+    bc = jnp.exp(_sqrt_mass(stats, mask) - 0.5 * math.log(vocab_size))
     return _masked_mean(2.0 / np.pi * jnp.arccos(jnp.clip(bc, 0.0, 1.0)), mask)
 
 
