@@ -2,7 +2,7 @@
 
     python -m experiments.rise --config configs/rise.py:smoke --workdir /tmp/rise
 
-Runtime on a 2-core CPU: about 9 minutes for `:smoke` (528 s measured; embedded
+Runtime on a 2-core CPU: 9 to 11 minutes for `:smoke` (528 s and 659 s measured; embedded
 SmolLM2-135M-Instruct, synthetic suite: 96 training and 32 test traces of up to 96 tokens, steps
 at line ends and full stops, a TopK SAE with 1024 latents on layer 15, 4 non-zero alphas along 2
 latents over 24 test prompts, each response followed by a confidence question); a rerun reads
