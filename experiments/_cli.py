@@ -3,9 +3,10 @@
 
 Multi-process runs (launch/local.sh --processes N, launch/slurm.sh, launch/tpu_pod.sh): before
 the experiment touches JAX, `start_process` joins the run (`jax.distributed.initialize` from the
-environment the launcher set), silences stdout on every process but 0 (which alone prints the
-tables) and gives every process process 0's default run name, so all of them write to the same
-results/<experiment>/<run>/ directory and the same checkpoints.
+environment the launcher set; an uncaught exception then ends its process at once instead of
+hanging in JAX's shutdown barrier: `partition.exit_at_once`), silences stdout on every process
+but 0 (which alone prints the tables) and gives every process process 0's default run name, so
+all of them write to the same results/<experiment>/<run>/ directory and the same checkpoints.
 """
 
 from __future__ import annotations
@@ -37,32 +38,6 @@ def start_process(config=None) -> None:
         sys.stdout = open(os.devnull, "w")  # for the life of the process
 
 
-def fail_fast(error: BaseException) -> None:
-    """In a multi-process run, print `error`'s traceback and end this process at once with exit
-    code 1. A normal exit would run JAX's distributed shutdown, which waits at a barrier for
-    every other process, while they wait in a collective for this one: both would hang. Ended
-    abruptly, this process stops its heartbeats, so the others fail with an error naming it
-    (after INTROSPECT_HEARTBEAT_SECONDS) and the launcher stops them after its --grace.
-    A no-op in a single process and for a clean `SystemExit(0)`."""
-    import traceback
-
-    import jax
-
-    if not jax.distributed.is_initialized() or jax.process_count() == 1:
-        return
-    if isinstance(error, SystemExit) and error.code in (0, None):
-        return
-    traceback.print_exception(error, file=sys.stderr)
-    print(
-        f"process {jax.process_index()} of {jax.process_count()} failed; exiting without "
-        "jax.distributed's shutdown barrier",
-        file=sys.stderr,
-    )
-    sys.stderr.flush()
-    sys.stdout.flush()
-    os._exit(1)
-
-
 def launch(run: Callable, name: str, *, workdir_help: str | None = None) -> None:
     """Define the flags and run `run(config)`, or `run(config, workdir)` when `workdir_help`
     is given (default workdir: <results_root>/<name>_workdir). Flags are defined only here,
@@ -81,14 +56,10 @@ def launch(run: Callable, name: str, *, workdir_help: str | None = None) -> None
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
         logging.set_verbosity(logging.WARNING)  # keep absl/TFDS/orbax info lines out
         start_process(config.value)
-        try:
-            if workdir is None:
-                run(config.value)
-            else:
-                default = os.path.join(config.value.results_root, f"{name}_workdir")
-                run(config.value, workdir.value or default)
-        except BaseException as e:
-            fail_fast(e)
-            raise
+        if workdir is None:
+            run(config.value)
+        else:
+            default = os.path.join(config.value.results_root, f"{name}_workdir")
+            run(config.value, workdir.value or default)
 
     app.run(main)

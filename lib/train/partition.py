@@ -12,6 +12,8 @@ its own rows; `global_batch` assembles the global jax.Array from them.
 from __future__ import annotations
 
 import os
+import sys
+import traceback
 
 import jax
 import ml_collections
@@ -58,6 +60,7 @@ def maybe_initialize_distributed(enabled: bool = False) -> bool:
 
     INTROSPECT_HEARTBEAT_SECONDS (default 100) is how long a silent process counts as alive; when
     one dies, the others fail with an error naming the lost task instead of waiting forever.
+    A multi-process run also gets `exit_at_once` as `sys.excepthook`.
     Returns whether JAX runs multi-process now.
     """
     if jax.distributed.is_initialized():
@@ -79,6 +82,8 @@ def maybe_initialize_distributed(enabled: bool = False) -> bool:
         # it explicitly so that a CPU run never silently has none).
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(**kwargs)
+    if jax.process_count() > 1:
+        sys.excepthook = exit_at_once
     logging.info(
         "jax.distributed: process %d of %d, %d local / %d global devices",
         jax.process_index(),
@@ -87,6 +92,24 @@ def maybe_initialize_distributed(enabled: bool = False) -> bool:
         jax.device_count(),
     )
     return jax.process_count() > 1
+
+
+def exit_at_once(kind, error, tb) -> None:
+    """`sys.excepthook` of a multi-process run: print the uncaught exception and end the process
+    with exit status 1 at once. A normal exit would run jax.distributed's shutdown (atexit), a
+    barrier that waits for every other process while they wait in a collective for this one:
+    both would hang. Ended at once, this process drops its gloo connections and stops its
+    heartbeats, so the others fail with an error about it (tests/distributed/test_fail_fast.py)
+    and the launcher reports the failure."""
+    traceback.print_exception(kind, error, tb)
+    print(
+        f"process {jax.process_index()} of {jax.process_count()} failed; exiting without "
+        "jax.distributed's shutdown barrier",
+        file=sys.stderr,
+    )
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(1)
 
 
 def initialize_distributed(enabled: bool = False) -> bool:

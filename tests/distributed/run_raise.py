@@ -1,9 +1,13 @@
-"""An experiment entry point (experiments/_cli.launch, as every experiment starts) whose process 1
-raises a Python exception while process 0 waits for it in a collective: the failing process must
-end at once (not hang in jax.distributed's shutdown barrier) and the other must stop with the
-coordination service's error.
+"""Process 1 raises a Python exception while process 0 waits for it in a collective: the failing
+process must end at once (not hang in jax.distributed's shutdown barrier) and the other must stop
+with an error about its peer.
 
     launch/local.sh --processes 2 --devices 1 -- .venv/bin/python tests/distributed/run_raise.py
+        [--plain]
+
+By default the program is an experiment entry point (experiments/_cli.launch, an absl app, as
+every experiment starts); --plain joins the run with `partition.maybe_initialize_distributed`
+in a bare script, as a user's own program would.
 """
 
 import os
@@ -11,10 +15,8 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
-from experiments._cli import launch  # noqa: E402
 
-
-def run(config) -> None:
+def run(config=None) -> None:
     import jax
     from jax.experimental import multihost_utils
 
@@ -25,4 +27,12 @@ def run(config) -> None:
 
 
 if __name__ == "__main__":
-    launch(run, "answer")
+    if "--plain" in sys.argv:
+        from introspect.train import partition
+
+        partition.maybe_initialize_distributed()
+        run()
+    else:
+        from experiments._cli import launch
+
+        launch(run, "answer")
