@@ -21,8 +21,8 @@ placeholder rows with `introspect.train.train` swapped for a stub that records i
 (init_fn, loss_fn, make_step, config) and stops. The state layout is `setup`'s
 (`train.state_layout`: eval_shape of the initial TrainState and its shardings over the
 ("data", "model") mesh of `sharding.make_mesh` on the topology's devices); batches are
-host-fed, [steps_per_dispatch,
-batch_size, ...] split over "data", as `Run.compile` places them.
+host-fed, [steps_per_dispatch, batch_size, ...] split over "data", as `Run.compile` places
+them.
 
 Prints one JSON object: per step the mesh, batch, parameter count, the bytes of one device's
 program from `compiled.memory_analysis()` (argument, output, alias, temp, generated code; total =
